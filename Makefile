@@ -1,0 +1,26 @@
+# The two quickstart commands: `make demo` trains on the built-in synthetic data, `make test` runs the
+# tests. Each creates (or reuses) the virtual environment $(VENV) and installs the package into it.
+PYTHON ?= python3
+VENV ?= .venv
+DEMO_WORKDIR ?= workdirs/demo
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(DEMO_WORKDIR)
+	$(VENV)/bin/python -m clip_jax.train --config=configs/synthetic_demo.py --workdir=$(DEMO_WORKDIR)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) workdirs

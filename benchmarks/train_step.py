@@ -1,0 +1,163 @@
+"""Throughput of the compiled train step, its FLOP/s and MFU, compile time with and without scan,
+and (when torch and open_clip are installed) open_clip's train step on the same model, batch and
+optimiser in the same run, with the ratio.
+
+  python -m benchmarks.train_step --models=ViT-B-32 --batch_sizes=32 --steps=3
+
+MFU = achieved FLOP/s of the step (XLA's cost analysis of the compiled step, forward + backward +
+AdamW) divided by the peak measured on this machine for a large float32 matmul.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from benchmarks import common
+from clip_jax import losses
+from clip_jax import models
+from clip_jax import optim
+from clip_jax import sharding
+from clip_jax import train_step as train_step_lib
+
+
+def measure_matmul_peak(dtype=jnp.float32, size: int = 2048, repeats: int = 10) -> float:
+  """FLOP/s of a large square matmul: the machine's practical peak for this dtype."""
+  a = jnp.ones((size, size), dtype)
+  matmul = jax.jit(lambda x: x @ x)
+  matmul(a).block_until_ready()
+  start = time.perf_counter()
+  for _ in range(repeats):
+    a = matmul(a)
+  a.block_until_ready()
+  return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def optimizer_config() -> ml_collections.ConfigDict:
+  """open_clip's ViT defaults."""
+  return ml_collections.ConfigDict(dict(learning_rate=5e-4, b1=0.9, b2=0.98, eps=1e-6,
+                                        weight_decay=0.2, warmup_steps=10, grad_clip_norm=0.0,
+                                        end_learning_rate=0.0))
+
+
+def time_jax_step(model_name: str, batch_size: int, steps: int, scan: bool, dtype: str,
+                  remat: bool) -> dict[str, float]:
+  mesh = sharding.create_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1)))
+  model = models.create_model(model_name, scan=scan, dtype=dtype, remat=remat)
+  config = models.get_model_config(model_name)
+  optimizer, schedule = optim.create_optimizer(optimizer_config(), total_steps=1000)
+  loss_fn = losses.make_loss_fn("softmax", mesh, sharding.BATCH_AXES)
+  size, context = config.vision.image_size, config.text.context_length
+  init = functools.partial(train_step_lib.create_train_state, model=model, optimizer=optimizer,
+                           image_shape=(batch_size, size, size, 3),
+                           text_shape=(batch_size, context))
+  shardings = sharding.tree_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), mesh)
+  state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(1, config.text.vocab_size - 1, (batch_size, context), dtype=np.int32)
+  tokens[:, -1] = config.text.vocab_size - 1  # end-of-text, where the text features are pooled.
+  batch = sharding.global_batch({"image": rng.normal(size=(batch_size, size, size, 3)).astype(
+      np.float32), "text": tokens}, mesh)
+  step_fn = jax.jit(train_step_lib.make_train_step(model, optimizer, loss_fn, schedule),
+                    in_shardings=(shardings, sharding.batch_sharding(mesh)),
+                    out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+  start = time.perf_counter()
+  compiled = step_fn.lower(state, batch).compile()
+  compile_seconds = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  state, metrics = compiled(state, batch)  # warm-up
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
+  seconds_per_step = (time.perf_counter() - start) / steps
+  return {"compile_s": compile_seconds, "step_s": seconds_per_step,
+          "samples_per_s": batch_size / seconds_per_step, "flops": float(cost.get("flops", 0.0))}
+
+
+def time_open_clip_step(model_name: str, batch_size: int, steps: int) -> float | None:
+  """Seconds per open_clip train step (forward, ClipLoss, backward, AdamW), or None without it."""
+  try:
+    import open_clip  # pylint: disable=g-import-not-at-top
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  torch.manual_seed(0)
+  model = open_clip.create_model(model_name)
+  model.train()
+  size = model.visual.image_size
+  size = size[0] if isinstance(size, (tuple, list)) else size
+  decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
+  no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "logit_scale" not in n)]
+  optimizer = torch.optim.AdamW([{"params": no_decay, "weight_decay": 0.0},
+                                 {"params": decay, "weight_decay": 0.2}],
+                                lr=5e-4, betas=(0.9, 0.98), eps=1e-6)
+  loss_fn = open_clip.ClipLoss()
+  images = torch.randn(batch_size, 3, size, size)
+  texts = torch.randint(1, 49407, (batch_size, 77))
+  texts[:, -1] = 49407
+
+  def step():
+    optimizer.zero_grad()
+    image_features, text_features, logit_scale = model(images, texts)[:3]
+    loss = loss_fn(image_features, text_features, logit_scale)
+    loss.backward()
+    optimizer.step()
+
+  step()  # warm-up
+  start = time.perf_counter()
+  for _ in range(steps):
+    step()
+  return (time.perf_counter() - start) / steps
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--models", default="ViT-B-32")
+  parser.add_argument("--batch_sizes", default="32")
+  parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--remat", action="store_true")
+  parser.add_argument("--no_open_clip", action="store_true", help="Skip the open_clip reference.")
+  parser.add_argument("--no_record", action="store_true", help="Do not append to RESULTS.md.")
+  args = parser.parse_args()
+
+  peak = measure_matmul_peak()
+  print(f"measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+  header = ["model", "batch", "dtype", "step s", "samples/s", "GFLOP/step", "GFLOP/s", "MFU",
+            "compile s (no scan)", "compile s (scan)", "open_clip step s", "speed-up vs open_clip"]
+  rows = []
+  for model_name in args.models.split(","):
+    for batch_size in map(int, args.batch_sizes.split(",")):
+      plain = time_jax_step(model_name, batch_size, args.steps, scan=False, dtype=args.dtype,
+                            remat=args.remat)
+      scanned = time_jax_step(model_name, batch_size, 1, scan=True, dtype=args.dtype,
+                              remat=args.remat)
+      reference = None if args.no_open_clip else time_open_clip_step(model_name, batch_size,
+                                                                      args.steps)
+      achieved = plain["flops"] / plain["step_s"]
+      rows.append([model_name, batch_size, args.dtype, f"{plain['step_s']:.2f}",
+                   f"{plain['samples_per_s']:.1f}", f"{plain['flops'] / 1e9:.0f}",
+                   f"{achieved / 1e9:.1f}", f"{achieved / peak:.0%}",
+                   f"{plain['compile_s']:.1f}", f"{scanned['compile_s']:.1f}",
+                   "-" if reference is None else f"{reference:.2f}",
+                   "-" if reference is None else f"{reference / plain['step_s']:.2f}x"])
+      print(common.format_table(header, rows[-1:]), flush=True)
+  table = common.format_table(header, rows)
+  print(table)
+  if not args.no_record:
+    common.append_results("Train step", table,
+                          f"Matmul peak (float32, 2048^3) measured in the same run: "
+                          f"{peak / 1e9:.1f} GFLOP/s. Speed-up = open_clip s/step / clip_jax s/step.")
+
+
+if __name__ == "__main__":
+  main()

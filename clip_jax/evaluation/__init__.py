@@ -1,0 +1,1 @@
+"""Evaluations of CLIP models that need no training labels: zero-shot classification."""

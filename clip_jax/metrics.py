@@ -1,0 +1,112 @@
+"""What a long run tells the person watching it: a progress line, TensorBoard summaries (clu), a
+JSON-lines log in the workdir that scripts and the final plot read, and the PNG of the curves."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from clu import metric_writers
+import matplotlib
+
+matplotlib.use("Agg")  # Headless: the plot is a file, never a window.
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "training_curves.png"
+
+
+def format_duration(seconds: float) -> str:
+  minutes, seconds = divmod(int(seconds), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+class MetricsLogger:
+  """Writes every scalar to TensorBoard and to `metrics.jsonl`; only process 0 writes."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, METRICS_FILE)
+    if enabled:
+      os.makedirs(workdir, exist_ok=True)
+      self.writer = metric_writers.create_default_writer(workdir, just_logging=False)
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    scalars = {name: float(value) for name, value in scalars.items()}
+    self.writer.write_scalars(step, scalars)
+    with open(self.path, "a") as file:
+      file.write(json.dumps({"step": step, **scalars}) + "\n")
+
+  def close(self) -> None:
+    if self.enabled:
+      self.writer.flush()
+      self.writer.close()
+
+
+class Throughput:
+  """Samples per second and time left, measured between two calls (compilation excluded)."""
+
+  def __init__(self, start_step: int, total_steps: int, samples_per_step: int):
+    self.total_steps = total_steps
+    self.samples_per_step = samples_per_step
+    self.last_step, self.last_time = start_step, time.perf_counter()
+    self.samples_per_second = 0.0
+
+  def update(self, step: int) -> dict[str, float]:
+    now = time.perf_counter()
+    if step > self.last_step:
+      self.samples_per_second = (step - self.last_step) * self.samples_per_step / (now - self.last_time)
+    self.last_step, self.last_time = step, now
+    steps_per_second = self.samples_per_second / self.samples_per_step
+    eta = (self.total_steps - step) / steps_per_second if steps_per_second else float("nan")
+    return {"samples_per_second": self.samples_per_second, "eta_seconds": eta}
+
+
+def progress_line(step: int, total_steps: int, scalars: dict[str, float]) -> str:
+  eta = scalars.get("eta_seconds", float("nan"))
+  return (f"step {step:>{len(str(total_steps))}}/{total_steps} | loss {scalars['loss']:.4f} | "
+          f"lr {scalars['learning_rate']:.2e} | temp {scalars['temperature']:.4f} | "
+          f"{scalars.get('samples_per_second', 0.0):,.0f} samples/s | "
+          f"ETA {format_duration(eta) if eta == eta else '?'}")
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path) as file:
+    return [json.loads(line) for line in file if line.strip()]
+
+
+def plot_training_curves(workdir: str) -> str:
+  """Loss and every zero-shot accuracy against steps, side by side; returns the PNG's path."""
+  records = read_metrics(workdir)
+  figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4))
+  losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
+  if losses:
+    loss_axes.plot(*zip(*losses), label="train loss")
+  loss_axes.set(xlabel="step", ylabel="contrastive loss", title="Training loss")
+  loss_axes.grid(alpha=0.3)
+  accuracy_names = sorted({name for r in records for name in r
+                           if name.startswith("zero_shot/") and "top1" in name})
+  for name in accuracy_names:
+    points = [(r["step"], r[name]) for r in records if name in r]
+    accuracy_axes.plot(*zip(*points), marker="o", label=name.removeprefix("zero_shot/"))
+  for name in sorted({name for r in records for name in r if name.endswith("_chance")}):
+    chance = [r[name] for r in records if name in r][-1]
+    accuracy_axes.axhline(chance, linestyle="--", color="gray", linewidth=0.8)
+  accuracy_axes.set(xlabel="step", ylabel="top-1 accuracy", ylim=(0, 1),
+                    title="Zero-shot accuracy (dashed: chance)")
+  accuracy_axes.grid(alpha=0.3)
+  for axes in (loss_axes, accuracy_axes):
+    if axes.get_legend_handles_labels()[0]:
+      axes.legend(fontsize=8)
+  figure.tight_layout()
+  path = os.path.join(workdir, PLOT_FILE)
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+  return path

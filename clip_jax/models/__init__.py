@@ -1,0 +1,10 @@
+"""CLIP models in Flax: `create_model(name, **overrides)` and the table of architectures."""
+
+from clip_jax.models.clip import CLIP
+from clip_jax.models.clip import create_model
+from clip_jax.models.configs import CLIPConfig
+from clip_jax.models.configs import ModifiedResNetConfig
+from clip_jax.models.configs import TextConfig
+from clip_jax.models.configs import VisionTransformerConfig
+from clip_jax.models.configs import get_model_config
+from clip_jax.models.configs import list_models

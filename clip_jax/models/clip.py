@@ -1,0 +1,77 @@
+"""The two-tower CLIP model: image and text embeddings compared by a learned temperature.
+
+Parameters: `visual` (a ViT or a ModifiedResNet), `text`, the scalar `logit_scale` (the log of
+the inverse temperature) and, for the sigmoid loss, the scalar `logit_bias`. Features leave the
+model L2-normalised and in float32, whatever the compute dtype.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from clip_jax.models import configs
+from clip_jax.models import resnet
+from clip_jax.models import text
+from clip_jax.models import vision
+
+
+def l2_normalize(features: jax.Array) -> jax.Array:
+  """float32 unit vectors along the last axis (as torch's F.normalize, safe at zero)."""
+  features = features.astype(jnp.float32)
+  norms = jnp.linalg.norm(features, axis=-1, keepdims=True)
+  return features / jnp.maximum(norms, 1e-12)
+
+
+class CLIP(nn.Module):
+  """`encode_image`, `encode_text`, and both with the similarity logits in `__call__`."""
+
+  config: configs.CLIPConfig
+
+  def setup(self):
+    config = self.config
+    dtype = jnp.dtype(config.dtype)
+    transformer_settings = dict(activation=config.activation, dtype=dtype, scan=config.scan,
+                                remat=config.remat)
+    if isinstance(config.vision, configs.ModifiedResNetConfig):
+      self.visual = resnet.ModifiedResNet(config.vision, config.embed_dim, dtype)
+    else:
+      self.visual = vision.VisionTransformer(config.vision, config.embed_dim,
+                                             **transformer_settings)
+    self.text = text.TextTransformer(config.text, config.embed_dim, **transformer_settings)
+    self.logit_scale = self.param(
+        "logit_scale", nn.initializers.constant(config.init_logit_scale), ())
+    self.logit_bias = None
+    if config.init_logit_bias is not None:
+      self.logit_bias = self.param(
+          "logit_bias", nn.initializers.constant(config.init_logit_bias), ())
+
+  def encode_image(self, images: jax.Array, train: bool = False,
+                   normalize: bool = True) -> jax.Array:
+    """Images [B, H, W, 3] (float, normalised pixels) -> float32 features [B, E]."""
+    features = self.visual(images, train=train).astype(jnp.float32)
+    return l2_normalize(features) if normalize else features
+
+  def encode_text(self, tokens: jax.Array, normalize: bool = True) -> jax.Array:
+    """Token ids [B, L] (int32) -> float32 features [B, E]."""
+    features = self.text(tokens).astype(jnp.float32)
+    return l2_normalize(features) if normalize else features
+
+  def __call__(self, images: jax.Array, tokens: jax.Array,
+               train: bool = False) -> dict[str, jax.Array]:
+    image_features = self.encode_image(images, train=train)            # [B, E]
+    text_features = self.encode_text(tokens)                           # [B, E]
+    logits = jnp.exp(self.logit_scale) * image_features @ text_features.T  # [B, B]
+    outputs = dict(image_features=image_features, text_features=text_features,
+                   logit_scale=self.logit_scale)
+    if self.logit_bias is not None:
+      logits = logits + self.logit_bias
+      outputs["logit_bias"] = self.logit_bias
+    outputs["logits_per_image"] = logits
+    return outputs
+
+
+def create_model(name: str, **overrides) -> CLIP:
+  """The named architecture (see `configs.MODELS`) with `overrides`, as an unbound Flax module."""
+  return CLIP(configs.get_model_config(name, **overrides))

@@ -1,0 +1,198 @@
+"""Trains a CLIP model: `python -m clip_jax.train --config=configs/<name>.py --workdir=<dir>`.
+
+One loop: build everything from the config (failing at once on a bad value), restore the latest
+checkpoint of the workdir if there is one, then step, log, evaluate and checkpoint until
+`total_steps`. SIGTERM (preemption) saves a checkpoint and exits cleanly; the next start with the
+same workdir resumes from it with the very next batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import time
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+import numpy as np
+
+import input_pipeline
+from clip_jax import checkpoint
+from clip_jax import losses
+from clip_jax import metrics as metrics_lib
+from clip_jax import models
+from clip_jax import optim
+from clip_jax import sharding
+from clip_jax import train_step as train_step_lib
+from clip_jax.evaluation import zero_shot
+
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+class NonFiniteError(FloatingPointError):
+  """The loss or the gradients stopped being finite (with nonfinite='stop')."""
+
+
+class _Preemption:
+  """Remembers a SIGTERM so the loop can checkpoint before exiting."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint, then exiting.")
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def check_config(config, model_config) -> None:
+  """Cross-section checks that no single builder can make."""
+  if config.nonfinite not in NONFINITE_POLICIES:
+    raise ValueError(f"nonfinite={config.nonfinite!r}; allowed: {', '.join(NONFINITE_POLICIES)}.")
+  if config.data.image_size != model_config.vision.image_size:
+    raise ValueError(f"data.image_size={config.data.image_size} but the model "
+                     f"{config.model.name!r} takes {model_config.vision.image_size}; allowed: "
+                     f"{model_config.vision.image_size}.")
+  if config.data.context_length != model_config.text.context_length:
+    raise ValueError(f"data.context_length={config.data.context_length} but the model "
+                     f"{config.model.name!r} takes {model_config.text.context_length}; allowed: "
+                     f"{model_config.text.context_length}.")
+
+
+def make_encoders(model, variables):
+  """Jitted image and text encoders returning numpy features, for the evaluators."""
+  encode_image = jax.jit(functools.partial(model.apply, method=model.encode_image))
+  encode_text = jax.jit(functools.partial(model.apply, method=model.encode_text))
+  return (lambda images: np.asarray(encode_image(variables, images)),
+          lambda tokens: np.asarray(encode_text(variables, tokens)))
+
+
+def evaluate(config, model, state: train_step_lib.TrainState) -> dict[str, float]:
+  variables = {"params": state.params}
+  if state.batch_stats:
+    variables["batch_stats"] = state.batch_stats
+  encode_image, encode_text = make_encoders(model, variables)
+  return zero_shot.evaluate_synthetic(encode_image, encode_text, config.data,
+                                      num_images=config.evals.zero_shot.num_images)
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+  """Runs (or resumes) training in `workdir`; returns the last logged and evaluated scalars."""
+  model_config = models.get_model_config(config.model.name, **config.model.overrides)
+  check_config(config, model_config)
+  mesh = sharding.create_mesh(config.mesh)
+  sharding.check_batch_size(config.global_batch_size, mesh, jax.process_count())
+  model = models.create_model(config.model.name, **config.model.overrides)
+  loss_fn = losses.make_loss_fn(config.loss.name, mesh, sharding.BATCH_AXES)
+  optimizer, schedule = optim.create_optimizer(config.optim, config.total_steps)
+
+  image_shape = (config.global_batch_size, config.data.image_size, config.data.image_size, 3)
+  text_shape = (config.global_batch_size, config.data.context_length)
+  init = functools.partial(train_step_lib.create_train_state, model=model, optimizer=optimizer,
+                           image_shape=image_shape, text_shape=text_shape)
+  abstract_state = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
+  state_shardings = sharding.tree_shardings(abstract_state, mesh,
+                                            config.mesh.get("min_shard_size", 2**14))
+
+  manager = checkpoint.create_manager(workdir, config.checkpoint)
+  data_state = None
+  if manager.latest_step() is not None:
+    state, data_state, restored_step = checkpoint.restore(
+        manager, checkpoint.abstract_like(abstract_state, state_shardings))
+    logging.info("Resumed from the checkpoint of step %d in %s.", restored_step, workdir)
+  else:
+    state = jax.jit(init, out_shardings=state_shardings)(jax.random.PRNGKey(config.seed))
+  dataset = input_pipeline.create_dataset(
+      config.data, global_batch_size=config.global_batch_size,
+      process_index=jax.process_index(), process_count=jax.process_count(), state=data_state)
+
+  step_fn = jax.jit(train_step_lib.make_train_step(model, optimizer, loss_fn, schedule),
+                    in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                    out_shardings=(state_shardings, sharding.replicated(mesh)),
+                    donate_argnums=0)
+
+  is_main = jax.process_index() == 0
+  logger = metrics_lib.MetricsLogger(workdir, enabled=is_main)
+  start_step = int(state.step)
+  throughput = metrics_lib.Throughput(start_step, config.total_steps, config.global_batch_size)
+  preemption = _Preemption()
+  last_scalars: dict[str, float] = {}
+  pending = None  # (step, metrics) of the step in flight: checked after the next is dispatched.
+
+  def check_finite(step, step_metrics):
+    if bool(step_metrics["finite"]):
+      return
+    if config.nonfinite == "skip":
+      logging.warning("Step %d: non-finite loss or gradients; update skipped.", step)
+      return
+    manager.wait_until_finished()
+    raise NonFiniteError(
+        f"Step {step}: loss={float(step_metrics['loss'])} or its gradients are not finite; the "
+        f"update was not applied and training stopped. The last good checkpoint is step "
+        f"{manager.latest_step()} in {workdir}. Set --config.nonfinite=skip to skip such steps.")
+
+  try:
+    for step in range(start_step + 1, config.total_steps + 1):
+      batch = sharding.global_batch(next(dataset), mesh)
+      state, step_metrics = step_fn(state, batch)
+      if pending:
+        check_finite(*pending)
+      pending = (step, step_metrics)
+      if step == start_step + 1:
+        jax.block_until_ready(step_metrics)  # Don't count compilation in the throughput.
+        throughput = metrics_lib.Throughput(step, config.total_steps, config.global_batch_size)
+      if step % config.log_every_steps == 0 or step == config.total_steps:
+        check_finite(*pending)
+        scalars = {name: float(value) for name, value in step_metrics.items() if name != "finite"}
+        scalars.update(throughput.update(step))
+        logger.write(step, scalars)
+        if is_main:
+          print(metrics_lib.progress_line(step, config.total_steps, scalars), flush=True)
+        last_scalars.update(scalars)
+      if step % config.evals.zero_shot.every_steps == 0 or step == config.total_steps:
+        check_finite(*pending)
+        results = evaluate(config, model, state)
+        logger.write(step, results)
+        last_scalars.update(results)
+        if is_main:
+          print(" | ".join(f"{name} {value:.3f}" for name, value in results.items()), flush=True)
+      if (step % config.checkpoint.every_steps == 0 or step == config.total_steps
+          or preemption.requested):
+        check_finite(*pending)
+        checkpoint.save(manager, step, state, dataset.get_state(), force=True)
+      if preemption.requested:
+        logging.warning("Saved the checkpoint of step %d after SIGTERM; exiting.", step)
+        break
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+    logger.close()
+    preemption.restore()
+  if is_main and not preemption.requested:
+    path = metrics_lib.plot_training_curves(workdir)
+    print(f"Training curves: {path}", flush=True)
+  return last_scalars
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training configuration file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
+
+
+def main(argv):
+  del argv
+  train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

@@ -1,0 +1,86 @@
+"""The train state and the one jit-compiled, sharded train step.
+
+The step runs the two towers on the globally sharded batch (XLA partitions the model), then the
+contrastive loss inside `shard_map` (clip_jax.losses), so that no device holds the whole N x N
+similarity matrix. A step whose loss or gradients are not finite leaves the state unchanged and
+reports `finite = False`; the training loop then stops or goes on, as the config says.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+# OpenAI clamps the learned temperature so that logits are scaled by at most 100.
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array                # [] int32
+  params: Any
+  batch_stats: Any               # BatchNorm statistics (ModifiedResNet); {} for ViTs.
+  opt_state: optax.OptState
+  rng: jax.Array                 # For stochastic parts of later steps (patch dropping).
+
+
+def create_train_state(rng: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation,
+                       image_shape: tuple[int, ...], text_shape: tuple[int, ...]) -> TrainState:
+  """Initialises parameters and optimiser state (call under jit to place them sharded)."""
+  init_rng, state_rng = jax.random.split(rng)
+  variables = model.init(init_rng, jnp.zeros(image_shape, jnp.float32),
+                         jnp.zeros(text_shape, jnp.int32))
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}),
+                    opt_state=optimizer.init(params), rng=state_rng)
+
+
+def _all_finite(tree: Any) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
+def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, loss_fn: Callable,
+                    schedule: optax.Schedule) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """Returns `train_step(state, batch) -> (state, metrics)`, to be wrapped in jax.jit."""
+
+  def compute_loss(params, batch_stats, batch):
+    variables = {"params": params}
+    mutable = []
+    if batch_stats:
+      variables["batch_stats"] = batch_stats
+      mutable = ["batch_stats"]
+    outputs, updates = model.apply(variables, batch["image"], batch["text"], train=True,
+                                   mutable=mutable)
+    loss = loss_fn(outputs["image_features"], outputs["text_features"], outputs["logit_scale"],
+                   outputs.get("logit_bias"))
+    return loss, updates.get("batch_stats", batch_stats)
+
+  def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
+    (loss, batch_stats), grads = jax.value_and_grad(compute_loss, has_aux=True)(
+        state.params, state.batch_stats, batch)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    params = {**params, "logit_scale": jnp.clip(params["logit_scale"], 0.0, MAX_LOGIT_SCALE)}
+    finite = jnp.isfinite(loss) & _all_finite(grads)
+    updated = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state)
+    # A non-finite step changes nothing but the step counter, so the state stays usable.
+    kept = state.replace(step=state.step + 1)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, kept)
+    metrics = {
+        "loss": loss,
+        "learning_rate": schedule(state.step),
+        "temperature": 1.0 / jnp.exp(new_state.params["logit_scale"]),
+        "grad_norm": optax.tree.norm(grads),
+        "finite": finite,
+    }
+    return new_state, metrics
+
+  return train_step

@@ -1,0 +1,204 @@
+"""The training program on 8 CPU devices: exact resume, preemption, restore onto another mesh, the
+non-finite guard and config errors. A tiny model keeps every run to a few seconds."""
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+import input_pipeline
+from clip_jax import checkpoint
+from clip_jax import models
+from clip_jax import optim
+from clip_jax import sharding
+from clip_jax import train
+from clip_jax import train_step as train_step_lib
+from configs import synthetic_demo
+
+TOTAL_STEPS = 6
+
+
+def tiny_config(**changes) -> ml_collections.ConfigDict:
+  config = synthetic_demo.get_config()
+  config.total_steps = TOTAL_STEPS
+  config.global_batch_size = 16
+  config.log_every_steps = 1
+  config.model.overrides = ml_collections.ConfigDict(dict(
+      embed_dim=16, vision=dict(image_size=32, patch_size=8, width=32, layers=1, head_width=16),
+      text=dict(context_length=16, vocab_size=128, width=32, layers=1, head_width=16)))
+  config.optim.warmup_steps = 2
+  config.checkpoint.every_steps = 2
+  config.evals.zero_shot.every_steps = 1000  # only at the end
+  config.evals.zero_shot.num_images = 64
+  config.update_from_flattened_dict(changes)
+  return config
+
+
+def losses_by_step(workdir):
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def restore_params(workdir, config, devices):
+  """Restores the latest checkpoint of `workdir` onto a mesh of `devices`."""
+  mesh = sharding.create_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1)), devices=devices)
+  model = models.create_model(config.model.name, **config.model.overrides)
+  optimizer, _ = optim.create_optimizer(config.optim, config.total_steps)
+  init = functools.partial(
+      train_step_lib.create_train_state, model=model, optimizer=optimizer,
+      image_shape=(config.global_batch_size, 32, 32, 3),
+      text_shape=(config.global_batch_size, 16))
+  abstract_state = jax.eval_shape(init, jax.random.PRNGKey(0))
+  target = checkpoint.abstract_like(abstract_state, sharding.tree_shardings(abstract_state, mesh, 1))
+  manager = checkpoint.create_manager(workdir, config.checkpoint)
+  state, data_state, step = checkpoint.restore(manager, target)
+  manager.close()
+  return state, data_state, step
+
+
+def flat_params(state):
+  return {jax.tree_util.keystr(path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(state.params)}
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+  """The reference: TOTAL_STEPS steps without interruption."""
+  workdir = str(tmp_path_factory.mktemp("straight"))
+  config = tiny_config()
+  final = train.train_and_evaluate(config, workdir)
+  return workdir, config, final
+
+
+def test_run_logs_evaluates_and_plots(straight_run):
+  workdir, _, final = straight_run
+  assert sorted(losses_by_step(workdir)) == list(range(1, TOTAL_STEPS + 1))
+  assert all(np.isfinite(list(losses_by_step(workdir).values())))
+  assert "zero_shot/shape_top1_seen" in final and 0.0 <= final["zero_shot/shape_top1_seen"] <= 1.0
+  assert os.path.getsize(os.path.join(workdir, "training_curves.png")) > 1000
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
+
+
+def test_exact_resume_after_preemption(straight_run, tmp_path, monkeypatch):
+  """k steps, SIGTERM, restart to 2k: same losses step by step, bit-identical parameters."""
+  reference_dir, config, _ = straight_run
+  workdir = str(tmp_path)
+  preempt_at = TOTAL_STEPS // 2 + 1  # not a checkpoint step: the preemption save must happen.
+  original_write = train.metrics_lib.MetricsLogger.write
+
+  def write_then_preempt(self, step, scalars):
+    original_write(self, step, scalars)
+    if step == preempt_at and "loss" in scalars:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(train.metrics_lib.MetricsLogger, "write", write_then_preempt)
+  train.train_and_evaluate(config, workdir)
+  assert max(losses_by_step(workdir)) == preempt_at
+  assert not os.path.exists(os.path.join(workdir, "training_curves.png"))
+  monkeypatch.setattr(train.metrics_lib.MetricsLogger, "write", original_write)
+
+  train.train_and_evaluate(config, workdir)  # resumes by itself from the same workdir
+  assert losses_by_step(workdir) == losses_by_step(reference_dir)
+  resumed, resumed_data, step = restore_params(workdir, config, jax.devices())
+  reference, reference_data, _ = restore_params(reference_dir, config, jax.devices())
+  assert step == TOTAL_STEPS and resumed_data == reference_data
+  for name, value in flat_params(reference).items():
+    np.testing.assert_array_equal(flat_params(resumed)[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("num_devices", [4, 1])
+def test_restore_onto_another_mesh(straight_run, num_devices):
+  workdir, config, _ = straight_run
+  on_eight, _, _ = restore_params(workdir, config, jax.devices())
+  on_fewer, _, _ = restore_params(workdir, config, jax.devices()[:num_devices])
+  leaf = jax.tree.leaves(on_fewer.params)[0]
+  assert len(leaf.sharding.device_set) == num_devices
+  for name, value in flat_params(on_eight).items():
+    np.testing.assert_array_equal(flat_params(on_fewer)[name], value, err_msg=name)
+
+
+def poison_batches(monkeypatch, bad_step):
+  """Makes the `bad_step`-th batch of a fresh run (1-based) contain NaN images."""
+  original = input_pipeline.create_dataset
+
+  class Poisoned:
+    def __init__(self, iterator):
+      self.iterator, self.count = iterator, 0
+
+    def __next__(self):
+      batch = next(self.iterator)
+      self.count += 1
+      if self.count == bad_step:
+        batch = {**batch, "image": np.full_like(batch["image"], np.nan)}
+      return batch
+
+    def get_state(self):
+      return self.iterator.get_state()
+
+  monkeypatch.setattr(train.input_pipeline, "create_dataset",
+                      lambda *args, **kwargs: Poisoned(original(*args, **kwargs)))
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+  poison_batches(monkeypatch, bad_step=3)
+  config = tiny_config()
+  with pytest.raises(train.NonFiniteError, match=r"Step 3: .*last good checkpoint is step 2"):
+    train.train_and_evaluate(config, str(tmp_path))
+  state, _, step = restore_params(str(tmp_path), config, jax.devices())
+  assert step == 2
+  assert all(np.isfinite(value).all() for value in flat_params(state).values())
+
+
+def test_nonfinite_loss_skipped_when_configured(tmp_path, monkeypatch):
+  poison_batches(monkeypatch, bad_step=3)
+  config = tiny_config(nonfinite="skip")
+  train.train_and_evaluate(config, str(tmp_path))
+  losses = losses_by_step(str(tmp_path))
+  assert np.isnan(losses[3]) and np.isfinite(losses[TOTAL_STEPS])
+  state, _, _ = restore_params(str(tmp_path), config, jax.devices())
+  assert all(np.isfinite(value).all() for value in flat_params(state).values())
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"model.name": "ViT-Z-99"}, r"model\.name.*ViT-Z-99.*ViT-B-32"),
+    ({"global_batch_size": 12}, r"global_batch_size=12.*multiples of 8"),
+    ({"data.name": "no-such-data"}, r"data\.name.*no-such-data.*synthetic"),
+    ({"loss.name": "triplet"}, r"loss\.name.*triplet.*softmax"),
+    ({"nonfinite": "ignore"}, r"nonfinite.*ignore.*stop, skip"),
+    ({"data.image_size": 64}, r"data\.image_size=64.*allowed: 32"),
+])
+def test_bad_config_fails_at_once_naming_the_key(tmp_path, changes, message):
+  start = time.perf_counter()
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(tiny_config(**changes), str(tmp_path))
+  assert time.perf_counter() - start < 10  # before any compilation or training
+
+
+def test_sigterm_to_the_command_line_program_saves_and_exits_cleanly(tmp_path):
+  """The real preemption path: the CLI process gets SIGTERM mid-run."""
+  workdir = str(tmp_path)
+  command = [sys.executable, "-m", "clip_jax.train",
+             f"--config={os.path.dirname(synthetic_demo.__file__)}/synthetic_demo.py",
+             f"--workdir={workdir}", "--config.total_steps=100000", "--config.log_every_steps=1",
+             "--config.global_batch_size=16", "--config.model.overrides.vision.layers=1",
+             "--config.model.overrides.text.layers=1"]
+  process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + 120
+  while time.time() < deadline and not (os.path.exists(metrics_path)
+                                         and len(open(metrics_path).readlines()) >= 2):
+    time.sleep(0.5)
+  process.send_signal(signal.SIGTERM)
+  output, _ = process.communicate(timeout=120)
+  assert process.returncode == 0, output.decode()[-2000:]
+  saved = sorted(int(name) for name in os.listdir(os.path.join(workdir, "checkpoints"))
+                 if name.isdigit())
+  assert saved and saved[-1] >= 2
