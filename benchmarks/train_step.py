@@ -72,6 +72,9 @@ def time_jax_step(model_name: str, batch_size: int, steps: int, scan: bool, dtyp
   compile_seconds = time.perf_counter() - start
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  result = {"compile_s": compile_seconds, "flops": float(cost.get("flops", 0.0))}
+  if not steps:
+    return result
   state, metrics = compiled(state, batch)  # warm-up
   jax.block_until_ready(metrics)
   start = time.perf_counter()
@@ -79,8 +82,7 @@ def time_jax_step(model_name: str, batch_size: int, steps: int, scan: bool, dtyp
     state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
   seconds_per_step = (time.perf_counter() - start) / steps
-  return {"compile_s": compile_seconds, "step_s": seconds_per_step,
-          "samples_per_s": batch_size / seconds_per_step, "flops": float(cost.get("flops", 0.0))}
+  return {**result, "step_s": seconds_per_step, "samples_per_s": batch_size / seconds_per_step}
 
 
 def time_open_clip_step(model_name: str, batch_size: int, steps: int) -> float | None:
@@ -91,6 +93,8 @@ def time_open_clip_step(model_name: str, batch_size: int, steps: int) -> float |
   except ImportError:
     return None
   torch.manual_seed(0)
+  if models.get_model_config(model_name).activation == "quick_gelu":
+    model_name += "-quickgelu"  # open_clip's name for the same architecture with OpenAI's GELU.
   model = open_clip.create_model(model_name)
   model.train()
   size = model.visual.image_size
@@ -139,8 +143,8 @@ def main():
     for batch_size in map(int, args.batch_sizes.split(",")):
       plain = time_jax_step(model_name, batch_size, args.steps, scan=False, dtype=args.dtype,
                             remat=args.remat)
-      scanned = time_jax_step(model_name, batch_size, 1, scan=True, dtype=args.dtype,
-                              remat=args.remat)
+      scanned = time_jax_step(model_name, batch_size, 0, scan=True, dtype=args.dtype,
+                              remat=args.remat)  # Compiled, not run.
       reference = None if args.no_open_clip else time_open_clip_step(model_name, batch_size,
                                                                       args.steps)
       achieved = plain["flops"] / plain["step_s"]

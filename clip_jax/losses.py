@@ -12,6 +12,7 @@ Shapes: b = local batch, N = global batch, D = embedding width.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable, Sequence
 
 import jax
@@ -132,6 +133,25 @@ LOSSES = {
     "sigmoid": sigmoid_contrastive_loss,
 }
 
+# What each loss needs of the model: SigLIP starts from a temperature of 1/10 and a bias of -10,
+# which put the initial logits near the log-prior of the N - 1 negatives per positive.
+MODEL_SETTINGS = {
+    "softmax": {},
+    "sigmoid": dict(init_logit_scale=math.log(10.0), init_logit_bias=-10.0),
+}
+
+
+def _check_name(loss_config_name: str) -> None:
+  if loss_config_name not in LOSSES:
+    raise ValueError(f"loss.name={loss_config_name!r} is not a known loss; allowed: "
+                     f"{', '.join(repr(name) for name in LOSSES)}.")
+
+
+def model_settings(loss_config_name: str) -> dict[str, float]:
+  """Model config fields the loss requires (the config's own model.overrides take precedence)."""
+  _check_name(loss_config_name)
+  return dict(MODEL_SETTINGS[loss_config_name])
+
 
 def make_loss_fn(loss_config_name: str, mesh: Mesh | None = None,
                  batch_axes: Sequence[str] = sharding.BATCH_AXES) -> LossFn:
@@ -141,9 +161,7 @@ def make_loss_fn(loss_config_name: str, mesh: Mesh | None = None,
   runs the loss per shard in `shard_map`; it is differentiable (the gathers transpose to
   reduce-scatters). Without a mesh it is the plain single-device loss.
   """
-  if loss_config_name not in LOSSES:
-    raise ValueError(f"loss.name={loss_config_name!r} is not a known loss; allowed: "
-                     f"{', '.join(repr(name) for name in LOSSES)}.")
+  _check_name(loss_config_name)
   loss_fn = LOSSES[loss_config_name]
   if mesh is None:
     return loss_fn

@@ -31,7 +31,7 @@ class MetricsLogger:
     self.path = os.path.join(workdir, METRICS_FILE)
     if enabled:
       os.makedirs(workdir, exist_ok=True)
-      self.writer = metric_writers.create_default_writer(workdir, just_logging=False)
+      self.writer = metric_writers.SummaryWriter(workdir)  # TensorBoard; the console has progress_line.
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self.enabled:

@@ -9,15 +9,16 @@ same workdir resumes from it with the very next batch.
 from __future__ import annotations
 
 import functools
+import os
 import signal
-import time
-from typing import Any
+
+# TensorFlow (tf.data only, here) logs its C++ start-up chatter unless told before it is imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app
 from absl import flags
 from absl import logging
 import jax
-import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
@@ -68,6 +69,14 @@ def check_config(config, model_config) -> None:
                      f"{model_config.text.context_length}.")
 
 
+def create_model(config) -> models.CLIP:
+  """The configured model, with what the loss needs of it (SigLIP's scale and bias), checked."""
+  overrides = {**losses.model_settings(config.loss.name), **config.model.overrides}
+  model_config = models.get_model_config(config.model.name, **overrides)
+  check_config(config, model_config)
+  return models.CLIP(model_config)
+
+
 def make_encoders(model, variables):
   """Jitted image and text encoders returning numpy features, for the evaluators."""
   encode_image = jax.jit(functools.partial(model.apply, method=model.encode_image))
@@ -87,11 +96,9 @@ def evaluate(config, model, state: train_step_lib.TrainState) -> dict[str, float
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   """Runs (or resumes) training in `workdir`; returns the last logged and evaluated scalars."""
-  model_config = models.get_model_config(config.model.name, **config.model.overrides)
-  check_config(config, model_config)
+  model = create_model(config)
   mesh = sharding.create_mesh(config.mesh)
   sharding.check_batch_size(config.global_batch_size, mesh, jax.process_count())
-  model = models.create_model(config.model.name, **config.model.overrides)
   loss_fn = losses.make_loss_fn(config.loss.name, mesh, sharding.BATCH_AXES)
   optimizer, schedule = optim.create_optimizer(config.optim, config.total_steps)
 
@@ -108,7 +115,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   if manager.latest_step() is not None:
     state, data_state, restored_step = checkpoint.restore(
         manager, checkpoint.abstract_like(abstract_state, state_shardings))
-    logging.info("Resumed from the checkpoint of step %d in %s.", restored_step, workdir)
+    if jax.process_index() == 0:
+      print(f"Resumed from the checkpoint of step {restored_step} in {workdir}.", flush=True)
   else:
     state = jax.jit(init, out_shardings=state_shardings)(jax.random.PRNGKey(config.seed))
   dataset = input_pipeline.create_dataset(
@@ -164,7 +172,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         logger.write(step, results)
         last_scalars.update(results)
         if is_main:
-          print(" | ".join(f"{name} {value:.3f}" for name, value in results.items()), flush=True)
+          print(f"step {step} | {zero_shot.summary(results)}", flush=True)
       if (step % config.checkpoint.every_steps == 0 or step == config.total_steps
           or preemption.requested):
         check_finite(*pending)
@@ -190,6 +198,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:  # The progress line says what matters; --verbosity=0 for all.
+    logging.set_verbosity(logging.WARNING)
   train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -16,7 +16,6 @@ import pytest
 
 import input_pipeline
 from clip_jax import checkpoint
-from clip_jax import models
 from clip_jax import optim
 from clip_jax import sharding
 from clip_jax import train
@@ -50,7 +49,7 @@ def losses_by_step(workdir):
 def restore_params(workdir, config, devices):
   """Restores the latest checkpoint of `workdir` onto a mesh of `devices`."""
   mesh = sharding.create_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1)), devices=devices)
-  model = models.create_model(config.model.name, **config.model.overrides)
+  model = train.create_model(config)
   optimizer, _ = optim.create_optimizer(config.optim, config.total_steps)
   init = functools.partial(
       train_step_lib.create_train_state, model=model, optimizer=optimizer,
@@ -123,6 +122,16 @@ def test_restore_onto_another_mesh(straight_run, num_devices):
   assert len(leaf.sharding.device_set) == num_devices
   for name, value in flat_params(on_eight).items():
     np.testing.assert_array_equal(flat_params(on_fewer)[name], value, err_msg=name)
+
+
+def test_sigmoid_loss_trains_a_model_with_siglip_scale_and_bias(tmp_path):
+  config = tiny_config(**{"loss.name": "sigmoid", "total_steps": 3})
+  final = train.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(final["loss"])
+  state, _, _ = restore_params(str(tmp_path), config, jax.devices())
+  # Initialised at log(10) and -10, then moved by three small AdamW steps.
+  assert abs(float(state.params["logit_scale"]) - np.log(10.0)) < 0.01
+  assert abs(float(state.params["logit_bias"]) + 10.0) < 0.01
 
 
 def poison_batches(monkeypatch, bad_step):

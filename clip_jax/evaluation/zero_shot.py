@@ -106,3 +106,15 @@ def evaluate_synthetic(encode_image: Encoder, encode_text: Encoder,
             predictions[mask], labels[attribute][mask])
     results[f"zero_shot/{attribute}_chance"] = 1.0 / len(embeddings)
   return results
+
+
+def summary(results: dict[str, float]) -> str:
+  """One line of `evaluate_synthetic`'s results: "zero-shot shape 0.62 seen, 0.55 held-out | ..."."""
+  parts = []
+  for attribute in ("shape", "colour"):
+    subsets = [f"{results[key]:.3f} {subset.replace('heldout', 'held-out')}"
+               for subset in ("seen", "heldout")
+               if (key := f"zero_shot/{attribute}_top1_{subset}") in results]
+    parts.append(f"{attribute} {', '.join(subsets)} (chance "
+                 f"{results[f'zero_shot/{attribute}_chance']:.3f})")
+  return "zero-shot top-1 on new images: " + " | ".join(parts)

@@ -111,3 +111,11 @@ def test_prompts_use_only_words_the_model_was_trained_on():
   vocabulary = set(synthetic.vocabulary())
   for template in zero_shot.SHAPE_TEMPLATES + zero_shot.COLOUR_TEMPLATES:
     assert set(re.findall(r"[a-z]+", template)) <= vocabulary, template
+
+
+def test_summary_names_both_attributes_and_subsets():
+  line = zero_shot.summary({"zero_shot/shape_top1_seen": 0.5, "zero_shot/shape_top1_heldout": 0.25,
+                            "zero_shot/shape_chance": 1 / 6, "zero_shot/colour_top1_seen": 1.0,
+                            "zero_shot/colour_chance": 1 / 6})
+  assert "shape 0.500 seen, 0.250 held-out (chance 0.167)" in line
+  assert "colour 1.000 seen (chance 0.167)" in line
