@@ -31,7 +31,9 @@ def tiny_config(**changes) -> ml_collections.ConfigDict:
   config.global_batch_size = 16
   config.log_every_steps = 1
   config.model.overrides = ml_collections.ConfigDict(dict(
-      embed_dim=16, vision=dict(image_size=32, patch_size=8, width=32, layers=1, head_width=16),
+      embed_dim=16,
+      vision=dict(image_size=synthetic_demo.IMAGE_SIZE, patch_size=8, width=32, layers=1,
+                  head_width=16),
       text=dict(context_length=16, vocab_size=128, width=32, layers=1, head_width=16)))
   config.optim.warmup_steps = 2
   config.checkpoint.every_steps = 2
@@ -53,8 +55,8 @@ def restore_params(workdir, config, devices):
   optimizer, _ = optim.create_optimizer(config.optim, config.total_steps)
   init = functools.partial(
       train_step_lib.create_train_state, model=model, optimizer=optimizer,
-      image_shape=(config.global_batch_size, 32, 32, 3),
-      text_shape=(config.global_batch_size, 16))
+      image_shape=(config.global_batch_size, config.data.image_size, config.data.image_size, 3),
+      text_shape=(config.global_batch_size, config.data.context_length))
   abstract_state = jax.eval_shape(init, jax.random.PRNGKey(0))
   target = checkpoint.abstract_like(abstract_state, sharding.tree_shardings(abstract_state, mesh, 1))
   manager = checkpoint.create_manager(workdir, config.checkpoint)
@@ -182,7 +184,7 @@ def test_nonfinite_loss_skipped_when_configured(tmp_path, monkeypatch):
     ({"data.name": "no-such-data"}, r"data\.name.*no-such-data.*synthetic"),
     ({"loss.name": "triplet"}, r"loss\.name.*triplet.*softmax"),
     ({"nonfinite": "ignore"}, r"nonfinite.*ignore.*stop, skip"),
-    ({"data.image_size": 64}, r"data\.image_size=64.*allowed: 32"),
+    ({"data.image_size": 64}, rf"data\.image_size=64.*allowed: {synthetic_demo.IMAGE_SIZE}"),
 ])
 def test_bad_config_fails_at_once_naming_the_key(tmp_path, changes, message):
   start = time.perf_counter()
