@@ -15,6 +15,29 @@ from clip_jax.models import configs
 from clip_jax.models import layers
 
 
+class PatchEmbedding(nn.Module):
+  """OpenAI's `conv1`, a bias-free convolution with stride = kernel = patch, as one matmul.
+
+  The same function and the same [P, P, 3, W] kernel as `nn.Conv`, so weights map unchanged; but
+  XLA:CPU runs the strided convolution and its gradients about 4x slower than this product of
+  non-overlapping patches and the kernel.
+  """
+
+  patch_size: int
+  width: int
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:                  # [B, H, W, C]
+    patch = self.patch_size
+    batch, height, width, channels = images.shape
+    kernel = self.param("kernel", layers.TORCH_DEFAULT_INIT,
+                        (patch, patch, channels, self.width))          # [P, P, C, W]
+    patches = images.astype(self.dtype).reshape(
+        batch, height // patch, patch, width // patch, patch, channels)  # [B, G, P, G, P, C]
+    return jnp.einsum("bgphqc,pqcw->bghw", patches, kernel.astype(self.dtype))  # [B, G, G, W]
+
+
 class VisionTransformer(nn.Module):
   """Images [B, H, W, 3] -> unnormalised image embeddings [B, embed_dim]."""
 
@@ -31,9 +54,7 @@ class VisionTransformer(nn.Module):
     config = self.config
     width, patch = config.width, config.patch_size
     scale = width ** -0.5
-    x = nn.Conv(width, (patch, patch), strides=(patch, patch), padding="VALID", use_bias=False,
-                dtype=self.dtype, kernel_init=layers.TORCH_DEFAULT_INIT,
-                name="conv1")(images.astype(self.dtype))               # [B, G, G, W]
+    x = PatchEmbedding(patch, width, self.dtype, name="conv1")(images)  # [B, G, G, W]
     batch = x.shape[0]
     x = x.reshape(batch, -1, width)                                    # [B, G*G, W], row-major
     class_embedding = self.param("class_embedding", layers.normal(scale), (width,))
