@@ -31,7 +31,8 @@ class MetricsLogger:
     self.path = os.path.join(workdir, METRICS_FILE)
     if enabled:
       os.makedirs(workdir, exist_ok=True)
-      self.writer = metric_writers.SummaryWriter(workdir)  # TensorBoard; the console has progress_line.
+      # TensorBoard only: the console gets progress_line, not clu's logging writer.
+      self.writer = metric_writers.SummaryWriter(workdir)
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self.enabled:

@@ -30,11 +30,12 @@ class PatchEmbedding(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:                  # [B, H, W, C]
     patch = self.patch_size
-    batch, height, width, channels = images.shape
+    batch, image_height, image_width, channels = images.shape
     kernel = self.param("kernel", layers.TORCH_DEFAULT_INIT,
                         (patch, patch, channels, self.width))          # [P, P, C, W]
     patches = images.astype(self.dtype).reshape(
-        batch, height // patch, patch, width // patch, patch, channels)  # [B, G, P, G, P, C]
+        batch, image_height // patch, patch, image_width // patch, patch,
+        channels)                                                      # [B, G, P, G, P, C]
     return jnp.einsum("bgphqc,pqcw->bghw", patches, kernel.astype(self.dtype))  # [B, G, G, W]
 
 

@@ -45,4 +45,3 @@ def test_activations():
                              rtol=1e-6, atol=1e-6)
   exact = 0.5 * x * (1 + jax.scipy.special.erf(x / np.sqrt(2.0)))
   np.testing.assert_allclose(layers.ACTIVATIONS["gelu"](x), exact, rtol=1e-6, atol=1e-6)
-
