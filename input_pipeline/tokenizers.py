@@ -18,12 +18,12 @@ open_clip does ~12k captions/s):
   and fuzzed texts: literal special tokens become special ids anywhere, and Oniguruma does not
   reproduce the `regex` module's case-insensitive classes (open_clip drops U+0345).
 - Chosen: open_clip's own cleaning and pre-split (ftfy, `html`, the `regex` module and its
-  pattern), exact by construction, with a fast cleaning path for plain ASCII (on which ftfy and
-  unescaping change nothing, tested by fuzzing); ids cached per space-free chunk of the cleaned
-  text (no pre-split piece contains a space); Hugging Face's Rust BPE, once per batch, for the
-  pieces never seen before. ~42k/s from cold caches, ~60k/s warm; 75k/s and 146k/s on ASCII
-  captions. On other text ftfy.fix_text, which exactness needs, costs ~35 us a caption and bounds
-  the speed-up (~2x there). In tf.data it runs as one `tf.numpy_function` per batch.
+  pattern), exact by construction. `text_cleaning` skips ftfy (~35 us a caption) where it would
+  change nothing or only curly quotes, deciding so from ftfy's own tables and mojibake test; ids
+  are cached per space-free chunk of the cleaned text (no pre-split piece contains a space); Hugging
+  Face's Rust BPE runs once per batch for the pieces never seen before. benchmarks/tokenizer.py:
+  ~60k/s from cold caches (5.3x open_clip), ~59k/s after 100k captions of the same stream (4.6x),
+  ~112k/s with every word cached (8.7x). In tf.data it runs as one `tf.numpy_function` per batch.
 
 `sentencepiece` runs a user's SentencePiece model in the graph with tensorflow_text; `words` is the
 word-level tokenizer of the built-in synthetic dataset.
@@ -32,18 +32,16 @@ word-level tokenizer of the built-in synthetic dataset.
 from __future__ import annotations
 
 import gzip
-import html
 import importlib.resources
-import re
 from typing import Protocol, Sequence
 
-import ftfy
 import ml_collections
 import numpy as np
 import regex
 import tensorflow as tf
 import tokenizers as hf_tokenizers
 
+from input_pipeline import text_cleaning
 from input_pipeline.sources import synthetic
 
 CLIP_BPE_VOCAB = "bpe_simple_vocab_16e6.txt.gz"  # In input_pipeline/assets/, with its NOTICE.md.
@@ -108,18 +106,7 @@ END_OF_TEXT = "<end_of_text>"
 _SPLIT_PATTERN = regex.compile(
     START_OF_TEXT + "|" + END_OF_TEXT +
     r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""", regex.IGNORECASE)
-# Text that ftfy.fix_text and html.unescape leave alone, but for line breaks ("\r" -> "\n") that
-# the whitespace collapsing erases anyway: printable ASCII but "&", and the whitespace that ftfy
-# keeps (it deletes the other control characters, even \x0b and \x1c-\x1f).
-_PLAIN_TEXT = re.compile(r"[\t\n\x0c\r\x20-\x25\x27-\x7e]*")
 _CACHE_SIZE = 1 << 20  # Entries per cache; a full cache starts over.
-
-
-def clean_text(text: str) -> str:
-  """open_clip's "lower" cleaning: ftfy, HTML unescaped twice, whitespace collapsed, lower case."""
-  if not _PLAIN_TEXT.fullmatch(text):
-    text = html.unescape(html.unescape(ftfy.fix_text(text)))
-  return " ".join(text.split()).lower()
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -191,17 +178,11 @@ class ClipBpeTokenizer:
     if len(self._chunk_cache) > _CACHE_SIZE:
       self._chunk_cache = {}  # Replaced, not cleared: other threads may be reading it.
     cache = self._chunk_cache
-    chunked = [clean_text(text).split(" ") for text in texts]
+    chunked = [text_cleaning.clean_words(text) for text in texts]
     missing = {chunk for chunks in chunked for chunk in chunks if chunk not in cache}
     if missing:
       self._encode_chunks(missing, cache)
-    encoded = []
-    for chunks in chunked:
-      ids = []
-      for chunk in chunks:
-        ids += cache[chunk]
-      encoded.append(ids)
-    return encoded
+    return [[index for chunk in chunks for index in cache[chunk]] for chunks in chunked]
 
   def tokenize(self, texts: Sequence[str]) -> np.ndarray:
     """int32 [N, context_length]: start, ids cut to context_length - 2, end, padding."""
