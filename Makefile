@@ -11,8 +11,9 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
-	# open_clip_torch for its tokenizer.py only (a reference in the tests); its package imports torchvision.
-	$(VENV)/bin/python -m pip install --quiet --no-deps open_clip_torch==3.3.0
+	# References for the tests, without torchvision, which their packages import but the tests do
+	# not need: open_clip's tokenizer and model code, OpenAI's clip/model.py.
+	$(VENV)/bin/python -m pip install --quiet --no-deps open_clip_torch==3.3.0 clip-anytorch==2.6.0
 	touch $@
 
 install: $(STAMP)

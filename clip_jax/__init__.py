@@ -12,8 +12,9 @@ import numpy as np
 
 from clip_jax.models import create_model
 from clip_jax.models import list_models
+from clip_jax.pretrained import load
 
-__all__ = ["create_model", "list_models", "tokenize"]
+__all__ = ["create_model", "list_models", "load", "tokenize"]
 
 
 @functools.lru_cache(maxsize=None)

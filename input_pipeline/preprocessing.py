@@ -121,11 +121,14 @@ def train_image(image_bytes: tf.Tensor, image_size: int, seed: tf.Tensor,
 
 
 def eval_image(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
-  """OpenAI's evaluation view: shorter side to `image_size` (bicubic), centre crop.
+  """An encoded image -> OpenAI's evaluation view of it (`eval_view`), uint8 [S, S, 3]."""
+  return eval_view(decode_image(image_bytes), image_size)
 
-  Sizes and offsets follow torchvision's Resize(int) and CenterCrop exactly.
+
+def eval_view(image: tf.Tensor, image_size: int) -> tf.Tensor:
+  """OpenAI's evaluation view of uint8 [H, W, 3]: shorter side to `image_size` (bicubic), centre
+  crop. Sizes and offsets follow torchvision's Resize(int) and CenterCrop exactly.
   """
-  image = decode_image(image_bytes)  # [H, W, 3]
   height, width = tf.unstack(tf.shape(image)[:2])
   short, long = tf.minimum(height, width), tf.maximum(height, width)
   # int(size * long / short), with the product exact in float64 as in Python.

@@ -168,3 +168,21 @@ def get_model_config(name: str, **overrides) -> CLIPConfig:
                              for key, changes in towers.items()}, prefix)
   _check(config, prefix)
   return config
+
+
+def config_to_dict(config: CLIPConfig) -> dict[str, Any]:
+  """A JSON-ready dict of the architecture, as saved beside converted weights."""
+  return dataclasses.asdict(config)
+
+
+def config_from_dict(fields: Mapping[str, Any]) -> CLIPConfig:
+  """The inverse of `config_to_dict` (a ViT when the vision record has a patch size), checked."""
+  fields = dict(fields)
+  vision = dict(fields.pop("vision"))
+  vision_type = VisionTransformerConfig if "patch_size" in vision else ModifiedResNetConfig
+  if vision_type is ModifiedResNetConfig:
+    vision["layers"] = tuple(vision["layers"])
+  config = CLIPConfig(vision=vision_type(**vision), text=TextConfig(**fields.pop("text")),
+                      **fields)
+  _check(config, "")
+  return config

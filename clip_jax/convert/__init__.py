@@ -1,0 +1,122 @@
+"""Weights in and out: OpenAI's, open_clip's and Hugging Face's CLIP checkpoints <-> clip_jax.
+
+Everything passes through one interchange form, OpenAI's state dict (open_clip's CLIP models use
+the same names): Hugging Face's layout is renamed into it, clip_jax's variables map onto it by
+rule (`openai_layout`). `python -m clip_jax.convert` is the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from clip_jax.convert import hf_layout
+from clip_jax.convert import openai_layout
+from clip_jax.convert import tensor_files
+from clip_jax.models import configs
+
+EXPORT_FORMATS = ("open_clip", "hf")
+OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+HF_WEIGHTS = "model.safetensors"
+HF_CONFIG = "config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Imported:
+  config: configs.CLIPConfig
+  variables: dict[str, Any]
+  source: dict[str, Any]  # What was read and how the architecture was decided, for model.json.
+
+
+def _is_hf(tensors: dict[str, np.ndarray]) -> bool:
+  return any(name.startswith(("text_model.", "vision_model.")) for name in tensors)
+
+
+def import_weights(src: str, model: str | None = None,
+                   activation: str | None = None) -> Imported:
+  """Reads a checkpoint and returns clip_jax's config and variables for it.
+
+  The architecture is, in order of precedence: the named `model`; a Hugging Face directory's
+  config.json; the shapes (`openai_layout.infer_config`). `activation` overrides the activation,
+  which shapes cannot tell: OpenAI's TorchScript archives are QuickGELU; a plain state dict takes
+  that of the named model with its shapes (QuickGELU for OpenAI's sizes, although LAION's
+  ViT-B-32 for one was trained with GELU: pass activation="gelu" for such weights).
+  """
+  tensors = tensor_files.read(src)
+  source = {"path": os.path.abspath(src)}
+  hf_config_path = os.path.join(src, HF_CONFIG)
+  if _is_hf(tensors):
+    source["format"] = "hf"
+    tensors = hf_layout.from_hf(tensors)
+  else:
+    source["format"] = "openai_torchscript" if tensor_files.is_torchscript(src) else "state_dict"
+  if model is not None:
+    config = configs.get_model_config(model)
+    source["architecture"] = f"--model={model}"
+  elif source["format"] == "hf" and os.path.isfile(hf_config_path):
+    with open(hf_config_path) as file:
+      config = hf_layout.config_from_hf(json.load(file))
+    source["architecture"] = HF_CONFIG
+  else:
+    config, name = openai_layout.infer_config(tensors)
+    source["architecture"] = f"shapes, as {name}" if name else "shapes"
+    if source["format"] == "openai_torchscript":
+      config = dataclasses.replace(config, activation="quick_gelu")
+  if activation is not None:
+    config = dataclasses.replace(config, activation=activation)
+  config = configs.config_from_dict(configs.config_to_dict(config))  # checked
+  if "logit_scale" in tensors:
+    config = dataclasses.replace(config, init_logit_scale=float(tensors["logit_scale"]))
+  source["activation"] = config.activation
+  return Imported(config, openai_layout.from_state_dict(tensors, config), source)
+
+
+def open_clip_model_config(config: configs.CLIPConfig) -> dict[str, Any]:
+  """open_clip's `model_cfg` for the architecture (what `open_clip.create_model` builds from)."""
+  vision, text = config.vision, config.text
+  if isinstance(vision, configs.VisionTransformerConfig):
+    vision_cfg = dict(image_size=vision.image_size, patch_size=vision.patch_size,
+                      width=vision.width, layers=vision.layers, head_width=vision.head_width,
+                      mlp_ratio=(vision.mlp_dim or 4 * vision.width) / vision.width)
+  else:
+    vision_cfg = dict(image_size=vision.image_size, layers=list(vision.layers),
+                      width=vision.width, head_width=vision.head_width)
+  model_cfg = dict(
+      embed_dim=config.embed_dim, quick_gelu=config.activation == "quick_gelu",
+      vision_cfg=vision_cfg,
+      text_cfg=dict(context_length=text.context_length, vocab_size=text.vocab_size,
+                    width=text.width, heads=text.width // text.head_width, layers=text.layers,
+                    mlp_ratio=(text.mlp_dim or 4 * text.width) / text.width))
+  if config.init_logit_bias is not None:
+    model_cfg["init_logit_bias"] = config.init_logit_bias
+  return model_cfg
+
+
+def export_weights(config: configs.CLIPConfig, variables: dict[str, Any], dst: str,
+                   to: str) -> list[str]:
+  """Writes the model for open_clip (`local-dir:` loadable) or transformers; returns the files."""
+  if to not in EXPORT_FORMATS:
+    raise ValueError(f"--to={to!r}; allowed: {', '.join(EXPORT_FORMATS)}.")
+  state_dict = openai_layout.to_state_dict(variables)
+  os.makedirs(dst, exist_ok=True)
+  if to == "open_clip":
+    files = {OPEN_CLIP_WEIGHTS: state_dict,
+             OPEN_CLIP_CONFIG: {"model_cfg": open_clip_model_config(config)}}
+  else:
+    files = {HF_WEIGHTS: hf_layout.to_hf(state_dict),
+             HF_CONFIG: hf_layout.hf_config(config, float(state_dict["logit_scale"]))}
+  paths = []
+  for name, content in files.items():
+    path = os.path.join(dst, name)
+    if name.endswith(".json"):
+      with open(path, "w") as file:
+        json.dump(content, file, indent=2)
+    else:
+      tensor_files.write_safetensors(content, path)
+    paths.append(path)
+  return paths

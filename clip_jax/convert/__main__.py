@@ -1,0 +1,52 @@
+"""Converts CLIP weights: `python -m clip_jax.convert --src=<file or dir> --dst=<dir>`.
+
+Import (no --to): an OpenAI TorchScript archive or state dict, an open_clip state dict (.pt,
+.bin, .safetensors) or a Hugging Face CLIPModel directory -> a clip_jax checkpoint directory.
+Export (--to=open_clip or --to=hf): a clip_jax checkpoint directory -> safetensors and a config
+that open_clip (`create_model("local-dir:<dst>")`) or transformers (`CLIPModel.from_pretrained`)
+load unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+
+from clip_jax import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
+from clip_jax import pretrained
+from clip_jax.models import configs
+
+_SRC = flags.DEFINE_string("src", None, "Weights file, Hugging Face directory, or (with --to) a "
+                           "clip_jax checkpoint directory.")
+_DST = flags.DEFINE_string("dst", None, "Output directory.")
+_MODEL = flags.DEFINE_enum("model", None, configs.list_models(),
+                           "Architecture; by default read from the weights' shapes.")
+_ACTIVATION = flags.DEFINE_enum("activation", None, ["quick_gelu", "gelu"],
+                                "Activation the weights were trained with, where the default "
+                                "guess is wrong (e.g. gelu for LAION's ViT-B-32).")
+_TO = flags.DEFINE_enum("to", None, list(convert.EXPORT_FORMATS),
+                        "Export a clip_jax checkpoint for this library instead of importing.")
+
+
+def main(argv):
+  del argv
+  if _TO.value:
+    config, variables = pretrained.read(_SRC.value)
+    for path in convert.export_weights(config, variables, _DST.value, _TO.value):
+      print(f"Wrote {path}")
+    return
+  imported = convert.import_weights(_SRC.value, _MODEL.value, _ACTIVATION.value)
+  pretrained.save(_DST.value, imported.config, imported.variables, imported.source)
+  source = imported.source
+  print(f"Read {source['path']} ({source['format']}); architecture from "
+        f"{source['architecture']}, activation {source['activation']}.")
+  print(f"Wrote {os.path.abspath(_DST.value)}: load it with clip_jax.load({_DST.value!r}).")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["src", "dst"])
+  app.run(main)

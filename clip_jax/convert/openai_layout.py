@@ -1,0 +1,199 @@
+"""clip_jax variables <-> the state dict of OpenAI's CLIP (which open_clip's CLIP shares).
+
+clip_jax's parameter names mirror OpenAI's, so the mapping is a handful of rules rather than a
+table: module paths join with dots, numbered blocks (`resblocks_3`, `layer1_0`) become indices,
+Flax leaf names become PyTorch's (`kernel`/`scale`/`embedding` -> `weight`, BatchNorm `mean`/`var`
+-> `running_mean`/`running_var`), and kernels are transposed (Dense [in, out] <- Linear
+[out, in]; Conv [H, W, in, out] <- [out, in, H, W]). The text tower's parameters sit at the top
+level of OpenAI's model. `infer_config` reads the architecture from the tensor shapes, as
+OpenAI's `build_model` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from clip_jax.models import configs
+from clip_jax.models import clip as clip_model
+
+# Entries of released state dicts that are not parameters: OpenAI's TorchScript archives carry
+# the model's sizes, PyTorch's BatchNorm counts its updates, HF buffers positions.
+NOT_PARAMETERS = re.compile(r"^(input_resolution|context_length|vocab_size)$|num_batches_tracked$"
+                            r"|position_ids$|attn_mask$")
+_LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias",
+               "mean": "running_mean", "var": "running_var"}
+_NUMBERED = re.compile(r"^(resblocks|layer\d)_(\d+)$")
+_DOWNSAMPLE = {"conv": "0", "bn": "1"}  # OpenAI's downsample is nn.Sequential(pool, conv, bn)
+
+
+def torch_name(path: tuple[str, ...]) -> str:
+  """The OpenAI state-dict name of the clip_jax variable at `path` (collection dropped)."""
+  *modules, leaf = path
+  if modules and modules[0] == "text":
+    modules = modules[1:]
+  parts = []
+  for module in modules:
+    if match := _NUMBERED.match(module):
+      parts += [match[1], match[2]]
+    elif parts and parts[-1] == "downsample":
+      parts.append(_DOWNSAMPLE[module])
+    else:
+      parts.append(module)
+  if parts[-2:] == ["attn", "in_proj"]:  # nn.MultiheadAttention's fused projection.
+    return ".".join(parts[:-1] + [f"in_proj_{_LEAF_NAMES[leaf]}"])
+  # A module's Flax leaf takes PyTorch's name; a parameter of its own keeps its name.
+  return ".".join(parts + [_LEAF_NAMES.get(leaf, leaf) if modules else leaf])
+
+
+def _to_torch(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
+  if path[-1] == "kernel":
+    return value.T if value.ndim == 2 else value.transpose(3, 2, 0, 1)
+  return value
+
+
+def _from_torch(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
+  if path[-1] == "kernel":
+    return value.T if value.ndim == 2 else value.transpose(2, 3, 1, 0)
+  return value
+
+
+def _leaves(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple, Any]]:
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      yield from _leaves(value, prefix + (key,))
+    else:
+      yield prefix + (key,), value
+
+
+def _nest(flat: dict[tuple[str, ...], Any]) -> dict[str, Any]:
+  tree: dict[str, Any] = {}
+  for path, value in flat.items():
+    node = tree
+    for key in path[:-1]:
+      node = node.setdefault(key, {})
+    node[path[-1]] = value
+  return tree
+
+
+def abstract_variables(config: configs.CLIPConfig) -> dict[str, Any]:
+  """Shapes and dtypes of the model's variables, without computing any."""
+  if config.scan:
+    config = dataclasses.replace(config, scan=False)  # The layout here is the unrolled one.
+  model = clip_model.CLIP(config)
+  size = config.vision.image_size
+  images = jnp.zeros((1, size, size, 3), jnp.float32)
+  tokens = jnp.zeros((1, config.text.context_length), jnp.int32)
+  return jax.eval_shape(model.init, jax.random.PRNGKey(0), images, tokens)
+
+
+def to_state_dict(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """clip_jax variables (unrolled layers) -> OpenAI's state dict of float32 numpy arrays."""
+  state_dict = {}
+  for (_, *path), value in _leaves(variables):
+    path = tuple(path)
+    state_dict[torch_name(path)] = np.array(
+        _to_torch(path, np.asarray(value, np.float32)), order="C")
+  return state_dict
+
+
+def from_state_dict(state_dict: Mapping[str, np.ndarray],
+                    config: configs.CLIPConfig) -> dict[str, Any]:
+  """OpenAI's state dict -> clip_jax variables for `config`, every shape checked.
+
+  Raises a ValueError listing the parameters the state dict lacks, those it has that the model
+  does not, and any shape that differs: each means `config` is not the checkpoint's architecture.
+  """
+  remaining = {name for name in state_dict if not NOT_PARAMETERS.search(name)}
+  flat, missing, wrong_shapes = {}, [], []
+  for (collection, *path), leaf in _leaves(abstract_variables(config)):
+    path = tuple(path)
+    name = torch_name(path)
+    if name not in state_dict:
+      missing.append(name)
+      continue
+    remaining.discard(name)
+    value = _from_torch(path, np.asarray(state_dict[name], np.float32))
+    if value.shape != leaf.shape:
+      wrong_shapes.append(f"{name}: {tuple(state_dict[name].shape)} in the file, "
+                          f"{_to_torch(path, np.zeros(leaf.shape)).shape} in the model")
+      continue
+    flat[(collection,) + path] = value
+  problems = []
+  if missing:
+    problems.append(f"missing from the file: {', '.join(missing[:8])}"
+                    + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""))
+  if remaining:
+    unused = sorted(remaining)
+    problems.append(f"not in the model: {', '.join(unused[:8])}"
+                    + (f" and {len(unused) - 8} more" if len(unused) > 8 else ""))
+  problems += wrong_shapes[:8]
+  if problems:
+    raise ValueError("The weights do not fit the architecture; " + "; ".join(problems) + ".")
+  return _nest(flat)
+
+
+def _count_blocks(state_dict: Mapping[str, Any], prefix: str) -> int:
+  """How many numbered blocks `prefix<N>.` the state dict holds."""
+  pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+  return len({match[1] for name in state_dict if (match := pattern.match(name))})
+
+
+def _mlp_dim(state_dict: Mapping[str, Any], prefix: str, width: int) -> int | None:
+  mlp_dim = state_dict[f"{prefix}resblocks.0.mlp.c_fc.weight"].shape[0]
+  return None if mlp_dim == 4 * width else mlp_dim
+
+
+def _shape_fields(config: configs.CLIPConfig) -> dict[str, Any]:
+  """What of a config the tensor shapes determine: not the heads, activation or initial values."""
+  fields = dataclasses.asdict(config)
+  for key in ("activation", "dtype", "remat", "scan", "init_logit_scale", "init_logit_bias"):
+    fields.pop(key)
+  fields["vision"].pop("head_width")
+  fields["text"].pop("head_width")
+  return fields
+
+
+def infer_config(state_dict: Mapping[str, Any]) -> tuple[configs.CLIPConfig, str | None]:
+  """The architecture of an OpenAI-layout state dict, read from its shapes as `build_model` does.
+
+  The shapes do not say how wide the attention heads are, nor which GELU the weights were trained
+  with: those come from the named model (`configs.MODELS`) with the same shapes, whose name is
+  returned too; otherwise heads are 64 wide, as in every OpenAI model, with QuickGELU.
+  """
+  get = lambda name: np.shape(state_dict[name])
+  text_width = get("ln_final.weight")[0]
+  text = configs.TextConfig(context_length=get("positional_embedding")[0],
+                            vocab_size=get("token_embedding.weight")[0], width=text_width,
+                            layers=_count_blocks(state_dict, "transformer.resblocks."),
+                            mlp_dim=_mlp_dim(state_dict, "transformer.", text_width))
+  if "visual.proj" in state_dict:
+    width, _, patch, _ = get("visual.conv1.weight")
+    grid = round((get("visual.positional_embedding")[0] - 1) ** 0.5)
+    vision = configs.VisionTransformerConfig(
+        image_size=patch * grid, patch_size=patch, width=width,
+        layers=_count_blocks(state_dict, "visual.transformer.resblocks."),
+        mlp_dim=_mlp_dim(state_dict, "visual.transformer.", width))
+  else:
+    stages = tuple(_count_blocks(state_dict, f"visual.layer{stage}.") for stage in range(1, 5))
+    stages = stages[:stages.index(0)] if 0 in stages else stages
+    grid = round((get("visual.attnpool.positional_embedding")[0] - 1) ** 0.5)
+    vision = configs.ModifiedResNetConfig(image_size=grid * 2 ** (len(stages) + 1),
+                                          layers=stages,
+                                          width=get("visual.layer1.0.conv1.weight")[0])
+  config = configs.CLIPConfig(embed_dim=get("text_projection")[1], vision=vision, text=text,
+                              activation="quick_gelu")
+  if "logit_bias" in state_dict:
+    config = dataclasses.replace(config, init_logit_bias=float(state_dict["logit_bias"]))
+  for name, named in configs.MODELS.items():
+    if _shape_fields(named) == _shape_fields(config):
+      return dataclasses.replace(
+          config, activation=named.activation,
+          vision=dataclasses.replace(vision, head_width=named.vision.head_width),
+          text=dataclasses.replace(text, head_width=named.text.head_width)), name
+  return config, None

@@ -1,0 +1,91 @@
+"""Pretrained models on disk: a converted checkpoint is a directory with the architecture as JSON
+(`model.json`) beside the variables as an Orbax checkpoint (`variables/`).
+
+`load` gives everything a notebook needs in one call: the Flax module, its variables, the image
+preprocessing and the tokenizer of the model's vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from clip_jax.models import clip as clip_model
+from clip_jax.models import configs
+
+MODEL_FILE = "model.json"
+VARIABLES_DIR = "variables"
+
+
+class Pretrained(NamedTuple):
+  model: clip_model.CLIP
+  variables: dict[str, Any]
+  preprocess: Callable[[Any], np.ndarray]
+  tokenize: Callable[[str | Sequence[str]], np.ndarray]
+
+
+def save(directory: str, config: configs.CLIPConfig, variables: dict[str, Any],
+         source: dict[str, Any] | None = None) -> None:
+  """Writes `variables` and the architecture `config` to a new `directory`."""
+  directory = os.path.abspath(directory)
+  if os.path.exists(os.path.join(directory, VARIABLES_DIR)):
+    raise FileExistsError(f"{directory} already holds a checkpoint; choose a new --dst.")
+  os.makedirs(directory, exist_ok=True)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(os.path.join(directory, VARIABLES_DIR), variables)
+  with open(os.path.join(directory, MODEL_FILE), "w") as file:
+    json.dump({"model": configs.config_to_dict(config), "source": source or {}}, file, indent=2)
+
+
+def is_converted(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, MODEL_FILE))
+
+
+def read(directory: str) -> tuple[configs.CLIPConfig, dict[str, Any]]:
+  """(architecture, variables as numpy arrays) of a directory written by `save`."""
+  with open(os.path.join(directory, MODEL_FILE)) as file:
+    config = configs.config_from_dict(json.load(file)["model"])
+  with ocp.StandardCheckpointer() as checkpointer:
+    variables = checkpointer.restore(os.path.join(os.path.abspath(directory), VARIABLES_DIR))
+  return config, jax.tree.map(np.asarray, variables)
+
+
+def make_preprocess(image_size: int) -> Callable[[Any], np.ndarray]:
+  """A function from one image or a list of them (PIL images or uint8 arrays [H, W, 3]) to the
+  model's input: float32 [N, S, S, 3], OpenAI's evaluation view standardised with CLIP's
+  statistics, exactly as evaluation computes it."""
+
+  def preprocess(images) -> np.ndarray:
+    # Imported here: TensorFlow is only needed once images are preprocessed.
+    from input_pipeline import preprocessing  # pylint: disable=g-import-not-at-top
+    is_batch = isinstance(images, (list, tuple)) or np.ndim(images) == 4
+    images = images if is_batch else [images]
+    views = []
+    for image in images:
+      if hasattr(image, "convert"):  # PIL
+        image = image.convert("RGB")
+      pixels = np.asarray(image)
+      if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[-1] != 3:
+        raise ValueError(f"preprocess takes PIL images or uint8 arrays [H, W, 3]; got "
+                         f"{pixels.dtype} {pixels.shape}.")
+      views.append(np.asarray(preprocessing.eval_view(pixels, image_size)))
+    return np.asarray(clip_model.standardize_images(np.stack(views)))
+
+  return preprocess
+
+
+def load(path: str) -> Pretrained:
+  """(model, variables, preprocess, tokenize) of a converted checkpoint directory."""
+  if not is_converted(path):
+    raise FileNotFoundError(f"{path} has no {MODEL_FILE}: not a checkpoint written by "
+                            "`python -m clip_jax.convert`.")
+  config, variables = read(path)
+  from clip_jax import tokenize as clip_tokenize  # pylint: disable=g-import-not-at-top
+  context_length = config.text.context_length
+  return Pretrained(clip_model.CLIP(config), variables, make_preprocess(config.vision.image_size),
+                    lambda texts: clip_tokenize(texts, context_length=context_length))

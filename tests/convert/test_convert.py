@@ -1,0 +1,262 @@
+"""Weight conversion against the PyTorch implementations themselves: open_clip's CLIP (ViT and
+ModifiedResNet), OpenAI's TorchScript archives, transformers' CLIPModel, each with random
+weights. Features and logits must match within 1e-4 relative error in float32; import then
+export must give back the very same tensors, which the references load and run."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import references
+from clip_jax import convert
+from clip_jax import pretrained
+from clip_jax.convert import tensor_files
+from clip_jax.models import clip as clip_model
+
+torch = pytest.importorskip("torch")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+TOLERANCE = 1e-4  # float32, relative to the largest magnitude
+# bfloat16 compute (float32 parameters) against float32 PyTorch: features' cosine similarity.
+BFLOAT16_MIN_COSINE = 0.999
+
+TINY_TEXT = dict(context_length=16, vocab_size=1000, width=64, heads=1, layers=2)
+OPENAI_TEXT = dict(context_length=77, vocab_size=49408, width=512, heads=8, layers=12)
+# open_clip model configs, named as clip_jax's table names the same shapes (None: no entry).
+OPEN_CLIP_MODELS = {
+    "tiny-vit": dict(embed_dim=32, quick_gelu=False, text_cfg=TINY_TEXT, vision_cfg=dict(
+        image_size=32, patch_size=8, width=64, layers=2, head_width=64)),
+    "ViT-B-32": dict(embed_dim=512, quick_gelu=True, text_cfg=OPENAI_TEXT, vision_cfg=dict(
+        image_size=224, patch_size=32, width=768, layers=12, head_width=64)),
+    "resnet-tiny": dict(embed_dim=32, quick_gelu=True, text_cfg=TINY_TEXT, vision_cfg=dict(
+        image_size=64, layers=[1, 1, 1, 1], width=16, head_width=64)),
+    "RN50": dict(embed_dim=1024, quick_gelu=True, text_cfg=OPENAI_TEXT, vision_cfg=dict(
+        image_size=224, layers=[3, 4, 6, 3], width=64, head_width=64)),
+}
+# How each one is written: the file formats people meet.
+FILE_FORMATS = {"tiny-vit": "state_dict.pt", "ViT-B-32": "safetensors",
+                "resnet-tiny": "training_checkpoint.pt", "RN50": "pytorch_model.bin"}
+
+
+def inputs(image_size, context_length, vocab_size, count=3, seed=0):
+  """Standardised-looking images NHWC and token rows ending at their largest id at various
+  positions, padded with zeros."""
+  rng = np.random.default_rng(seed)
+  images = rng.standard_normal((count, image_size, image_size, 3)).astype(np.float32)
+  tokens = rng.integers(1, vocab_size - 2, (count, context_length))
+  for row, end in enumerate(np.linspace(1, context_length - 1, count).astype(int)):
+    tokens[row, end], tokens[row, end + 1:] = vocab_size - 1, 0
+  return images, tokens.astype(np.int32)
+
+
+def torch_outputs(model, images, tokens, **encode_kwargs):
+  with torch.no_grad():
+    image_features = model.encode_image(torch.from_numpy(images).permute(0, 3, 1, 2),
+                                        **encode_kwargs)
+    text_features = model.encode_text(torch.from_numpy(tokens).long(), **encode_kwargs)
+    image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+    text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+    logits = model.logit_scale.exp() * image_features @ text_features.T
+  return [tensor.numpy() for tensor in (image_features, text_features, logits)]
+
+
+def jax_outputs(config, variables, images, tokens):
+  model = clip_model.CLIP(config)
+  outputs = model.apply(variables, images, tokens)
+  return [np.asarray(outputs[key])
+          for key in ("image_features", "text_features", "logits_per_image")]
+
+
+def assert_close(ours, reference, tolerance=TOLERANCE):
+  for name, mine, theirs in zip(("image features", "text features", "logits"), ours, reference):
+    error = np.max(np.abs(mine - theirs)) / np.max(np.abs(theirs))
+    assert error < tolerance, f"{name}: relative error {error:.2e}"
+
+
+def write(state_dict, directory, file_format):
+  """The state dict as a file of `file_format`; returns its path."""
+  if file_format == "safetensors":
+    path = os.path.join(directory, "weights.safetensors")
+    safetensors_torch.save_file({name: tensor.contiguous() for name, tensor in state_dict.items()},
+                                path)
+  elif file_format == "training_checkpoint.pt":  # open_clip's: wrapped, DataParallel prefixes
+    path = os.path.join(directory, "epoch_3.pt")
+    torch.save({"epoch": 3, "state_dict": {f"module.{name}": tensor
+                                           for name, tensor in state_dict.items()}}, path)
+  else:
+    path = os.path.join(directory, file_format)
+    torch.save(state_dict, path)
+  return path
+
+
+@pytest.fixture(scope="module")
+def open_clip_cases(tmp_path_factory):
+  """name -> (open_clip model, the file written, what clip_jax imported from it), built once."""
+  cases = {}
+
+  def case(name):
+    if name not in cases:
+      model = references.perturb_(references.open_clip_model().CLIP(**OPEN_CLIP_MODELS[name]))
+      path = write(model.state_dict(), tmp_path_factory.mktemp(name), FILE_FORMATS[name])
+      cases[name] = model, path, convert.import_weights(path)
+    return cases[name]
+
+  return case
+
+
+def model_inputs(config, seed=0):
+  return inputs(config.vision.image_size, config.text.context_length, config.text.vocab_size,
+                seed=seed)
+
+
+@pytest.mark.parametrize("name", list(OPEN_CLIP_MODELS))
+def test_open_clip_weights_give_open_clip_outputs(open_clip_cases, name):
+  model, _, imported = open_clip_cases(name)
+  expected = "shapes" if name == "resnet-tiny" else f"shapes, as {name}"  # no such named model
+  assert imported.source["architecture"] == expected
+  images, tokens = model_inputs(imported.config)
+  assert_close(jax_outputs(imported.config, imported.variables, images, tokens),
+               torch_outputs(model, images, tokens))
+
+
+@pytest.mark.parametrize("name", ["ViT-B-32", "RN50"])
+def test_bfloat16_compute_stays_within_its_tolerance(open_clip_cases, name):
+  model, _, imported = open_clip_cases(name)
+  config = dataclasses.replace(imported.config, dtype="bfloat16")
+  images, tokens = model_inputs(config)
+  ours = jax_outputs(config, imported.variables, images, tokens)
+  reference = torch_outputs(model, images, tokens)
+  for mine, theirs in zip(ours[:2], reference[:2]):  # unit vectors: their cosine similarity
+    assert np.min(np.sum(mine * theirs, axis=-1)) > BFLOAT16_MIN_COSINE
+
+
+@pytest.mark.parametrize("name", list(OPEN_CLIP_MODELS))
+def test_export_for_open_clip_gives_back_the_tensors_and_loads_in_open_clip(open_clip_cases, name,
+                                                                         tmp_path):
+  model, _, imported = open_clip_cases(name)
+  convert.export_weights(imported.config, imported.variables, str(tmp_path), "open_clip")
+  exported = safetensors_torch.load_file(str(tmp_path / convert.OPEN_CLIP_WEIGHTS))
+  original = model.state_dict()
+  expected_names = {name for name in original if not name.endswith("num_batches_tracked")}
+  assert set(exported) == expected_names
+  for name in expected_names:
+    assert torch.equal(exported[name], original[name]), name
+  with open(tmp_path / convert.OPEN_CLIP_CONFIG) as file:
+    model_cfg = json.load(file)["model_cfg"]
+  reloaded = references.open_clip_model().CLIP(**model_cfg).eval()
+  missing, unexpected = reloaded.load_state_dict(exported, strict=False)
+  assert not unexpected and all(name.endswith("num_batches_tracked") for name in missing)
+  images, tokens = model_inputs(imported.config, seed=1)
+  np.testing.assert_array_equal(torch_outputs(reloaded, images, tokens)[0],
+                                torch_outputs(model, images, tokens)[0])
+
+
+def test_openai_torchscript_archive(tmp_path):
+  """OpenAI distributes TorchScript archives; their weights are QuickGELU."""
+  openai = references.openai_clip_model()
+  model = references.perturb_(openai.CLIP(
+      embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
+      context_length=16, vocab_size=1000, transformer_width=64, transformer_heads=1,
+      transformer_layers=2))
+  images, tokens = inputs(32, 16, 1000)
+  traced = torch.jit.trace(model, (torch.from_numpy(images).permute(0, 3, 1, 2),
+                                   torch.from_numpy(tokens).long()))
+  path = str(tmp_path / "ViT-tiny.pt")
+  torch.jit.save(traced, path)
+  assert tensor_files.is_torchscript(path)
+  imported = convert.import_weights(path)
+  assert imported.source["format"] == "openai_torchscript"
+  assert imported.config.activation == "quick_gelu"
+  assert_close(jax_outputs(imported.config, imported.variables, images, tokens),
+               torch_outputs(model, images, tokens))
+
+
+@pytest.fixture(scope="module", params=["tiny", "ViT-B-32"])
+def hf_case(request, tmp_path_factory):
+  """(transformers CLIPModel with random weights, its save_pretrained directory, imported)."""
+  transformers = pytest.importorskip("transformers")
+  if request.param == "tiny":
+    text = dict(vocab_size=1000, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=16, bos_token_id=998,
+                eos_token_id=999, hidden_act="gelu")
+    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, image_size=32, patch_size=8, hidden_act="gelu")
+    projection_dim, safe = 32, False  # pytorch_model.bin
+  else:  # openai/clip-vit-base-patch32's sizes
+    text = dict(eos_token_id=49407, bos_token_id=49406)
+    vision = dict(patch_size=32)
+    projection_dim, safe = 512, True
+  config = transformers.CLIPConfig(text_config=text, vision_config=vision,
+                                   projection_dim=projection_dim)
+  model = references.perturb_(transformers.CLIPModel(config))
+  directory = str(tmp_path_factory.mktemp(f"hf-{request.param}"))
+  model.save_pretrained(directory, safe_serialization=safe)
+  return model, directory, convert.import_weights(directory)
+
+
+def hf_outputs(model, images, tokens):
+  with torch.no_grad():
+    outputs = model(input_ids=torch.from_numpy(tokens).long(),
+                    pixel_values=torch.from_numpy(images).permute(0, 3, 1, 2))
+  return [outputs.image_embeds.numpy(), outputs.text_embeds.numpy(),
+          outputs.logits_per_image.numpy()]
+
+
+def test_hugging_face_weights_give_hugging_face_outputs(hf_case):
+  model, _, imported = hf_case
+  assert imported.source["architecture"] == "config.json"
+  images, tokens = model_inputs(imported.config)
+  assert_close(jax_outputs(imported.config, imported.variables, images, tokens),
+               hf_outputs(model, images, tokens))
+
+
+def test_export_for_hugging_face_gives_back_the_tensors_and_loads(hf_case, tmp_path):
+  transformers = pytest.importorskip("transformers")
+  model, _, imported = hf_case
+  convert.export_weights(imported.config, imported.variables, str(tmp_path), "hf")
+  exported = safetensors_torch.load_file(str(tmp_path / convert.HF_WEIGHTS))
+  original = {name: tensor for name, tensor in model.state_dict().items()
+              if not name.endswith("position_ids")}
+  assert set(exported) == set(original)
+  for name, tensor in original.items():
+    assert torch.equal(exported[name], tensor), name
+  reloaded = transformers.CLIPModel.from_pretrained(str(tmp_path)).eval()
+  images, tokens = model_inputs(imported.config, seed=2)
+  for mine, theirs in zip(hf_outputs(reloaded, images, tokens), hf_outputs(model, images, tokens)):
+    np.testing.assert_array_equal(mine, theirs)
+
+
+def test_wrong_architecture_names_what_does_not_fit(open_clip_cases):
+  _, path, _ = open_clip_cases("tiny-vit")
+  with pytest.raises(ValueError, match=r"do not fit.*visual\.conv1\.weight: \(64, 3, 8, 8\)"):
+    convert.import_weights(path, model="tiny-rn")
+
+
+def test_unknown_file_format_is_named(tmp_path):
+  path = tmp_path / "weights.npz"
+  path.write_bytes(b"")
+  with pytest.raises(ValueError, match=r"weights\.npz: unknown weights format; allowed"):
+    convert.import_weights(str(path))
+
+
+def test_command_line_round_trip_and_load(open_clip_cases, tmp_path):
+  """`python -m clip_jax.convert` imports, `clip_jax.load` gives a model whose features are the
+  reference's, and `--to=open_clip` writes the original tensors back."""
+  model, path, _ = open_clip_cases("tiny-vit")
+  run = lambda *flags: subprocess.run([sys.executable, "-m", "clip_jax.convert", *flags],
+                                      check=True, capture_output=True, text=True)
+  converted = str(tmp_path / "converted")
+  printed = run(f"--src={path}", f"--dst={converted}").stdout
+  assert "architecture from shapes, as tiny-vit, activation gelu" in printed
+  loaded = pretrained.load(converted)
+  images, tokens = model_inputs(loaded.model.config)
+  assert_close(jax_outputs(loaded.model.config, loaded.variables, images, tokens),
+               torch_outputs(model, images, tokens))
+  run(f"--src={converted}", f"--dst={tmp_path / 'exported'}", "--to=open_clip")
+  exported = safetensors_torch.load_file(str(tmp_path / "exported" / convert.OPEN_CLIP_WEIGHTS))
+  assert all(torch.equal(exported[key], tensor) for key, tensor in model.state_dict().items())
