@@ -1,5 +1,6 @@
 """Pretrained models on disk: a converted checkpoint is a directory with the architecture as JSON
-(`model.json`) beside the variables as an Orbax checkpoint (`variables/`).
+(`model.json`) beside the variables as an Orbax checkpoint (`variables/`); a training workdir
+holds its run's config.json beside its checkpoints.
 
 `load` gives everything a notebook needs in one call: the Flax module, its variables, the image
 preprocessing and the tokenizer of the model's vocabulary.
@@ -12,6 +13,7 @@ import os
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -19,6 +21,7 @@ from clip_jax.models import clip as clip_model
 from clip_jax.models import configs
 
 MODEL_FILE = "model.json"
+WORKDIR_CONFIG = "config.json"  # written by training beside checkpoints/
 VARIABLES_DIR = "variables"
 
 
@@ -46,10 +49,15 @@ def is_converted(path: str) -> bool:
   return os.path.isfile(os.path.join(path, MODEL_FILE))
 
 
+def read_config(directory: str) -> configs.CLIPConfig:
+  """The architecture of a directory written by `save`."""
+  with open(os.path.join(directory, MODEL_FILE)) as file:
+    return configs.config_from_dict(json.load(file)["model"])
+
+
 def read(directory: str) -> tuple[configs.CLIPConfig, dict[str, Any]]:
   """(architecture, variables as numpy arrays) of a directory written by `save`."""
-  with open(os.path.join(directory, MODEL_FILE)) as file:
-    config = configs.config_from_dict(json.load(file)["model"])
+  config = read_config(directory)
   with ocp.StandardCheckpointer() as checkpointer:
     variables = checkpointer.restore(os.path.join(os.path.abspath(directory), VARIABLES_DIR))
   return config, jax.tree.map(np.asarray, variables)
@@ -79,13 +87,52 @@ def make_preprocess(image_size: int) -> Callable[[Any], np.ndarray]:
   return preprocess
 
 
+def is_workdir(path: str) -> bool:
+  return (os.path.isfile(os.path.join(path, WORKDIR_CONFIG))
+          and os.path.isdir(os.path.join(path, "checkpoints")))
+
+
+def read_workdir(workdir: str):
+  """(run config, model, variables as numpy arrays) of a training workdir's latest checkpoint."""
+  # Imported here: training brings the input pipeline and TensorFlow.
+  from clip_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from clip_jax import train  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(workdir, WORKDIR_CONFIG)) as file:
+    config = ml_collections.ConfigDict(json.load(file))
+  model = train.create_model(config)
+  manager = checkpoint.create_manager(workdir, config.checkpoint)
+  try:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"{workdir} has no checkpoint yet.")
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  finally:
+    manager.close()
+  variables = {"params": state["state"]["params"]}
+  if state["state"].get("batch_stats"):
+    variables["batch_stats"] = state["state"]["batch_stats"]
+  return config, model, jax.tree.map(np.asarray, variables)
+
+
 def load(path: str) -> Pretrained:
-  """(model, variables, preprocess, tokenize) of a converted checkpoint directory."""
-  if not is_converted(path):
-    raise FileNotFoundError(f"{path} has no {MODEL_FILE}: not a checkpoint written by "
-                            "`python -m clip_jax.convert`.")
-  config, variables = read(path)
-  from clip_jax import tokenize as clip_tokenize  # pylint: disable=g-import-not-at-top
-  context_length = config.text.context_length
-  return Pretrained(clip_model.CLIP(config), variables, make_preprocess(config.vision.image_size),
-                    lambda texts: clip_tokenize(texts, context_length=context_length))
+  """(model, variables, preprocess, tokenize) of a converted checkpoint or a training workdir.
+
+  A converted checkpoint tokenizes with CLIP's BPE; a workdir with its run's tokenizer (e.g. the
+  synthetic dataset's words) and evaluation view of images.
+  """
+  if is_converted(path):
+    config, variables = read(path)
+    from clip_jax import tokenize as clip_tokenize  # pylint: disable=g-import-not-at-top
+    context_length = config.text.context_length
+    return Pretrained(clip_model.CLIP(config), variables,
+                      make_preprocess(config.vision.image_size),
+                      lambda texts: clip_tokenize(texts, context_length=context_length))
+  if is_workdir(path):
+    from input_pipeline import tokenizers  # pylint: disable=g-import-not-at-top
+    run_config, model, variables = read_workdir(path)
+    tokenizer = tokenizers.create_tokenizer(run_config.data)
+    tokenize = lambda texts: tokenizer.tokenize([texts] if isinstance(texts, str) else texts)
+    return Pretrained(model, variables, make_preprocess(run_config.data.image_size), tokenize)
+  raise FileNotFoundError(f"{path} is neither a converted checkpoint (no {MODEL_FILE}: see "
+                          "`python -m clip_jax.convert`) nor a training workdir (no "
+                          f"{WORKDIR_CONFIG} beside checkpoints/).")

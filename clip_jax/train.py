@@ -31,7 +31,7 @@ from clip_jax import models
 from clip_jax import optim
 from clip_jax import sharding
 from clip_jax import train_step as train_step_lib
-from clip_jax.evaluation import zero_shot
+from clip_jax.evaluation import evaluators
 
 NONFINITE_POLICIES = ("stop", "skip")
 
@@ -65,9 +65,7 @@ def check_config(config, model_config) -> None:
                      f"{config.model.name!r} takes {model_config.vision.image_size}; allowed: "
                      f"{model_config.vision.image_size}.")
   input_pipeline.sources.check_name(config.data.name)
-  if "zero_shot" in config.get("evals", {}) and config.data.name != "synthetic":
-    raise ValueError(f"evals.zero_shot evaluates on synthetic images and their attributes, but "
-                     f"data.name={config.data.name!r}; allowed: remove evals.zero_shot.")
+  evaluators.check(config.get("evals", {}), config.data)
   if config.data.context_length != model_config.text.context_length:
     raise ValueError(f"data.context_length={config.data.context_length} but the model "
                      f"{config.model.name!r} takes {model_config.text.context_length}; allowed: "
@@ -82,21 +80,22 @@ def create_model(config) -> models.CLIP:
   return models.CLIP(model_config)
 
 
-def make_encoders(model, variables):
-  """Jitted image and text encoders returning numpy features, for the evaluators."""
-  encode_image = jax.jit(functools.partial(model.apply, method=model.encode_image))
-  encode_text = jax.jit(functools.partial(model.apply, method=model.encode_text))
-  return (lambda images: np.asarray(encode_image(variables, images)),
-          lambda tokens: np.asarray(encode_text(variables, tokens)))
-
-
-def evaluate(config, model, state: train_step_lib.TrainState) -> dict[str, float]:
+def evaluate(config, model, state: train_step_lib.TrainState, mesh,
+             step: int) -> dict[str, float]:
+  """The metrics of the evaluators due at `step`, sharded over the training mesh."""
   variables = {"params": state.params}
   if state.batch_stats:
     variables["batch_stats"] = state.batch_stats
-  encode_image, encode_text = make_encoders(model, variables)
-  return zero_shot.evaluate_synthetic(encode_image, encode_text, config.data,
-                                      num_images=config.evals.zero_shot.num_images)
+  encode_image, encode_text = evaluators.make_encoders(model, variables, mesh)
+  return evaluators.run_evaluators(config.evals, encode_image, encode_text, step,
+                                   data_config=config.data, total_steps=config.total_steps)
+
+
+def save_config(config, workdir: str) -> None:
+  """The run's whole config as workdir/config.json, so that the workdir alone can be evaluated."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as file:
+    file.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
 def gather_data_state(dataset: input_pipeline.DataIterator) -> dict:
@@ -115,6 +114,8 @@ def gather_data_state(dataset: input_pipeline.DataIterator) -> dict:
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   """Runs (or resumes) training in `workdir`; returns the last logged and evaluated scalars."""
   model = create_model(config)
+  if jax.process_index() == 0:
+    save_config(config, workdir)
   mesh = sharding.create_mesh(config.mesh)
   sharding.check_batch_size(config.global_batch_size, mesh, jax.process_count())
   loss_fn = losses.make_loss_fn(config.loss.name, mesh, sharding.BATCH_AXES)
@@ -185,14 +186,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         if is_main:
           print(metrics_lib.progress_line(step, config.total_steps, scalars), flush=True)
         last_scalars.update(scalars)
-      if "zero_shot" in config.get("evals", {}) and (
-          step % config.evals.zero_shot.every_steps == 0 or step == config.total_steps):
+      if evaluators.due(config.get("evals", {}), step, config.total_steps):
         check_finite(*pending)
-        results = evaluate(config, model, state)
+        results = evaluate(config, model, state, mesh, step)
         logger.write(step, results)
         last_scalars.update(results)
         if is_main:
-          print(f"step {step} | {zero_shot.summary(results)}", flush=True)
+          for line in evaluators.summary_lines(config.evals, results):
+            print(f"step {step} | {line}", flush=True)
       if (step % config.checkpoint.every_steps == 0 or step == config.total_steps
           or preemption.requested):
         check_finite(*pending)

@@ -76,5 +76,34 @@ def test_preprocess_takes_pil_images_arrays_and_lists(preprocess):
 
 
 def test_load_names_what_is_missing(tmp_path):
-  with pytest.raises(FileNotFoundError, match="model.json"):
+  with pytest.raises(FileNotFoundError, match="neither a converted checkpoint.*nor a training"):
     pretrained.load(str(tmp_path))
+
+
+def test_load_a_training_workdir(tmp_path):
+  """A workdir loads as its run's model, last parameters, tokenizer and image size."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from clip_jax import train  # pylint: disable=g-import-not-at-top
+  from configs import synthetic_demo  # pylint: disable=g-import-not-at-top
+  config = synthetic_demo.get_config()
+  config.total_steps, config.global_batch_size, config.log_every_steps = 3, 16, 1
+  config.optim.warmup_steps = 1
+  config.model.overrides = ml_collections.ConfigDict(dict(
+      embed_dim=16, vision=dict(image_size=synthetic_demo.IMAGE_SIZE, patch_size=8, width=32,
+                                layers=1, head_width=16),
+      text=dict(context_length=16, vocab_size=128, width=32, layers=1, head_width=16)))
+  config.evals = ml_collections.ConfigDict()
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+
+  model, variables, preprocess, tokenize = pretrained.load(workdir)
+  tokens = tokenize(["a red circle", "a blue square"])
+  assert tokens.shape == (2, 16) and tokens.dtype == np.int32
+  images = preprocess(np.zeros((40, 30, 3), np.uint8))
+  assert images.shape == (1, synthetic_demo.IMAGE_SIZE, synthetic_demo.IMAGE_SIZE, 3)
+  features = model.apply(variables, images, tokens)
+  assert features["image_features"].shape == (1, 16)
+  initial = model.init(jax.random.PRNGKey(0), images, tokens)["params"]
+  changed = jax.tree.map(lambda a, b: not np.allclose(a, b), variables["params"], initial)
+  assert any(jax.tree.leaves(changed))  # trained parameters, not a fresh initialisation

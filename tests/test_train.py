@@ -272,3 +272,34 @@ def test_sigterm_to_the_command_line_program_saves_and_exits_cleanly(tmp_path):
   saved = sorted(int(name) for name in os.listdir(os.path.join(workdir, "checkpoints"))
                  if name.isdigit())
   assert saved and saved[-1] >= 2
+
+
+def test_configured_evaluators_run_at_their_own_steps_into_the_metrics_log(tmp_path, capsys):
+  config = tiny_config(**{"total_steps": 3, "optim.warmup_steps": 1})
+  # The zero-shot evaluation's batch size (64 images): the encoders compile once.
+  config.evals.shapes = dict(type="retrieval", dataset="synthetic", every_steps=2, num_images=16,
+                             batch_size=64)
+  workdir = str(tmp_path)
+  final = train.train_and_evaluate(config, workdir)
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  steps_with = lambda name: [r["step"] for r in records if name in r]  # noqa: E731
+  assert steps_with("shapes/text_to_image_R@5") == [2, 3]  # every 2 steps, and at the end
+  assert steps_with("zero_shot/shape_top1_seen") == [3]  # every 1000 steps, and at the end
+  assert 0.0 <= final["shapes/image_to_text_R@1"] <= 1.0
+  output = capsys.readouterr().out
+  assert "step 2 | shapes: image_to_text_R@1 " in output
+  assert "step 3 | zero-shot top-1 on new images: shape " in output
+  with open(os.path.join(workdir, "config.json")) as file:
+    saved = json.load(file)
+  assert saved["evals"]["shapes"]["every_steps"] == 2 and saved["total_steps"] == 3
+
+
+def test_a_bad_evaluator_fails_before_training(tmp_path):
+  config = tiny_config()
+  config.evals.imagenet = dict(type="zero_shot_imagenet", dataset="imagenet2012",
+                               split="validation", every_steps=10)
+  start = time.perf_counter()
+  with pytest.raises(ValueError, match=r"evals\.imagenet\.type='zero_shot_imagenet'; allowed: "
+                                       r"zero_shot, retrieval, linear_probe\."):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert time.perf_counter() - start < 10

@@ -149,7 +149,7 @@ def _mlp_dim(state_dict: Mapping[str, Any], prefix: str, width: int) -> int | No
   return None if mlp_dim == 4 * width else mlp_dim
 
 
-def _shape_fields(config: configs.CLIPConfig) -> dict[str, Any]:
+def shape_fields(config: configs.CLIPConfig) -> dict[str, Any]:
   """What of a config the tensor shapes determine: not the heads, activation or initial values."""
   fields = dataclasses.asdict(config)
   for key in ("activation", "dtype", "remat", "scan", "init_logit_scale", "init_logit_bias"):
@@ -191,7 +191,7 @@ def infer_config(state_dict: Mapping[str, Any]) -> tuple[configs.CLIPConfig, str
   if "logit_bias" in state_dict:
     config = dataclasses.replace(config, init_logit_bias=float(state_dict["logit_bias"]))
   for name, named in configs.MODELS.items():
-    if _shape_fields(named) == _shape_fields(config):
+    if shape_fields(named) == shape_fields(config):
       return dataclasses.replace(
           config, activation=named.activation,
           vision=dataclasses.replace(vision, head_width=named.vision.head_width),

@@ -1,22 +1,26 @@
 """Zero-shot classification: class names become text embeddings, each image takes the nearest.
 
-Model-agnostic: the encoders are callables from numpy inputs to numpy features (the trainer
-passes jitted `model.apply` closures), so the same code scores a scratch model, a converted
-OpenAI checkpoint or a hand-built fake in a test.
+Two evaluations: labelled images of any dataset (`evaluate_classification`: top-1, top-5 and
+mean per-class recall) and the synthetic shapes (`evaluate_synthetic`: shape and colour, on seen
+and held-out colour-shape pairs). Model-agnostic: the encoders are callables from numpy inputs to
+numpy features (the trainer passes jitted `model.apply` closures), so the same code scores a
+scratch model, a converted OpenAI checkpoint or a hand-built fake in a test.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import ml_collections
 import numpy as np
 
 import input_pipeline
+from clip_jax.evaluation import ranking
 from input_pipeline import tokenizers
 from input_pipeline.sources import synthetic
 
 Encoder = Callable[[np.ndarray], np.ndarray]  # inputs [N, ...] -> features [N, E]
+Tokenize = Callable[[Sequence[str]], np.ndarray]  # texts -> int32 [N, context_length]
 
 # Prompt ensembles for the synthetic attributes; every word is in the synthetic vocabulary.
 SHAPE_TEMPLATES = ("a picture of a {}", "a {}", "a photo of a {}")
@@ -36,21 +40,21 @@ def encode_in_batches(encode: Encoder, inputs: np.ndarray, batch_size: int) -> n
   return np.concatenate(features)
 
 
-def _l2_normalize(features: np.ndarray) -> np.ndarray:
+def l2_normalize(features: np.ndarray) -> np.ndarray:
+  """Rows [N, E] scaled to unit length: dot products become cosine similarities."""
   return features / np.linalg.norm(features, axis=-1, keepdims=True)
 
 
-def class_embeddings(encode_text: Encoder, tokenize: Callable[[Sequence[str]], np.ndarray],
-                     classnames: Sequence[str], templates: Sequence[str], *,
-                     batch_size: int = 256) -> np.ndarray:
+def class_embeddings(encode_text: Encoder, tokenize: Tokenize, classnames: Sequence[str],
+                     templates: Sequence[str], *, batch_size: int = 256) -> np.ndarray:
   """[C, E]: per class, the mean of its L2-normalised prompt features, renormalised.
 
   Averaging over several phrasings (a prompt ensemble) smooths out the quirks of any one of them.
   """
   prompts = [template.format(name) for name in classnames for template in templates]
   features = encode_in_batches(encode_text, tokenize(prompts), batch_size)  # [C * T, E]
-  features = _l2_normalize(features.reshape(len(classnames), len(templates), -1))
-  return _l2_normalize(features.mean(axis=1))
+  features = l2_normalize(features.reshape(len(classnames), len(templates), -1))
+  return l2_normalize(features.mean(axis=1))
 
 
 def predict(image_features: np.ndarray, class_embeddings: np.ndarray) -> np.ndarray:
@@ -63,6 +67,43 @@ def predict(image_features: np.ndarray, class_embeddings: np.ndarray) -> np.ndar
 
 def top1_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
   return float(np.mean(predictions == labels))
+
+
+def classification_metrics(true_class_ranks: np.ndarray, labels: np.ndarray,
+                           num_classes: int) -> dict[str, float]:
+  """Top-1, top-5 (given more than 5 classes) and mean per-class recall of ranks [N], labels [N].
+
+  `true_class_ranks` are `ranking.ranks` of the true class (ties count against it). Mean
+  per-class recall averages the top-1 recall of each class present in `labels`, so that on
+  unbalanced data every class weighs the same.
+  """
+  correct = true_class_ranks < 1
+  metrics = {"top1": float(np.mean(correct))}
+  if num_classes > 5:
+    metrics["top5"] = ranking.recall_at(true_class_ranks, 5)
+  metrics["mean_per_class_recall"] = float(np.mean(
+      [np.mean(correct[labels == label]) for label in np.unique(labels)]))
+  return metrics
+
+
+def evaluate_classification(encode_image: Encoder, encode_text: Encoder, tokenize: Tokenize,
+                            batches: Iterable[dict[str, np.ndarray]], classnames: Sequence[str],
+                            templates: Sequence[str], *, batch_size: int) -> dict[str, float]:
+  """Zero-shot metrics (`classification_metrics`) of labelled images.
+
+  `batches` yields {"image": [b, H, W, 3], "label": int [b]} with b <= batch_size. The class
+  embeddings are computed once; per image only the rank of its true class is kept.
+  """
+  classes = class_embeddings(encode_text, tokenize, classnames, templates,
+                             batch_size=batch_size)  # [C, E]
+  true_class_ranks, labels = [], []
+  for batch in batches:
+    scores = encode_in_batches(encode_image, batch["image"], batch_size) @ classes.T  # [b, C]
+    true_class = batch["label"][:, None] == np.arange(len(classnames))  # [b, C]
+    true_class_ranks.append(ranking.ranks(scores, true_class))
+    labels.append(batch["label"])
+  return classification_metrics(np.concatenate(true_class_ranks), np.concatenate(labels),
+                                len(classnames))
 
 
 def _encode_eval_images(encode_image: Encoder, data_config: ml_collections.ConfigDict,
@@ -79,12 +120,12 @@ def _encode_eval_images(encode_image: Encoder, data_config: ml_collections.Confi
 
 def evaluate_synthetic(encode_image: Encoder, encode_text: Encoder,
                        data_config: ml_collections.ConfigDict, *, num_images: int = 1000,
-                       batch_size: int = 256) -> dict[str, float]:
+                       batch_size: int = 256, prefix: str = "zero_shot") -> dict[str, float]:
   """Classifies new synthetic images by shape and by colour from prompts alone.
 
   Accuracies are reported separately on seen and on held-out colour-shape combinations (the
   latter only if the config holds any out); the gap between the two measures how well the model
-  composes attributes rather than memorising pairs.
+  composes attributes rather than memorising pairs. Metrics are named "<prefix>/<metric>".
   """
   world = synthetic.World.from_config(data_config)
   tokenize = tokenizers.create_tokenizer(data_config).tokenize
@@ -102,19 +143,19 @@ def evaluate_synthetic(encode_image: Encoder, encode_text: Encoder,
     predictions = predict(image_features, embeddings)
     for subset, mask in (("seen", ~heldout), ("heldout", heldout)):
       if mask.any():
-        results[f"zero_shot/{attribute}_top1_{subset}"] = top1_accuracy(
+        results[f"{prefix}/{attribute}_top1_{subset}"] = top1_accuracy(
             predictions[mask], labels[attribute][mask])
-    results[f"zero_shot/{attribute}_chance"] = 1.0 / len(embeddings)
+    results[f"{prefix}/{attribute}_chance"] = 1.0 / len(embeddings)
   return results
 
 
-def summary(results: dict[str, float]) -> str:
+def summary(results: dict[str, float], prefix: str = "zero_shot") -> str:
   """One line of `evaluate_synthetic`'s results: "zero-shot shape 0.62 seen, 0.55 held-out | ..."."""
   parts = []
   for attribute in ("shape", "colour"):
     subsets = [f"{results[key]:.3f} {subset.replace('heldout', 'held-out')}"
                for subset in ("seen", "heldout")
-               if (key := f"zero_shot/{attribute}_top1_{subset}") in results]
+               if (key := f"{prefix}/{attribute}_top1_{subset}") in results]
     parts.append(f"{attribute} {', '.join(subsets)} (chance "
-                 f"{results[f'zero_shot/{attribute}_chance']:.3f})")
+                 f"{results[f'{prefix}/{attribute}_chance']:.3f})")
   return "zero-shot top-1 on new images: " + " | ".join(parts)

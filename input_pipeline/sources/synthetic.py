@@ -206,6 +206,7 @@ class Scene(NamedTuple):
   centre_y: float  # From the top.
   angle: float  # Radians, anticlockwise.
   caption: str
+  slots: dict[str, str]  # What fills the caption templates: shape, colour, size, where.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,6 +282,20 @@ def render(world: World, split: str, index: int) -> Sample:
                 colour=scene.colour, heldout=world.is_heldout(scene.shape, scene.colour))
 
 
+def eval_captions(world: World, index: int) -> tuple[str, ...]:
+  """Every "full" phrasing of "eval" sample `index`, its own caption among them.
+
+  Several captions per image, as COCO has, for retrieval; the image is `render`'s.
+  """
+  rng = np.random.default_rng((world.seed, SPLITS["eval"], index))
+  slots = _draw_scene(world, "eval", index, rng).slots
+  return tuple(_phrase(template, slots) for template in CAPTIONS["full"])
+
+
+def _phrase(template: str, slots: dict[str, str]) -> str:
+  return re.sub(r"\ba (?=[aeiou])", "an ", template.format(**slots))
+
+
 def _draw_scene(world: World, split: str, index: int, rng) -> Scene:
   """Everything but the pixels, so that a scene does not depend on the image size."""
   shape, colour = _draw_combination(world, split, index, rng)
@@ -293,12 +308,11 @@ def _draw_scene(world: World, split: str, index: int, rng) -> Scene:
   centre_y, centre_x = radius + (np.array([row, column]) + rng.uniform(0.25, 0.75, size=2)
                                  ) / 3.0 * (1.0 - 2.0 * radius)
   angle = rng.uniform(-MAX_ROTATION, MAX_ROTATION)
-  caption = _pick(CAPTIONS[mention], rng).format(
-      shape=world.shapes[shape], colour=world.colours[colour], size=size,
-      where=WHERE[row][column])
+  slots = dict(shape=world.shapes[shape], colour=world.colours[colour], size=size,
+               where=WHERE[row][column])
   return Scene(shape=shape, colour=UNCOLOURED if mention == "shape" else colour, radius=radius,
                centre_x=centre_x, centre_y=centre_y, angle=angle,
-               caption=re.sub(r"\ba (?=[aeiou])", "an ", caption))
+               caption=_phrase(_pick(CAPTIONS[mention], rng), slots), slots=slots)
 
 
 def _paint(world: World, scene: Scene, rng) -> np.ndarray:

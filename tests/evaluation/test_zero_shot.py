@@ -119,3 +119,68 @@ def test_summary_names_both_attributes_and_subsets():
                             "zero_shot/colour_chance": 1 / 6})
   assert "shape 0.500 seen, 0.250 held-out (chance 0.167)" in line
   assert "colour 1.000 seen (chance 0.167)" in line
+
+
+def test_top5_and_mean_per_class_recall_with_unbalanced_classes():
+  # 7 classes; the true class of the four images ranks 0, 3, 5 and 6.
+  scores = np.array([[9, 1, 2, 3, 4, 5, 6], [1, 9, 8, 7, 2, 0, 0], [1, 2, 3, 4, 5, 0, 0.5],
+                     [1, 2, 3, 4, 5, 6, 0.5]], float)
+  labels = np.array([0, 4, 6, 6])
+  true_class = labels[:, None] == np.arange(7)
+  metrics = zero_shot.classification_metrics(zero_shot.ranking.ranks(scores, true_class), labels,
+                                             num_classes=7)
+  assert metrics == pytest.approx({"top1": 0.25, "top5": 0.5, "mean_per_class_recall": 1 / 3})
+
+
+def test_mean_per_class_recall_weighs_every_class_alike():
+  labels = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 2])
+  true_class_ranks = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 0])  # class 1's one image is missed
+  metrics = zero_shot.classification_metrics(true_class_ranks, labels, num_classes=3)
+  assert metrics == pytest.approx({"top1": 0.9, "mean_per_class_recall": 2 / 3})  # no top-5
+
+
+def fake_classification(num_classes, labels, confusions):
+  """Encoders for images whose pixel is their label and prompts naming a class: the image of
+  label l encodes to class l's direction, or nearer class c's where confusions[l] = c."""
+  classnames = [f"class{index}" for index in range(num_classes)]
+  prompts_seen = []
+
+  def tokenize(texts):
+    prompts_seen.extend(texts)
+    return np.array([[classnames.index(text.split()[-1])] for text in texts])
+
+  def encode_text(tokens):
+    return np.eye(num_classes)[tokens[:, 0]]
+
+  def encode_image(images):
+    seen = images.reshape(len(images), -1)[:, 0]
+    confused = [confusions.get(label, label) for label in seen]
+    return np.eye(num_classes)[confused] + 0.5 * np.eye(num_classes)[seen]
+
+  images = np.asarray(labels, np.uint8).reshape(-1, 1, 1, 1)
+  batches = [{"image": images[start:start + 4], "label": np.asarray(labels[start:start + 4])}
+             for start in range(0, len(labels), 4)]
+  return classnames, tokenize, encode_text, encode_image, batches, prompts_seen
+
+
+def test_evaluate_classification_from_prompts_encoded_once():
+  labels = [0, 0, 0, 1, 1, 2, 3, 4, 5, 5, 6]
+  classnames, tokenize, encode_text, encode_image, batches, prompts_seen = fake_classification(
+      7, labels, confusions={5: 6})  # the two images of class 5 look like class 6
+  metrics = zero_shot.evaluate_classification(encode_image, encode_text, tokenize, batches,
+                                              classnames, ["a {}", "the {}"], batch_size=4)
+  assert metrics == pytest.approx({"top1": 9 / 11, "top5": 1.0, "mean_per_class_recall": 6 / 7})
+  assert len(prompts_seen) == 7 * 2  # the class embeddings, once for all image batches
+
+
+def test_a_collapsed_model_gets_nothing_right():
+  """Every class scores the same: ties count against the true class (argmax would pick 0)."""
+  labels = [0, 1, 2, 0]
+  classnames, tokenize, _, _, batches, _ = fake_classification(3, labels, {})
+
+  def constant(inputs):
+    return np.ones((len(inputs), 3))
+
+  metrics = zero_shot.evaluate_classification(constant, constant, tokenize, batches, classnames,
+                                              ["a {}"], batch_size=4)
+  assert metrics == {"top1": 0.0, "mean_per_class_recall": 0.0}

@@ -1,0 +1,49 @@
+"""`python -m clip_jax.evaluate` on a converted checkpoint: synthetic zero-shot and zero-shot on
+mock TFDS data from the command line, with the results written as JSON."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+
+from clip_jax import pretrained
+from clip_jax.models import clip as clip_model
+from clip_jax.models import configs
+
+CONFIG = textwrap.dedent("""
+    import ml_collections
+    from configs import synthetic_demo
+
+    def get_config():
+      config = synthetic_demo.get_config()
+      config.evals = ml_collections.ConfigDict(dict(
+          zero_shot=dict(every_steps=1, num_images=32, batch_size=16),
+          cifar10=dict(type="zero_shot", dataset="cifar10", split="test", mock_examples=24,
+                       every_steps=1, batch_size=16)))
+      return config
+    """)
+
+
+def test_converted_checkpoint_evaluates_from_the_command_line(tmp_path):
+  model_config = configs.get_model_config("tiny-vit", text=dict(vocab_size=49408))
+  size = model_config.vision.image_size
+  variables = clip_model.CLIP(model_config).init(
+      jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)),
+      jnp.zeros((1, model_config.text.context_length), jnp.int32))
+  checkpoint = str(tmp_path / "converted")
+  pretrained.save(checkpoint, model_config, variables)
+  config_file = tmp_path / "evals_config.py"
+  config_file.write_text(CONFIG)
+  completed = subprocess.run(
+      [sys.executable, "-m", "clip_jax.evaluate", f"--checkpoint={checkpoint}",
+       f"--config={config_file}"], capture_output=True, text=True, check=False)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  results = json.loads((tmp_path / "converted" / "evaluation.json").read_text())
+  for name in ("zero_shot/shape_top1_seen", "cifar10/top1", "cifar10/top5",
+               "cifar10/mean_per_class_recall"):
+    assert 0.0 <= results[name] <= 1.0, name
+  assert "zero-shot top-1 on new images" in completed.stdout
+  assert "cifar10" in completed.stdout

@@ -1,0 +1,71 @@
+"""LiT-style locking and fine-tuning settings: which parameters train, that locked ones do not
+move under the optimiser, and the config errors."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from clip_jax import finetune
+from clip_jax import optim
+from clip_jax.models import clip as clip_model
+from clip_jax.models import configs
+
+
+def init_params(name, **overrides):
+  config = configs.get_model_config(name, **overrides)
+  size = config.vision.image_size
+  return config, clip_model.CLIP(config).init(
+      jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)),
+      jnp.zeros((1, config.text.context_length), jnp.int32))["params"]
+
+
+def trainable_names(labels):
+  return {jax.tree_util.keystr(path, simple=True, separator="/")
+          for path, trains in jax.tree_util.tree_leaves_with_path(labels) if trains}
+
+
+def test_locked_image_tower_with_its_last_block_unlocked():
+  config, params = init_params("tiny-vit", vision=dict(layers=3))
+  given = finetune.check(ml_collections.ConfigDict(dict(lock_image=True,
+                                                        image_unlocked_blocks=1)), config)
+  names = trainable_names(finetune.trainable(params, given))
+  visual = {name for name in names if name.startswith("visual/")}
+  assert visual and all(name.startswith(("visual/transformer/resblocks_2/", "visual/ln_post/",
+                                         "visual/proj")) for name in visual)
+  assert "visual/proj" in visual and "visual/conv1/kernel" not in names
+  assert "text/token_embedding/embedding" in names and "logit_scale" in names
+
+
+def test_fully_locked_resnet_and_text_train_only_the_temperature():
+  config, params = init_params("tiny-rn")
+  given = finetune.check(ml_collections.ConfigDict(dict(lock_image=True, lock_text=True)), config)
+  assert trainable_names(finetune.trainable(params, given)) == {"logit_scale"}
+  assert not finetune.image_tower_trains(given)
+
+
+def test_locked_parameters_do_not_move():
+  config, params = init_params("tiny-vit")
+  given = finetune.check(ml_collections.ConfigDict(dict(lock_image=True)), config)
+  labels = finetune.trainable(params, given)
+  optimizer, _ = optim.create_optimizer(ml_collections.ConfigDict(dict(warmup_steps=0)), 10)
+  optimizer = finetune.lock(optimizer, labels)
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = optimizer.update(grads, optimizer.init(params), params)
+  new_params = optax.apply_updates(params, updates)
+  moved = jax.tree.map(lambda a, b: bool(np.any(a != b)), new_params, params)
+  assert jax.tree.leaves(moved) == jax.tree.leaves(labels)  # moved exactly where trainable
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(lock_images=True), r"finetune\.lock_images=True is not a setting; allowed: checkpoint"),
+    (dict(image_unlocked_blocks=1), r"without finetune\.lock_image=True"),
+    (dict(lock_text=True, text_unlocked_blocks=3), r"text_unlocked_blocks=3; allowed: 0 to 2"),
+    (dict(checkpoint="/nonexistent"), r"not a converted checkpoint"),
+])
+def test_bad_settings_name_the_key(changes, message):
+  config, _ = init_params("tiny-vit")
+  with pytest.raises(ValueError, match=message):
+    finetune.check(ml_collections.ConfigDict(changes), config)
