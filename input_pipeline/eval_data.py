@@ -83,7 +83,7 @@ def caption_batches(dataset: str, split: str, *, image_size: int, batch_size: in
   captions are a path into the example, as for training ("captions/text" for COCO).
   """
   def preprocess(example):
-    captions = tfds_datasets._feature(example, caption_feature)  # pylint: disable=protected-access
+    captions = tfds_datasets.feature(example, caption_feature)
     return {"image": preprocessing.eval_image(example[image_feature], image_size),
             "captions": tf.reshape(captions, [-1])}
 

@@ -69,7 +69,7 @@ def import_weights(src: str, model: str | None = None,
       config = dataclasses.replace(config, activation="quick_gelu")
   if activation is not None:
     config = dataclasses.replace(config, activation=activation)
-  config = configs.config_from_dict(configs.config_to_dict(config))  # checked
+  configs.check(config)
   if "logit_scale" in tensors:
     config = dataclasses.replace(config, init_logit_scale=float(tensors["logit_scale"]))
   source["activation"] = config.activation

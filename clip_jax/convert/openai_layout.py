@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,24 +64,6 @@ def _from_torch(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
   return value
 
 
-def _leaves(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple, Any]]:
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      yield from _leaves(value, prefix + (key,))
-    else:
-      yield prefix + (key,), value
-
-
-def _nest(flat: dict[tuple[str, ...], Any]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for path, value in flat.items():
-    node = tree
-    for key in path[:-1]:
-      node = node.setdefault(key, {})
-    node[path[-1]] = value
-  return tree
-
-
 def abstract_variables(config: configs.CLIPConfig) -> dict[str, Any]:
   """Shapes and dtypes of the model's variables, without computing any."""
   if config.scan:
@@ -95,7 +78,7 @@ def abstract_variables(config: configs.CLIPConfig) -> dict[str, Any]:
 def to_state_dict(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """clip_jax variables (unrolled layers) -> OpenAI's state dict of float32 numpy arrays."""
   state_dict = {}
-  for (_, *path), value in _leaves(variables):
+  for (_, *path), value in traverse_util.flatten_dict(variables).items():
     path = tuple(path)
     state_dict[torch_name(path)] = np.array(
         _to_torch(path, np.asarray(value, np.float32)), order="C")
@@ -111,7 +94,7 @@ def from_state_dict(state_dict: Mapping[str, np.ndarray],
   """
   remaining = {name for name in state_dict if not NOT_PARAMETERS.search(name)}
   flat, missing, wrong_shapes = {}, [], []
-  for (collection, *path), leaf in _leaves(abstract_variables(config)):
+  for (collection, *path), leaf in traverse_util.flatten_dict(abstract_variables(config)).items():
     path = tuple(path)
     name = torch_name(path)
     if name not in state_dict:
@@ -135,7 +118,7 @@ def from_state_dict(state_dict: Mapping[str, np.ndarray],
   problems += wrong_shapes[:8]
   if problems:
     raise ValueError("The weights do not fit the architecture; " + "; ".join(problems) + ".")
-  return _nest(flat)
+  return traverse_util.unflatten_dict(flat)
 
 
 def _count_blocks(state_dict: Mapping[str, Any], prefix: str) -> int:

@@ -125,7 +125,7 @@ def _replace(record, changes: Mapping[str, Any], prefix: str):
   return dataclasses.replace(record, **changes)
 
 
-def _check(config: CLIPConfig, prefix: str) -> None:
+def check(config: CLIPConfig, prefix: str = "") -> None:
   """Rejects values that would only fail (or silently misbehave) deep inside the model."""
   if config.dtype not in DTYPES:
     raise ValueError(f"{prefix}dtype={config.dtype!r}; allowed: {_allowed(DTYPES)}.")
@@ -166,7 +166,7 @@ def get_model_config(name: str, **overrides) -> CLIPConfig:
   config = _replace(config, overrides, prefix)
   config = _replace(config, {key: _replace(getattr(config, key), changes, f"{prefix}{key}.")
                              for key, changes in towers.items()}, prefix)
-  _check(config, prefix)
+  check(config, prefix)
   return config
 
 
@@ -184,5 +184,5 @@ def config_from_dict(fields: Mapping[str, Any]) -> CLIPConfig:
     vision["layers"] = tuple(vision["layers"])
   config = CLIPConfig(vision=vision_type(**vision), text=TextConfig(**fields.pop("text")),
                       **fields)
-  _check(config, "")
+  check(config)
   return config

@@ -24,7 +24,8 @@ IMAGE_FEATURE = "image"
 CAPTION_FEATURE = "captions/text"
 
 
-def _feature(example: dict[str, Any], path: str):
+def feature(example: dict[str, Any], path: str):
+  """The feature at a "/"-separated path of nested features, e.g. "captions/text"."""
   for part in path.split("/"):
     example = example[part]
   return example
@@ -51,8 +52,8 @@ def create_stream(data_config: ml_collections.ConfigDict, *, process_index: int,
       examples = builder.as_dataset(split=split, shuffle_files=False,
                                     decoders={image_feature: tfds.decode.SkipDecoding()})
     for number, example in enumerate(examples.skip(offset).as_numpy_iterator(), offset + 1):
-      captions = np.asarray(_feature(example, caption_feature), dtype=object).reshape(-1)
-      yield streams.make_record(_feature(example, image_feature), list(captions)), number
+      captions = np.asarray(feature(example, caption_feature), dtype=object).reshape(-1)
+      yield streams.make_record(feature(example, image_feature), list(captions)), number
 
   return streams.sharded_stream(
       data_config, [process_split], read_split, process_index=0, process_count=1,

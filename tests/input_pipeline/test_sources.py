@@ -2,7 +2,6 @@
 
 import itertools
 import os
-import tarfile
 
 import ml_collections
 import numpy as np
@@ -178,9 +177,9 @@ def test_tfds_stream_through_mock_data():
 
 def test_tfds_caption_feature_paths():
   example = {"captions": {"text": np.array([b"a", b"b"], dtype=object)}, "caption": b"c"}
-  assert list(np.asarray(tfds_datasets._feature(example, "captions/text")).reshape(-1)) == [
+  assert list(np.asarray(tfds_datasets.feature(example, "captions/text")).reshape(-1)) == [
       b"a", b"b"]
-  assert tfds_datasets._feature(example, "caption") == b"c"
+  assert tfds_datasets.feature(example, "caption") == b"c"
 
 
 @pytest.mark.parametrize("changes, message", [
