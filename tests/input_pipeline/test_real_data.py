@@ -8,7 +8,6 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 import input_pipeline
 from input_pipeline import tokenizers

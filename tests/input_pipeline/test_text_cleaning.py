@@ -5,6 +5,7 @@ import html
 import random
 
 import ftfy
+import fuzz
 import pytest
 
 from input_pipeline import text_cleaning
@@ -26,7 +27,6 @@ MOJIBAKE = ["sÃ³", "voilÃ le travail", "Ã©tÃ©", "â€œquotedâ€\x9d",
 
 def fuzz_texts(count, seed):
   """Seeded strings over characters ftfy acts on or treats as signs of mojibake, and others."""
-  rng = random.Random(seed)
   ranges = [(0x20, 0x7e)] * 4 + [(0x80, 0xff)] * 3 + [(0x100, 0x17f), (0x300, 0x36f),
                                                       (0x370, 0x3ff), (0x400, 0x4ff),
                                                       (0x2000, 0x206f), (0x2100, 0x22ff),
@@ -34,17 +34,7 @@ def fuzz_texts(count, seed):
                                                       (0xfb00, 0xfb4f), (0xff00, 0xffef),
                                                       (0x1f300, 0x1f5ff)]
   snippets = MOJIBAKE + ["РґРѕР±СЂРѕ", "Ã\n", "’", "“", "”", "\n", "\r\n", " ", "&", "<", "\x1b[31m"]
-  texts = []
-  for _ in range(count):
-    parts = []
-    for _ in range(rng.randint(0, 24)):
-      if rng.random() < 0.2:
-        parts.append(rng.choice(snippets))
-      else:
-        low, high = rng.choice(ranges)
-        parts.append(chr(rng.randint(low, high)))
-    texts.append("".join(parts))
-  return texts
+  return fuzz.random_texts(count, seed, ranges, snippets, max_parts=24, snippet_rate=0.2)
 
 
 def test_known_mojibake_and_fixes_take_ftfy():

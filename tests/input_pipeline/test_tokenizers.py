@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 import clip_jax
+import fuzz
 from input_pipeline import tokenizers
 from input_pipeline.sources import synthetic
 
@@ -182,18 +183,7 @@ def fuzz_texts(count, seed=0):
                                  (0xf0000, 0xf00ff)]
   snippets = ["&amp;", "&lt;", "&#39;", "&quot;", "<end_of_text>", "<start_of_text>", "'s", "'ll",
               "Ã©", "â€™", " ", "  ", "\n", "\u200d", "\U0001f1eb\U0001f1f7", "&"]
-  rng = random.Random(seed)
-  texts = []
-  for _ in range(count):
-    parts = []
-    for _ in range(rng.randint(0, 30)):
-      if rng.random() < 0.15:
-        parts.append(rng.choice(snippets))
-      else:
-        low, high = rng.choice(ranges)
-        parts.append(chr(rng.randint(low, high)))
-    texts.append("".join(parts))
-  return texts
+  return fuzz.random_texts(count, seed, ranges, snippets, max_parts=30, snippet_rate=0.15)
 
 
 def assert_same_ids(tokenizer, reference, texts):
