@@ -9,15 +9,17 @@ inference mode, so a ResNet's BatchNorm keeps its pretrained statistics, as in L
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
+from flax import traverse_util
 import jax
 import ml_collections
+import numpy as np
 import optax
 
 from clip_jax import pretrained
-from clip_jax.convert import openai_layout
 from clip_jax.models import configs
 
 DEFAULTS = dict(checkpoint="", lock_image=False, image_unlocked_blocks=0, lock_text=False,
@@ -70,10 +72,10 @@ def check(finetune_config, model_config: configs.CLIPConfig) -> dict[str, Any]:
       raise ValueError(f"finetune.checkpoint={given['checkpoint']!r} is not a converted "
                        "checkpoint; allowed: a directory written by `python -m clip_jax.convert`.")
     saved = pretrained.read_config(given["checkpoint"])
-    if openai_layout.shape_fields(saved) != openai_layout.shape_fields(model_config):
+    if configs.function_fields(saved) != configs.function_fields(model_config):
       raise ValueError(f"finetune.checkpoint={given['checkpoint']!r} holds {saved}, but the "
                        f"configured model is {model_config}; allowed: a model.name and "
-                       "model.overrides with the checkpoint's sizes.")
+                       "model.overrides with the checkpoint's sizes, heads and activation.")
   return given
 
 
@@ -107,18 +109,42 @@ def trainable(params: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
   return labels
 
 
-def lock(optimizer: optax.GradientTransformation, labels: Any) -> optax.GradientTransformation:
-  """The optimiser on trainable parameters only; locked ones get zero updates and no state."""
+def lock(optimizer: optax.GradientTransformation,
+         given: dict[str, Any]) -> optax.GradientTransformation:
+  """The optimiser on trainable parameters only; locked ones get zero updates and no state.
+
+  Returns `optimizer` itself when nothing is locked, so that such runs keep their optimiser state
+  layout (and their checkpoints).
+  """
+  if not (given["lock_image"] or given["lock_text"]):
+    return optimizer
   return optax.multi_transform({True: optimizer, False: optax.set_to_zero()},
-                               lambda params: labels)
+                               functools.partial(trainable, given=given))
 
 
 def image_tower_trains(given: dict[str, Any]) -> bool:
   return not given["lock_image"] or given["image_unlocked_blocks"] > 0
 
 
-def initial_variables(given: dict[str, Any]) -> dict[str, Any] | None:
-  """The checkpoint's variables (numpy), or None to train from scratch."""
+def initial_variables(given: dict[str, Any], abstract_state: Any) -> dict[str, Any] | None:
+  """The checkpoint's variables (numpy), or None to train from scratch.
+
+  Raises a ValueError naming the first variable whose presence or shape differs from what the
+  configured model (`abstract_state`, a TrainState of ShapeDtypeStructs) expects, e.g. a SigLIP
+  bias that an OpenAI checkpoint does not have.
+  """
   if not given["checkpoint"]:
     return None
-  return pretrained.read(given["checkpoint"])[1]
+  variables = pretrained.read(given["checkpoint"])[1]
+  variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+  shapes = traverse_util.flatten_dict(jax.tree.map(np.shape, variables), sep="/")
+  expected = traverse_util.flatten_dict(
+      jax.tree.map(lambda leaf: leaf.shape, {"params": abstract_state.params,
+                                             "batch_stats": abstract_state.batch_stats}), sep="/")
+  for name in sorted(set(shapes) | set(expected)):
+    if shapes.get(name) != expected.get(name):
+      raise ValueError(
+          f"finetune.checkpoint={given['checkpoint']!r}: {name} has shape {shapes.get(name)} "
+          f"there, but the configured model expects {expected.get(name)} (None: absent); "
+          "allowed: a checkpoint of the configured architecture and loss.")
+  return variables

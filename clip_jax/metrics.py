@@ -8,10 +8,9 @@ import os
 import time
 
 from clu import metric_writers
-import matplotlib
-
-matplotlib.use("Agg")  # Headless: the plot is a file, never a window.
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+# A Figure without pyplot draws to a file on any machine and leaves the caller's backend (a
+# notebook's inline figures) alone.
+from matplotlib import figure as figure_lib
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "training_curves.png"
@@ -85,25 +84,31 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in file if line.strip()]
 
 
+def accuracy_names(records: list[dict]) -> list[str]:
+  """The accuracies worth a curve: every evaluator's top-1 and Recall@1, chance levels aside."""
+  return sorted({name for record in records for name in record
+                 if "/" in name and not name.endswith("_chance")
+                 and ("top1" in name.split("/")[-1] or name.endswith("R@1"))})
+
+
 def plot_training_curves(workdir: str) -> str:
-  """Loss and every zero-shot accuracy against steps, side by side; returns the PNG's path."""
+  """Loss and every evaluator's top-1 and R@1 against steps, side by side; returns the PNG's path."""
   records = read_metrics(workdir)
-  figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4))
+  figure = figure_lib.Figure(figsize=(11, 4))
+  loss_axes, accuracy_axes = figure.subplots(1, 2)
   losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
   if losses:
     loss_axes.plot(*zip(*losses), label="train loss")
   loss_axes.set(xlabel="step", ylabel="contrastive loss", title="Training loss")
   loss_axes.grid(alpha=0.3)
-  accuracy_names = sorted({name for r in records for name in r
-                           if name.startswith("zero_shot/") and "top1" in name})
-  for name in accuracy_names:
+  for name in accuracy_names(records):
     points = [(r["step"], r[name]) for r in records if name in r]
     accuracy_axes.plot(*zip(*points), marker="o", label=name.removeprefix("zero_shot/"))
   for name in sorted({name for r in records for name in r if name.endswith("_chance")}):
     chance = [r[name] for r in records if name in r][-1]
     accuracy_axes.axhline(chance, linestyle="--", color="gray", linewidth=0.8)
-  accuracy_axes.set(xlabel="step", ylabel="top-1 accuracy", ylim=(0, 1),
-                    title="Zero-shot accuracy (dashed: chance)")
+  accuracy_axes.set(xlabel="step", ylabel="top-1 accuracy or Recall@1", ylim=(0, 1),
+                    title="Evaluations (dashed: chance)")
   accuracy_axes.grid(alpha=0.3)
   for axes in (loss_axes, accuracy_axes):
     if axes.get_legend_handles_labels()[0]:
@@ -111,5 +116,4 @@ def plot_training_curves(workdir: str) -> str:
   figure.tight_layout()
   path = os.path.join(workdir, PLOT_FILE)
   figure.savefig(path, dpi=120)
-  plt.close(figure)
   return path

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+from typing import Callable
 
 # TensorFlow (tf.data only, here) logs its C++ start-up chatter unless told before it is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -22,9 +23,11 @@ import jax
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 import numpy as np
+import optax
 
 import input_pipeline
 from clip_jax import checkpoint
+from clip_jax import finetune
 from clip_jax import losses
 from clip_jax import metrics as metrics_lib
 from clip_jax import models
@@ -66,6 +69,7 @@ def check_config(config, model_config) -> None:
                      f"{model_config.vision.image_size}.")
   input_pipeline.sources.check_name(config.data.name)
   evaluators.check(config.get("evals", {}), config.data)
+  finetune.check(config.get("finetune"), model_config)
   if config.data.context_length != model_config.text.context_length:
     raise ValueError(f"data.context_length={config.data.context_length} but the model "
                      f"{config.model.name!r} takes {model_config.text.context_length}; allowed: "
@@ -78,6 +82,22 @@ def create_model(config) -> models.CLIP:
   model_config = models.get_model_config(config.model.name, **overrides)
   check_config(config, model_config)
   return models.CLIP(model_config)
+
+
+def create_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """The optimiser, which leaves the parameters that config.finetune locks alone, and its
+  learning-rate schedule."""
+  optimizer, schedule = optim.create_optimizer(config.optim, config.total_steps)
+  return finetune.lock(optimizer, finetune.settings(config.get("finetune"))), schedule
+
+
+def state_initializer(config, model: models.CLIP, optimizer: optax.GradientTransformation
+                      ) -> Callable[..., train_step_lib.TrainState]:
+  """`init(rng, variables=None) -> TrainState` for the configured global batch's shapes."""
+  return functools.partial(
+      train_step_lib.create_train_state, model=model, optimizer=optimizer,
+      image_shape=(config.global_batch_size, config.data.image_size, config.data.image_size, 3),
+      text_shape=(config.global_batch_size, config.data.context_length))
 
 
 def evaluate(config, model, state: train_step_lib.TrainState, mesh,
@@ -119,12 +139,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   mesh = sharding.create_mesh(config.mesh)
   sharding.check_batch_size(config.global_batch_size, mesh, jax.process_count())
   loss_fn = losses.make_loss_fn(config.loss.name, mesh, sharding.BATCH_AXES)
-  optimizer, schedule = optim.create_optimizer(config.optim, config.total_steps)
-
-  image_shape = (config.global_batch_size, config.data.image_size, config.data.image_size, 3)
-  text_shape = (config.global_batch_size, config.data.context_length)
-  init = functools.partial(train_step_lib.create_train_state, model=model, optimizer=optimizer,
-                           image_shape=image_shape, text_shape=text_shape)
+  optimizer, schedule = create_optimizer(config)
+  tuning = finetune.settings(config.get("finetune"))
+  init = state_initializer(config, model, optimizer)
   abstract_state = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
   state_shardings = sharding.tree_shardings(abstract_state, mesh,
                                             config.mesh.get("min_shard_size", 2**14))
@@ -137,12 +154,19 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     if jax.process_index() == 0:
       print(f"Resumed from the checkpoint of step {restored_step} in {workdir}.", flush=True)
   else:
-    state = jax.jit(init, out_shardings=state_shardings)(jax.random.PRNGKey(config.seed))
+    pretrained_variables = finetune.initial_variables(tuning, abstract_state)
+    state = jax.jit(init, out_shardings=state_shardings)(jax.random.PRNGKey(config.seed),
+                                                         pretrained_variables)
+    if pretrained_variables is not None and jax.process_index() == 0:
+      print(f"Fine-tuning from {tuning['checkpoint']}.", flush=True)
   dataset = input_pipeline.create_dataset(
       config.data, global_batch_size=config.global_batch_size,
       process_index=jax.process_index(), process_count=jax.process_count(), state=data_state)
 
-  step_fn = jax.jit(train_step_lib.make_train_step(model, optimizer, loss_fn, schedule),
+  step_fn = jax.jit(train_step_lib.make_train_step(
+                        model, optimizer, loss_fn, schedule,
+                        trainable=functools.partial(finetune.trainable, given=tuning),
+                        train_image_tower=finetune.image_tower_trains(tuning)),
                     in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                     out_shardings=(state_shardings, sharding.replicated(mesh)),
                     donate_argnums=0)

@@ -30,12 +30,17 @@ class TrainState:
   rng: jax.Array                 # For stochastic parts of later steps (patch dropping).
 
 
-def create_train_state(rng: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation,
+def create_train_state(rng: jax.Array, variables: dict[str, Any] | None = None, *,
+                       model: nn.Module, optimizer: optax.GradientTransformation,
                        image_shape: tuple[int, ...], text_shape: tuple[int, ...]) -> TrainState:
-  """Initialises parameters and optimiser state (call under jit to place them sharded)."""
+  """Initialises parameters (or takes pretrained `variables`) and the optimiser state.
+
+  Call under jit to place them sharded.
+  """
   init_rng, state_rng = jax.random.split(rng)
-  variables = model.init(init_rng, jnp.zeros(image_shape, jnp.float32),
-                         jnp.zeros(text_shape, jnp.int32))
+  if variables is None:
+    variables = model.init(init_rng, jnp.zeros(image_shape, jnp.float32),
+                           jnp.zeros(text_shape, jnp.int32))
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}),
@@ -47,17 +52,28 @@ def _all_finite(tree: Any) -> jax.Array:
 
 
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, loss_fn: Callable,
-                    schedule: optax.Schedule) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-  """Returns `train_step(state, batch) -> (state, metrics)`, to be wrapped in jax.jit."""
+                    schedule: optax.Schedule, *, trainable: Callable[[Any], Any] | None = None,
+                    train_image_tower: bool = True
+                    ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """Returns `train_step(state, batch) -> (state, metrics)`, to be wrapped in jax.jit.
+
+  `trainable(params)` marks the parameters that train (True) or stay locked (False; see
+  clip_jax.finetune): no gradient flows into locked ones, so XLA computes no backward pass for a
+  locked tower. `train_image_tower=False` runs the image tower in inference mode (BatchNorm on its
+  running statistics, which then stay as they are).
+  """
 
   def compute_loss(params, batch_stats, batch):
+    if trainable is not None:
+      params = jax.tree.map(lambda param, trains: param if trains else jax.lax.stop_gradient(param),
+                            params, trainable(params))
     variables = {"params": params}
     mutable = []
     if batch_stats:
       variables["batch_stats"] = batch_stats
-      mutable = ["batch_stats"]
-    outputs, updates = model.apply(variables, batch["image"], batch["text"], train=True,
-                                   mutable=mutable)
+      mutable = ["batch_stats"] if train_image_tower else []
+    outputs, updates = model.apply(variables, batch["image"], batch["text"],
+                                   train=train_image_tower, mutable=mutable)
     loss = loss_fn(outputs["image_features"], outputs["text_features"], outputs["logit_scale"],
                    outputs.get("logit_bias"))
     return loss, updates.get("batch_stats", batch_stats)

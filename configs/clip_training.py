@@ -60,6 +60,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       learning_rate=scale["learning_rate"], b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.2,
       warmup_steps=scale["warmup_steps"], grad_clip_norm=1.0, end_learning_rate=0.0))
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+  # Fine-tuning (clip_jax/finetune.py): start from a directory written by `python -m
+  # clip_jax.convert` ("" trains from scratch; the model config must have its sizes). LiT locks the
+  # image tower: --config.finetune.lock_image=True, with its last N blocks still training through
+  # image_unlocked_blocks=N; the same for the text tower.
+  config.finetune = ml_collections.ConfigDict(dict(
+      checkpoint="", lock_image=False, image_unlocked_blocks=0, lock_text=False,
+      text_unlocked_blocks=0))
   config.checkpoint = ml_collections.ConfigDict(dict(
       every_steps=scale["checkpoint_every_steps"], max_to_keep=2))
   # Evaluators by name (clip_jax/evaluation/evaluators.py), each run every `every_steps` and at

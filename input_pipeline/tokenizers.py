@@ -161,7 +161,9 @@ class ClipBpeTokenizer:
       self._piece_cache = self._new_piece_cache()  # Replaced, not cleared: other threads read it.
     piece_cache = self._piece_cache
     splits = [(chunk, _SPLIT_PATTERN.findall(chunk)) for chunk in chunks]
-    new_pieces = list({piece for _, split in splits for piece in split} - piece_cache.keys())
+    # Membership tests, not `set - piece_cache.keys()`: that difference iterates the whole cache.
+    new_pieces = list({piece for _, split in splits for piece in split
+                       if piece not in piece_cache})
     if new_pieces:
       # One sequence of pre-split words (cheaper than one sequence each): BPE works within a
       # word, and `word_ids` tells whose each id is.

@@ -1,6 +1,8 @@
 """LiT-style locking and fine-tuning settings: which parameters train, that locked ones do not
 move under the optimiser, and the config errors."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -10,6 +12,7 @@ import pytest
 
 from clip_jax import finetune
 from clip_jax import optim
+from clip_jax import pretrained
 from clip_jax.models import clip as clip_model
 from clip_jax.models import configs
 
@@ -51,7 +54,7 @@ def test_locked_parameters_do_not_move():
   given = finetune.check(ml_collections.ConfigDict(dict(lock_image=True)), config)
   labels = finetune.trainable(params, given)
   optimizer, _ = optim.create_optimizer(ml_collections.ConfigDict(dict(warmup_steps=0)), 10)
-  optimizer = finetune.lock(optimizer, labels)
+  optimizer = finetune.lock(optimizer, given)
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = optimizer.update(grads, optimizer.init(params), params)
   new_params = optax.apply_updates(params, updates)
@@ -69,3 +72,21 @@ def test_bad_settings_name_the_key(changes, message):
   config, _ = init_params("tiny-vit")
   with pytest.raises(ValueError, match=message):
     finetune.check(ml_collections.ConfigDict(changes), config)
+
+
+@pytest.mark.parametrize("saved_changes, message", [
+    (dict(activation="gelu"), r"heads and activation"),
+    (dict(text=dict(layers=3)), r"sizes"),
+])
+def test_a_checkpoint_of_another_function_is_refused(tmp_path, saved_changes, message):
+  """The weights must compute the function they were trained as: same sizes, heads, activation."""
+  config = configs.get_model_config("tiny-vit", activation="quick_gelu")
+  saved = configs.get_model_config("tiny-vit", **{"activation": "quick_gelu", **saved_changes})
+  (tmp_path / pretrained.MODEL_FILE).write_text(
+      json.dumps({"model": configs.config_to_dict(saved)}))
+  settings = ml_collections.ConfigDict(dict(checkpoint=str(tmp_path)))
+  with pytest.raises(ValueError, match=message):
+    finetune.check(settings, config)
+  (tmp_path / pretrained.MODEL_FILE).write_text(
+      json.dumps({"model": configs.config_to_dict(config)}))
+  assert finetune.check(settings, config)["checkpoint"] == str(tmp_path)

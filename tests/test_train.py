@@ -1,7 +1,6 @@
 """The training program on 8 CPU devices: exact resume, preemption, restore onto another mesh, the
 non-finite guard and config errors. A tiny model keeps every run to a few seconds."""
 
-import functools
 import json
 import os
 import signal
@@ -16,10 +15,10 @@ import pytest
 
 import input_pipeline
 from clip_jax import checkpoint
-from clip_jax import optim
+from clip_jax import finetune
+from clip_jax import pretrained
 from clip_jax import sharding
 from clip_jax import train
-from clip_jax import train_step as train_step_lib
 from configs import synthetic_demo
 from configs import tfds
 from configs import tfrecord
@@ -56,11 +55,8 @@ def restore_params(workdir, config, devices):
   """Restores the latest checkpoint of `workdir` onto a mesh of `devices`."""
   mesh = sharding.create_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1)), devices=devices)
   model = train.create_model(config)
-  optimizer, _ = optim.create_optimizer(config.optim, config.total_steps)
-  init = functools.partial(
-      train_step_lib.create_train_state, model=model, optimizer=optimizer,
-      image_shape=(config.global_batch_size, config.data.image_size, config.data.image_size, 3),
-      text_shape=(config.global_batch_size, config.data.context_length))
+  optimizer, _ = train.create_optimizer(config)
+  init = train.state_initializer(config, model, optimizer)
   abstract_state = jax.eval_shape(init, jax.random.PRNGKey(0))
   target = checkpoint.abstract_like(abstract_state, sharding.tree_shardings(abstract_state, mesh, 1))
   manager = checkpoint.create_manager(workdir, config.checkpoint)
@@ -303,3 +299,62 @@ def test_a_bad_evaluator_fails_before_training(tmp_path):
                                        r"zero_shot, retrieval, linear_probe\."):
     train.train_and_evaluate(config, str(tmp_path))
   assert time.perf_counter() - start < 10
+
+
+def save_pretrained(config, directory, seed=1):
+  """A converted-checkpoint stand-in: the configured model at another seed, saved as
+  `python -m clip_jax.convert` saves."""
+  model = train.create_model(config)
+  size = config.data.image_size
+  variables = model.init(jax.random.PRNGKey(seed), np.zeros((1, size, size, 3), np.float32),
+                         np.zeros((1, config.data.context_length), np.int32))
+  pretrained.save(directory, model.config, variables)
+  return pretrained.read(directory)[1]
+
+
+def flat(tree):
+  return {jax.tree_util.keystr(path, simple=True, separator="/"): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+@pytest.mark.parametrize("model_name, image_size, lock", [
+    ("tiny-vit", synthetic_demo.IMAGE_SIZE,
+     dict(lock_image=True, image_unlocked_blocks=1, lock_text=True)),
+    # A fully locked ResNet runs in inference mode: its BatchNorm statistics stay as well.
+    ("tiny-rn", 32, dict(lock_image=True)),
+])
+def test_finetuning_from_a_converted_checkpoint_moves_only_what_is_unlocked(
+    tmp_path, capsys, model_name, image_size, lock):
+  config = tiny_config(**{"total_steps": 3, "model.name": model_name,
+                          "data.image_size": image_size})
+  if model_name == "tiny-vit":
+    config.model.overrides.vision.layers = 2
+  else:
+    del config.model.overrides["vision"]
+  start = save_pretrained(config, str(tmp_path / "converted"))
+  config.finetune = dict(checkpoint=str(tmp_path / "converted"), **lock)
+  workdir = str(tmp_path / "run")
+  assert np.isfinite(train.train_and_evaluate(config, workdir)["loss"])
+  assert "Fine-tuning from " in capsys.readouterr().out
+
+  state, _, _ = restore_params(workdir, config, jax.devices())
+  labels = jax.tree.map(bool, flat(finetune.trainable(state.params, finetune.settings(config.finetune))))
+  start_params, end_params = flat(start["params"]), flat(state.params)
+  assert set(labels.values()) == {True, False}
+  for name, trains in labels.items():
+    if trains:  # started from the checkpoint's value (not a fresh init), then moved
+      assert not np.array_equal(end_params[name], start_params[name]), name
+      assert np.abs(end_params[name] - start_params[name]).max() < 0.1, name
+    else:
+      np.testing.assert_array_equal(end_params[name], start_params[name], err_msg=name)
+  for name, value in flat(start.get("batch_stats", {})).items():
+    np.testing.assert_array_equal(flat(state.batch_stats)[name], value, err_msg=name)
+
+
+def test_finetuning_checkpoint_of_another_shape_fails_before_training(tmp_path):
+  config = tiny_config()
+  other = tiny_config(**{"model.overrides.embed_dim": 8})
+  save_pretrained(other, str(tmp_path / "converted"))
+  config.finetune = dict(checkpoint=str(tmp_path / "converted"))
+  with pytest.raises(ValueError, match=r"finetune\.checkpoint=.* holds .*embed_dim=8"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))

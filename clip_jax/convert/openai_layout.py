@@ -134,9 +134,8 @@ def _mlp_dim(state_dict: Mapping[str, Any], prefix: str, width: int) -> int | No
 
 def shape_fields(config: configs.CLIPConfig) -> dict[str, Any]:
   """What of a config the tensor shapes determine: not the heads, activation or initial values."""
-  fields = dataclasses.asdict(config)
-  for key in ("activation", "dtype", "remat", "scan", "init_logit_scale", "init_logit_bias"):
-    fields.pop(key)
+  fields = configs.function_fields(config)
+  fields.pop("activation")
   fields["vision"].pop("head_width")
   fields["text"].pop("head_width")
   return fields

@@ -175,6 +175,15 @@ def config_to_dict(config: CLIPConfig) -> dict[str, Any]:
   return dataclasses.asdict(config)
 
 
+def function_fields(config: CLIPConfig) -> dict[str, Any]:
+  """What of a config decides the function its weights compute: not the compute dtype, remat,
+  scan, nor the initial temperature and bias (which the weights replace)."""
+  fields = config_to_dict(config)
+  for key in ("dtype", "remat", "scan", "init_logit_scale", "init_logit_bias"):
+    fields.pop(key)
+  return fields
+
+
 def config_from_dict(fields: Mapping[str, Any]) -> CLIPConfig:
   """The inverse of `config_to_dict` (a ViT when the vision record has a patch size), checked."""
   fields = dict(fields)
