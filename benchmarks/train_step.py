@@ -4,6 +4,11 @@ optimiser in the same run, with the ratio.
 
   python -m benchmarks.train_step --models=ViT-B-32 --batch_sizes=32 --steps=3
 
+`--flip=0.5,0.75` also times FLIP's masked steps (that fraction of each image's patches dropped)
+and reports each one's throughput against the unmasked step's of the same model, batch and scan
+setting. The steps of one model and setting take turns, one step each, so that a shared
+machine's changing load weighs on all of them alike.
+
 MFU = achieved FLOP/s of the step (XLA's cost analysis of the compiled step, forward + backward +
 AdamW) divided by the peak measured on this machine for a large float32 matmul.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,8 +52,35 @@ def optimizer_config() -> ml_collections.ConfigDict:
                                         end_learning_rate=0.0))
 
 
-def time_jax_step(model_name: str, batch_size: int, steps: int, scan: bool, dtype: str,
-                  remat: bool) -> dict[str, float]:
+def compile_step(step_fn, state, batch) -> tuple[Any, float, float]:
+  """(the compiled step, seconds to compile it, XLA's FLOP count of it)."""
+  start = time.perf_counter()
+  compiled = step_fn.lower(state, batch).compile()
+  compile_seconds = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return compiled, compile_seconds, float(cost.get("flops", 0.0))
+
+
+def time_interleaved(compiled_steps: dict[float, Any], state, batch,
+                     steps: int) -> dict[float, float]:
+  """Mean seconds per step of each compiled step, one step of each in turn `steps` times (after
+  one warm-up each), so that a load that changes during the run weighs on all of them alike."""
+  seconds = {key: 0.0 for key in compiled_steps}
+  for round_index in range(steps + 1):
+    for key, compiled in compiled_steps.items():
+      start = time.perf_counter()
+      state, metrics = compiled(state, batch)
+      jax.block_until_ready(metrics)
+      if round_index:  # round 0 is the warm-up
+        seconds[key] += (time.perf_counter() - start) / steps
+  return seconds
+
+
+def time_jax_steps(model_name: str, batch_size: int, steps: int, scan: bool, dtype: str,
+                   remat: bool, mask_ratios: list[float]) -> dict[float, dict[str, float]]:
+  """For each FLIP mask ratio: compile seconds, FLOPs, seconds and samples per step; the steps
+  share one train state, which they pass on to each other."""
   mesh = sharding.create_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1)))
   model = models.create_model(model_name, scan=scan, dtype=dtype, remat=remat)
   config = models.get_model_config(model_name)
@@ -64,23 +97,17 @@ def time_jax_step(model_name: str, batch_size: int, steps: int, scan: bool, dtyp
   tokens[:, -1] = config.text.vocab_size - 1  # end-of-text, where the text features are pooled.
   batch = sharding.global_batch({"image": rng.normal(size=(batch_size, size, size, 3)).astype(
       np.float32), "text": tokens}, mesh)
-  step_fn = jax.jit(train_step_lib.make_train_step(model, optimizer, loss_fn, schedule),
-                    in_shardings=(shardings, sharding.batch_sharding(mesh)),
-                    out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
-  start = time.perf_counter()
-  compiled = step_fn.lower(state, batch).compile()
-  compile_seconds = time.perf_counter() - start
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  result = {"compile_s": compile_seconds, "flops": float(cost.get("flops", 0.0))}
-  state, metrics = compiled(state, batch)  # warm-up
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = compiled(state, batch)
-  jax.block_until_ready(metrics)
-  seconds_per_step = (time.perf_counter() - start) / steps
-  return {**result, "step_s": seconds_per_step, "samples_per_s": batch_size / seconds_per_step}
+  results, compiled_steps = {}, {}
+  for mask_ratio in mask_ratios:
+    step_fn = jax.jit(train_step_lib.make_train_step(model, optimizer, loss_fn, schedule,
+                                                     mask_ratio=mask_ratio),
+                      in_shardings=(shardings, sharding.batch_sharding(mesh)),
+                      out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+    compiled_steps[mask_ratio], compile_seconds, flops = compile_step(step_fn, state, batch)
+    results[mask_ratio] = {"compile_s": compile_seconds, "flops": flops}
+  for mask_ratio, seconds in time_interleaved(compiled_steps, state, batch, steps).items():
+    results[mask_ratio].update(step_s=seconds, samples_per_s=batch_size / seconds)
+  return results
 
 
 def time_open_clip_step(model_name: str, batch_size: int, steps: int) -> float | None:
@@ -121,6 +148,27 @@ def time_open_clip_step(model_name: str, batch_size: int, steps: int) -> float |
   return (time.perf_counter() - start) / steps
 
 
+def parse_mask_ratios(text: str) -> list[float]:
+  """`--flip`'s ratios, the unmasked step (0) first: the others' speed-ups are against it."""
+  ratios = [float(ratio) for ratio in text.split(",")]
+  return [0.0] + [ratio for ratio in ratios if ratio != 0.0]
+
+
+def table_row(model_name: str, batch_size: int, args, scan: bool, mask_ratio: float,
+              timing: dict[str, float], flops: float | None, peak: float,
+              unmasked_step_s: float, reference: float | None) -> list:
+  """One row of the table. `flops` None: not known (XLA counts a scanned loop's body once)."""
+  achieved = None if flops is None else flops / timing["step_s"]
+  return [model_name, batch_size, args.dtype, args.remat, scan, f"{mask_ratio:g}",
+          f"{timing['compile_s']:.1f}", f"{timing['step_s']:.2f}",
+          f"{timing['samples_per_s']:.1f}", f"{unmasked_step_s / timing['step_s']:.2f}x",
+          "-" if flops is None else f"{flops / 1e9:.0f}",
+          "-" if achieved is None else f"{achieved / 1e9:.1f}",
+          "-" if achieved is None else f"{achieved / peak:.0%}",
+          "-" if reference is None else f"{reference:.2f}",
+          "-" if reference is None else f"{reference / timing['step_s']:.2f}x"]
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--models", default="ViT-B-32")
@@ -128,33 +176,37 @@ def main():
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   parser.add_argument("--remat", action="store_true")
+  parser.add_argument("--scans", default="false,true",
+                      help="Which of the unrolled (false) and scanned (true) blocks to time.")
+  parser.add_argument("--flip", default="0",
+                      help="FLIP mask ratios to time, e.g. 0,0.5,0.75 (0 is always timed).")
   parser.add_argument("--no_open_clip", action="store_true", help="Skip the open_clip reference.")
   parser.add_argument("--no_record", action="store_true", help="Do not append to RESULTS.md.")
   args = parser.parse_args()
+  scans = [{"false": False, "true": True}[scan] for scan in args.scans.split(",")]
+  mask_ratios = parse_mask_ratios(args.flip)
 
   peak = measure_matmul_peak()
   print(f"measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
-  header = ["model", "batch", "dtype", "remat", "scan", "compile s", "step s", "samples/s",
-            "GFLOP/step", "GFLOP/s", "MFU", "open_clip step s", "speed-up vs open_clip"]
+  header = ["model", "batch", "dtype", "remat", "scan", "FLIP mask ratio", "compile s", "step s",
+            "samples/s", "speed-up vs unmasked", "GFLOP/step", "GFLOP/s", "MFU",
+            "open_clip step s", "speed-up vs open_clip"]
   rows = []
   for model_name in args.models.split(","):
     for batch_size in map(int, args.batch_sizes.split(",")):
       reference = None if args.no_open_clip else time_open_clip_step(model_name, batch_size,
                                                                       args.steps)
-      flops = None
-      for scan in (False, True):
-        timing = time_jax_step(model_name, batch_size, args.steps, scan=scan, dtype=args.dtype,
-                               remat=args.remat)
-        # XLA's cost analysis counts a scanned loop's body once: take the unrolled step's count.
-        flops = flops or timing["flops"]
-        achieved = flops / timing["step_s"]
-        rows.append([model_name, batch_size, args.dtype, args.remat, scan,
-                     f"{timing['compile_s']:.1f}", f"{timing['step_s']:.2f}",
-                     f"{timing['samples_per_s']:.1f}", f"{flops / 1e9:.0f}",
-                     f"{achieved / 1e9:.1f}", f"{achieved / peak:.0%}",
-                     "-" if reference is None else f"{reference:.2f}",
-                     "-" if reference is None else f"{reference / timing['step_s']:.2f}x"])
-        print(common.format_table(header, rows[-1:]), flush=True)
+      flops = {}  # By mask ratio, from the unrolled step: XLA counts a scanned body once.
+      for scan in scans:
+        timings = time_jax_steps(model_name, batch_size, args.steps, scan=scan,
+                                 dtype=args.dtype, remat=args.remat, mask_ratios=mask_ratios)
+        for mask_ratio, timing in timings.items():
+          if not scan:
+            flops[mask_ratio] = timing["flops"]
+          rows.append(table_row(model_name, batch_size, args, scan, mask_ratio, timing,
+                                flops.get(mask_ratio), peak, timings[0.0]["step_s"],
+                                reference if mask_ratio == 0.0 else None))
+          print(common.format_table(header, rows[-1:]), flush=True)
   table = common.format_table(header, rows)
   print(table)
   if not args.no_record:
@@ -162,7 +214,9 @@ def main():
                           f"Matmul peak (float32, 2048^3) measured in the same run: "
                           f"{peak / 1e9:.1f} GFLOP/s. MFU = XLA's FLOP count of the compiled step "
                           "/ step time / that peak. Speed-up = open_clip s/step / clip_jax s/step "
-                          "(open_clip: the same architecture, ClipLoss, AdamW, float32).")
+                          "(open_clip: the same architecture, ClipLoss, AdamW, float32). FLIP: "
+                          "that fraction of each image's patches dropped; speed-up vs unmasked = "
+                          "the unmasked step's s/step (same model, batch and scan) / this one's.")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from clip_jax import config_sections
 from clip_jax import pretrained
 from clip_jax.models import configs
 
@@ -29,12 +30,7 @@ _BLOCK = re.compile(r"^(resblocks|layer\d)_(\d+)$")
 
 def settings(finetune_config: ml_collections.ConfigDict | None) -> dict[str, Any]:
   """The config over DEFAULTS; unknown keys raise a ValueError naming the allowed ones."""
-  given = dict(finetune_config.items()) if finetune_config else {}
-  unknown = sorted(set(given) - set(DEFAULTS))
-  if unknown:
-    raise ValueError(f"finetune.{unknown[0]}={given[unknown[0]]!r} is not a setting; allowed: "
-                     f"{', '.join(DEFAULTS)}.")
-  return {**DEFAULTS, **given}
+  return config_sections.read_section("finetune", finetune_config, DEFAULTS)
 
 
 def _blocks(tower_params: dict[str, Any]) -> list[str]:

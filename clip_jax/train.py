@@ -22,12 +22,13 @@ from absl import logging
 import jax
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
-import numpy as np
 import optax
 
 import input_pipeline
 from clip_jax import checkpoint
+from clip_jax import distributed
 from clip_jax import finetune
+from clip_jax import flip
 from clip_jax import losses
 from clip_jax import metrics as metrics_lib
 from clip_jax import models
@@ -44,19 +45,35 @@ class NonFiniteError(FloatingPointError):
 
 
 class _Preemption:
-  """Remembers a SIGTERM so the loop can checkpoint before exiting."""
+  """Remembers a SIGTERM so the loop can checkpoint before exiting.
+
+  Several processes must all save at the same step (a checkpoint is a collective), but SIGTERM
+  may reach them at different steps, or only some of them. So under `jax.distributed` the notice
+  comes from JAX's preemption sync manager instead, which listens for SIGTERM in every process
+  and names one step, the same for all, at which `check` turns true.
+  """
 
   def __init__(self):
     self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self._synchronised = jax.distributed.is_initialized()
+    if not self._synchronised:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     del signum, frame
     logging.warning("SIGTERM received: saving a checkpoint, then exiting.")
     self.requested = True
 
+  def check(self, step: int) -> bool:
+    """Whether to save and exit after `step`; every process must call it at every step."""
+    if self._synchronised and multihost_utils.reached_preemption_sync_point(step):
+      logging.warning("A process received SIGTERM: all save step %d, then exit.", step)
+      self.requested = True
+    return self.requested
+
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if not self._synchronised:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def check_config(config, model_config) -> None:
@@ -68,8 +85,10 @@ def check_config(config, model_config) -> None:
                      f"{config.model.name!r} takes {model_config.vision.image_size}; allowed: "
                      f"{model_config.vision.image_size}.")
   input_pipeline.sources.check_name(config.data.name)
+  losses.settings(config.loss)
   evaluators.check(config.get("evals", {}), config.data)
   finetune.check(config.get("finetune"), model_config)
+  flip.check(config.get("flip"), model_config, config.total_steps)
   if config.data.context_length != model_config.text.context_length:
     raise ValueError(f"data.context_length={config.data.context_length} but the model "
                      f"{config.model.name!r} takes {model_config.text.context_length}; allowed: "
@@ -124,11 +143,15 @@ def gather_data_state(dataset: input_pipeline.DataIterator) -> dict:
   if jax.process_count() == 1:
     return input_pipeline.combine_states([local])
   # Every process's position has the same length: it depends on the config only.
-  vector = np.array([local["samples"], local["records"], *local["position"]], np.int64)
-  rows = multihost_utils.process_allgather(vector)
+  rows = distributed.gather_int64([local["samples"], local["records"], *local["position"]])
   return input_pipeline.combine_states([
       {"samples": int(row[0]), "records": int(row[1]), "position": [int(v) for v in row[2:]]}
       for row in rows])
+
+
+def total_skipped_samples(dataset: input_pipeline.DataIterator) -> int:
+  """Bad samples dropped so far by all processes together (a collective: all processes call it)."""
+  return int(distributed.gather_int64([dataset.skipped_samples]).sum())
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
@@ -138,7 +161,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     save_config(config, workdir)
   mesh = sharding.create_mesh(config.mesh)
   sharding.check_batch_size(config.global_batch_size, mesh, jax.process_count())
-  loss_fn = losses.make_loss_fn(config.loss.name, mesh, sharding.BATCH_AXES)
+  loss_settings = losses.settings(config.loss)
+  loss_fn = losses.make_loss_fn(loss_settings["name"], mesh, sharding.BATCH_AXES,
+                                blockwise=loss_settings["blockwise"],
+                                tile_size=loss_settings["tile_size"])
   optimizer, schedule = create_optimizer(config)
   tuning = finetune.settings(config.get("finetune"))
   init = state_initializer(config, model, optimizer)
@@ -163,13 +189,20 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       config.data, global_batch_size=config.global_batch_size,
       process_index=jax.process_index(), process_count=jax.process_count(), state=data_state)
 
-  step_fn = jax.jit(train_step_lib.make_train_step(
-                        model, optimizer, loss_fn, schedule,
-                        trainable=functools.partial(finetune.trainable, given=tuning),
-                        train_image_tower=finetune.image_tower_trains(tuning)),
-                    in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-                    out_shardings=(state_shardings, sharding.replicated(mesh)),
-                    donate_argnums=0)
+  masking = flip.settings(config.get("flip"))
+  first_unmasked_step = flip.first_unmasked_step(masking, config.total_steps)
+
+  @functools.cache
+  def step_function(mask_ratio: float):
+    """The compiled step for one FLIP mask ratio: the masked phase's, then the unmasked one's."""
+    return jax.jit(train_step_lib.make_train_step(
+                       model, optimizer, loss_fn, schedule,
+                       trainable=functools.partial(finetune.trainable, given=tuning),
+                       train_image_tower=finetune.image_tower_trains(tuning),
+                       mask_ratio=mask_ratio),
+                   in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                   out_shardings=(state_shardings, sharding.replicated(mesh)),
+                   donate_argnums=0)
 
   is_main = jax.process_index() == 0
   logger = metrics_lib.MetricsLogger(workdir, enabled=is_main)
@@ -194,18 +227,19 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   try:
     for step in range(start_step + 1, config.total_steps + 1):
       batch = sharding.global_batch(next(dataset), mesh)
+      step_fn = step_function(flip.mask_ratio_at(step, masking, config.total_steps))
       state, step_metrics = step_fn(state, batch)
       if pending:
         check_finite(*pending)
       pending = (step, step_metrics)
-      if step == start_step + 1:
+      if step in (start_step + 1, first_unmasked_step):
         jax.block_until_ready(step_metrics)  # Don't count compilation in the throughput.
         throughput = metrics_lib.Throughput(step, config.total_steps, config.global_batch_size)
       if step % config.log_every_steps == 0 or step == config.total_steps:
         check_finite(*pending)
         scalars = {name: float(value) for name, value in step_metrics.items() if name != "finite"}
         scalars.update(throughput.update(step))
-        scalars["data/skipped_samples"] = dataset.skipped_samples
+        scalars["data/skipped_samples"] = total_skipped_samples(dataset)
         logger.write(step, scalars)
         if is_main:
           print(metrics_lib.progress_line(step, config.total_steps, scalars), flush=True)
@@ -218,8 +252,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         if is_main:
           for line in evaluators.summary_lines(config.evals, results):
             print(f"step {step} | {line}", flush=True)
-      if (step % config.checkpoint.every_steps == 0 or step == config.total_steps
-          or preemption.requested):
+      preempted = preemption.check(step)
+      if step % config.checkpoint.every_steps == 0 or step == config.total_steps or preempted:
         check_finite(*pending)
         checkpoint.save(manager, step, state, gather_data_state(dataset), force=True)
       if preemption.requested:
@@ -245,6 +279,7 @@ def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:  # The progress line says what matters; --verbosity=0 for all.
     logging.set_verbosity(logging.WARNING)
+  distributed.initialize(_CONFIG.value)
   train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

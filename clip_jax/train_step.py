@@ -2,8 +2,10 @@
 
 The step runs the two towers on the globally sharded batch (XLA partitions the model), then the
 contrastive loss inside `shard_map` (clip_jax.losses), so that no device holds the whole N x N
-similarity matrix. A step whose loss or gradients are not finite leaves the state unchanged and
-reports `finite = False`; the training loop then stops or goes on, as the config says.
+similarity matrix. With FLIP's `mask_ratio` the image tower sees a random subset of each image's
+patches, drawn from the state's rng and the step number. A step whose loss or gradients are not
+finite leaves the state unchanged and reports `finite = False`; the training loop then stops or
+goes on, as the config says.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def _all_finite(tree: Any) -> jax.Array:
 
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, loss_fn: Callable,
                     schedule: optax.Schedule, *, trainable: Callable[[Any], Any] | None = None,
-                    train_image_tower: bool = True
+                    train_image_tower: bool = True, mask_ratio: float = 0.0
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Returns `train_step(state, batch) -> (state, metrics)`, to be wrapped in jax.jit.
 
@@ -61,9 +63,14 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
   clip_jax.finetune): no gradient flows into locked ones, so XLA computes no backward pass for a
   locked tower. `train_image_tower=False` runs the image tower in inference mode (BatchNorm on its
   running statistics, which then stay as they are).
+
+  `mask_ratio` > 0 drops that fraction of every image's patches (FLIP; a ViT image tower, locked
+  or not). The masks come from `fold_in(state.rng, state.step)`: a new draw every step, and the
+  same draws in a resumed run as in an uninterrupted one. A Python float, so each ratio is its
+  own compiled step with static shapes.
   """
 
-  def compute_loss(params, batch_stats, batch):
+  def compute_loss(params, batch_stats, batch, rng):
     if trainable is not None:
       params = jax.tree.map(lambda param, trains: param if trains else jax.lax.stop_gradient(param),
                             params, trainable(params))
@@ -73,14 +80,15 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
       variables["batch_stats"] = batch_stats
       mutable = ["batch_stats"] if train_image_tower else []
     outputs, updates = model.apply(variables, batch["image"], batch["text"],
-                                   train=train_image_tower, mutable=mutable)
+                                   train=train_image_tower, patch_dropout=mask_ratio,
+                                   rngs={"patch_dropout": rng}, mutable=mutable)
     loss = loss_fn(outputs["image_features"], outputs["text_features"], outputs["logit_scale"],
                    outputs.get("logit_bias"))
     return loss, updates.get("batch_stats", batch_stats)
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
     (loss, batch_stats), grads = jax.value_and_grad(compute_loss, has_aux=True)(
-        state.params, state.batch_stats, batch)
+        state.params, state.batch_stats, batch, jax.random.fold_in(state.rng, state.step))
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     params = {**params, "logit_scale": jnp.clip(params["logit_scale"], 0.0, MAX_LOGIT_SCALE)}

@@ -55,10 +55,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       shuffle_window=2_048,  # records shuffled together
   ))
 
-  config.loss = ml_collections.ConfigDict(dict(name="softmax"))
+  # blockwise=True: the same loss tile by tile, for batches whose [b, N] logits do not fit
+  # (clip_jax/blockwise_losses.py).
+  config.loss = ml_collections.ConfigDict(dict(name="softmax", blockwise=False, tile_size=1024))
   config.optim = ml_collections.ConfigDict(dict(
       learning_rate=scale["learning_rate"], b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.2,
       warmup_steps=scale["warmup_steps"], grad_clip_norm=1.0, end_learning_rate=0.0))
+  # FLIP (clip_jax/flip.py, a ViT only): mask_ratio drops that fraction of each image's patches
+  # in training, making the image tower's step that much cheaper (the paper trains at 0.5, half
+  # the wall-clock, or 0.75); the last unmasked_steps train on whole images again (the paper's
+  # unmasked tuning, a fraction of an epoch). Evaluation always sees whole images. 0.0 is CLIP.
+  config.flip = ml_collections.ConfigDict(dict(mask_ratio=0.0, unmasked_steps=0))
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
   # Fine-tuning (clip_jax/finetune.py): start from a directory written by `python -m
   # clip_jax.convert` ("" trains from scratch; the model config must have its sizes). LiT locks the
@@ -69,6 +76,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       text_unlocked_blocks=0))
   config.checkpoint = ml_collections.ConfigDict(dict(
       every_steps=scale["checkpoint_every_steps"], max_to_keep=2))
+  # Several hosts (clip_jax/distributed.py): mode "auto" on a TPU pod slice or under SLURM / Open
+  # MPI; "explicit" with coordinator_address ("host:port" of process 0), num_processes and
+  # process_id. local_device_ids: this process's GPUs, () for JAX's choice.
+  config.distributed = ml_collections.ConfigDict(dict(
+      mode="off", coordinator_address="", num_processes=0, process_id=-1, local_device_ids=()))
   # Evaluators by name (clip_jax/evaluation/evaluators.py), each run every `every_steps` and at
   # the end, its metrics logged as "<name>/<metric>". Each needs its TFDS data prepared in
   # `data_dir` ("" for TFDS's default); the run checks that at start-up.

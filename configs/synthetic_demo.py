@@ -33,15 +33,26 @@ def get_config() -> ml_collections.ConfigDict:
       name="synthetic", seed=0, image_size=IMAGE_SIZE, context_length=CONTEXT_LENGTH,
       tokenizer="words"))
 
-  config.loss = ml_collections.ConfigDict(dict(name="softmax"))
+  # blockwise=True: the same loss tile by tile, for batches whose [b, N] logits do not fit
+  # (clip_jax/blockwise_losses.py).
+  config.loss = ml_collections.ConfigDict(dict(name="softmax", blockwise=False, tile_size=1024))
 
   config.optim = ml_collections.ConfigDict(dict(
       learning_rate=1e-3, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.2, warmup_steps=50,
       grad_clip_norm=1.0, end_learning_rate=0.0))
 
+  # FLIP (clip_jax/flip.py): drop this fraction of each image's patches in training (0: off), and
+  # train the last unmasked_steps steps on whole images again.
+  config.flip = ml_collections.ConfigDict(dict(mask_ratio=0.0, unmasked_steps=0))
+
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
 
   config.checkpoint = ml_collections.ConfigDict(dict(every_steps=250, max_to_keep=2))
+
+  # Several processes (clip_jax/distributed.py): mode "auto" on a TPU pod slice or under SLURM,
+  # "explicit" with coordinator_address, num_processes and process_id.
+  config.distributed = ml_collections.ConfigDict(dict(
+      mode="off", coordinator_address="", num_processes=0, process_id=-1, local_device_ids=()))
 
   config.evals = ml_collections.ConfigDict()
   config.evals.zero_shot = ml_collections.ConfigDict(dict(every_steps=250, num_images=1000))

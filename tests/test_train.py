@@ -358,3 +358,82 @@ def test_finetuning_checkpoint_of_another_shape_fails_before_training(tmp_path):
   config.finetune = dict(checkpoint=str(tmp_path / "converted"))
   with pytest.raises(ValueError, match=r"finetune\.checkpoint=.* holds .*embed_dim=8"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def count_traced_steps(monkeypatch) -> list[float]:
+  """The mask ratio of every train step jax traces: one trace per compilation."""
+  traced = []
+  original = train.train_step_lib.make_train_step
+
+  def make_counted_step(*args, mask_ratio=0.0, **kwargs):
+    step = original(*args, mask_ratio=mask_ratio, **kwargs)
+
+    def counted_step(state, batch):
+      traced.append(mask_ratio)
+      return step(state, batch)
+
+    return counted_step
+
+  monkeypatch.setattr(train.train_step_lib, "make_train_step", make_counted_step)
+  return traced
+
+
+def flip_config():
+  """Steps 1-4 drop half of each image's patches; steps 5 and 6 train on whole images."""
+  return tiny_config(**{"flip.mask_ratio": 0.5, "flip.unmasked_steps": 2})
+
+
+@pytest.fixture(scope="module")
+def flip_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("flip"))
+  with pytest.MonkeyPatch.context() as monkeypatch:
+    traced = count_traced_steps(monkeypatch)
+    final = train.train_and_evaluate(flip_config(), workdir)
+  return workdir, final, traced
+
+
+def test_flip_trains_masked_then_unmasked_with_one_compilation_each(flip_run, straight_run):
+  workdir, final, traced = flip_run
+  assert traced == [0.5, 0.0]
+  losses = losses_by_step(workdir)
+  assert sorted(losses) == list(range(1, TOTAL_STEPS + 1)) and all(np.isfinite(list(losses.values())))
+  # The same initial parameters and first batch as the straight run: only masking tells them apart.
+  assert losses[1] != losses_by_step(straight_run[0])[1]
+  assert 0.0 <= final["zero_shot/shape_top1_seen"] <= 1.0
+
+
+def test_flip_resumes_exactly_with_the_same_masks(flip_run, tmp_path, monkeypatch):
+  reference_dir, _, _ = flip_run
+  traced = count_traced_steps(monkeypatch)
+  run_preempted_then_resumed(flip_config(), str(tmp_path), 3, monkeypatch)
+  assert traced == [0.5, 0.5, 0.0]  # steps 1-3; then step 4 masked, 5 and 6 not, after resuming
+  assert_same_run(str(tmp_path), reference_dir, flip_config())
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"flip.mask_ratio": 1.0}, r"flip\.mask_ratio=1\.0; allowed: numbers from 0 .* up to, not "
+                               r"including, 1\."),
+    ({"flip.mask_ratio": -0.25}, r"flip\.mask_ratio=-0\.25; allowed: "),
+    ({"flip.unmasked_steps": TOTAL_STEPS + 1},
+     rf"flip\.unmasked_steps={TOTAL_STEPS + 1}; allowed: integers from 0 to "
+     rf"total_steps={TOTAL_STEPS}\."),
+    ({"flip.unmasked_steps": -1}, r"flip\.unmasked_steps=-1; allowed: "),
+])
+def test_bad_flip_config_fails_at_once_naming_the_key(tmp_path, changes, message):
+  start = time.perf_counter()
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(tiny_config(**changes), str(tmp_path))
+  assert time.perf_counter() - start < 10
+
+
+def test_flip_refuses_a_resnet_and_unknown_keys(tmp_path):
+  resnet = tiny_config(**{"model.name": "tiny-rn", "data.image_size": 32, "flip.mask_ratio": 0.5})
+  del resnet.model.overrides["vision"]
+  with pytest.raises(ValueError, match=r"flip\.mask_ratio=0\.5 with a ModifiedResNet image tower"
+                                       r".*allowed: 0, or a ViT model\."):
+    train.create_model(resnet)
+  misspelt = tiny_config()
+  misspelt.flip = dict(mask_ratio=0.5, unmasked_step=2)
+  with pytest.raises(ValueError, match=r"flip\.unmasked_step=2 is not a setting; allowed: "
+                                       r"mask_ratio, unmasked_steps\."):
+    train.create_model(misspelt)

@@ -63,12 +63,23 @@ class CLIP(nn.Module):
       self.logit_bias = self.param(
           "logit_bias", nn.initializers.constant(config.init_logit_bias), ())
 
-  def encode_image(self, images: jax.Array, train: bool = False,
-                   normalize: bool = True) -> jax.Array:
-    """Images [B, H, W, 3] (uint8 pixels, or standardised floats) -> float32 features [B, E]."""
+  def encode_image(self, images: jax.Array, train: bool = False, normalize: bool = True,
+                   patch_dropout: float = 0.0) -> jax.Array:
+    """Images [B, H, W, 3] (uint8 pixels, or standardised floats) -> float32 features [B, E].
+
+    `patch_dropout` > 0 (FLIP, a ViT only) drops that fraction of the patches at random, drawn
+    from the "patch_dropout" rng stream; see clip_jax.models.vision.
+    """
     if images.dtype == jnp.uint8:
       images = standardize_images(images)
-    features = self.visual(images, train=train).astype(jnp.float32)
+    if not patch_dropout:
+      features = self.visual(images, train=train)
+    elif isinstance(self.config.vision, configs.ModifiedResNetConfig):
+      raise ValueError(f"patch_dropout={patch_dropout!r} with a ModifiedResNet image tower, which "
+                       "has no patches to drop; allowed: 0 (FLIP needs a ViT).")
+    else:
+      features = self.visual(images, train=train, patch_dropout=patch_dropout)
+    features = features.astype(jnp.float32)
     return l2_normalize(features) if normalize else features
 
   def encode_text(self, tokens: jax.Array, normalize: bool = True) -> jax.Array:
@@ -76,9 +87,10 @@ class CLIP(nn.Module):
     features = self.text(tokens).astype(jnp.float32)
     return l2_normalize(features) if normalize else features
 
-  def __call__(self, images: jax.Array, tokens: jax.Array,
-               train: bool = False) -> dict[str, jax.Array]:
-    image_features = self.encode_image(images, train=train)            # [B, E]
+  def __call__(self, images: jax.Array, tokens: jax.Array, train: bool = False,
+               patch_dropout: float = 0.0) -> dict[str, jax.Array]:
+    image_features = self.encode_image(images, train=train,
+                                       patch_dropout=patch_dropout)    # [B, E]
     text_features = self.encode_text(tokens)                           # [B, E]
     logits = jnp.exp(self.logit_scale) * image_features @ text_features.T  # [B, B]
     outputs = dict(image_features=image_features, text_features=text_features,

@@ -3,6 +3,12 @@
 As OpenAI's `VisionTransformer`: a bias-free patch convolution, a learned class token and
 positional embedding, `ln_pre` before the stack (CLIP's addition to ViT), and the class token's
 `ln_post` output projected into the joint embedding space.
+
+FLIP (Li et al. 2023, "Scaling Language-Image Pre-training via Masking") trains on a random
+subset of each image's patches: `patch_dropout=ratio` drops that fraction of the patch tokens
+after the positional embedding is added (so the kept ones still know where they are) and before
+`ln_pre`, keeping the class token, as open_clip's `PatchDropout`. The number kept is a Python
+int, so shapes stay static and each ratio compiles once; the tower's cost falls with it.
 """
 
 from __future__ import annotations
@@ -39,8 +45,43 @@ class PatchEmbedding(nn.Module):
     return jnp.einsum("bgphqc,pqcw->bghw", patches, kernel.astype(self.dtype))  # [B, G, G, W]
 
 
+def kept_patch_count(num_patches: int, ratio: float) -> int:
+  """round((1 - ratio) * num_patches), at least one: the patches left after dropping `ratio`."""
+  if not 0.0 <= ratio < 1.0:
+    raise ValueError(f"patch_dropout={ratio!r}; allowed: 0 <= ratio < 1.")
+  return max(1, round((1.0 - ratio) * num_patches))
+
+
+def kept_patch_indices(rng: jax.Array, batch: int, num_patches: int, keep: int) -> jax.Array:
+  """[B, keep] int32: for each image, `keep` distinct patch indices drawn uniformly, ascending.
+
+  A random permutation per image (the argsort of uniform noise), cut to its first `keep`
+  entries. Sorting them keeps the tokens in the image's row-major order: attention does not care,
+  but a kept sequence is then a subsequence of the full one.
+  """
+  noise = jax.random.uniform(rng, (batch, num_patches))                # [B, N]
+  return jnp.sort(jnp.argsort(noise, axis=-1)[:, :keep], axis=-1)       # [B, keep]
+
+
+def drop_patches(tokens: jax.Array, ratio: float, rng: jax.Array) -> jax.Array:
+  """Class token and patch tokens [B, 1 + N, W] -> the class token and a random `keep` of the
+  patch tokens, [B, 1 + keep, W], different for every image."""
+  batch, num_patches = tokens.shape[0], tokens.shape[1] - 1
+  keep = kept_patch_count(num_patches, ratio)
+  indices = kept_patch_indices(rng, batch, num_patches, keep)           # [B, keep]
+  patches = jnp.take_along_axis(tokens[:, 1:], indices[..., None], axis=1)  # [B, keep, W]
+  return jnp.concatenate([tokens[:, :1], patches], axis=1)              # [B, 1 + keep, W]
+
+
 class VisionTransformer(nn.Module):
-  """Images [B, H, W, 3] -> unnormalised image embeddings [B, embed_dim]."""
+  """Images [B, H, W, 3] -> unnormalised image embeddings [B, embed_dim].
+
+  `patch_dropout` (FLIP) is a call argument, not a module field: it is a training schedule (a
+  masked phase, then an unmasked one), not part of the architecture that configs and converted
+  checkpoints describe. Only a caller that asks for it drops patches (the train step); its
+  default 0, what `train=False` callers and evaluation use, computes the full model. Dropping
+  draws from the "patch_dropout" rng stream (`rngs={"patch_dropout": key}` in `apply`).
+  """
 
   config: configs.VisionTransformerConfig
   embed_dim: int
@@ -50,7 +91,8 @@ class VisionTransformer(nn.Module):
   remat: bool = False
 
   @nn.compact
-  def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+  def __call__(self, images: jax.Array, *, train: bool = False,
+               patch_dropout: float = 0.0) -> jax.Array:
     del train  # No dropout or BatchNorm: training and inference compute the same function.
     config = self.config
     width, patch = config.width, config.patch_size
@@ -65,10 +107,12 @@ class VisionTransformer(nn.Module):
     positional_embedding = self.param("positional_embedding", layers.normal(scale),
                                       (1 + grid * grid, width))
     x = x + positional_embedding.astype(self.dtype)
+    if patch_dropout:
+      x = drop_patches(x, patch_dropout, self.make_rng("patch_dropout"))  # [B, 1 + keep, W]
     x = layers.LayerNorm(name="ln_pre")(x)
     x = layers.Transformer(width, config.layers, config.head_width, config.mlp_dim,
                            self.activation, causal=False, dtype=self.dtype, scan=self.scan,
-                           remat=self.remat, name="transformer")(x)    # [B, 1 + G*G, W]
+                           remat=self.remat, name="transformer")(x)    # [B, L, W]
     x = layers.LayerNorm(name="ln_post")(x[:, 0])                       # [B, W]
     proj = self.param("proj", layers.normal(scale), (width, self.embed_dim))
     return x @ proj.astype(self.dtype)                                 # [B, E]
