@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 
+def is_count(value: Any) -> bool:
+  """An int that is not a bool (a ConfigDict holds True where a count was meant, too)."""
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
 def read_section(name: str, section: Any, defaults: Mapping[str, Any]) -> dict[str, Any]:
   """`section` (a ConfigDict; None or empty: all defaults) over `defaults`.
 

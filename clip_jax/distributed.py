@@ -23,6 +23,8 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from clip_jax import config_sections
+
 MODES = ("off", "auto", "explicit")
 # The keys besides `mode`, unset: mode "auto" leaves an unset key to JAX's detection.
 UNSET = dict(coordinator_address="", num_processes=0, process_id=-1, local_device_ids=())
@@ -69,30 +71,23 @@ def initialize_arguments(distributed_config) -> dict[str, Any] | None:
 
 def read_config(distributed_config) -> dict[str, Any]:
   """The config over the defaults (mode "off", every key unset), each value checked."""
-  settings = {"mode": "off", **UNSET, **dict((distributed_config or {}).items())}
-  unknown = sorted(set(settings) - {"mode", *UNSET})
-  if unknown:
-    raise ValueError(f"Unknown setting distributed.{unknown[0]}; allowed: mode, "
-                     f"{', '.join(UNSET)}.")
+  settings = config_sections.read_section("distributed", distributed_config,
+                                          {"mode": "off", **UNSET})
   if settings["mode"] not in MODES:
     raise ValueError(f"distributed.mode={settings['mode']!r}; allowed: {', '.join(MODES)}.")
   num_processes = settings["num_processes"]
   rules = {
       "coordinator_address": lambda value: value == "" or _is_address(value),
-      "num_processes": lambda value: _is_count(value) and value >= 0,
-      "process_id": lambda value: value == -1 or (_is_count(value) and value >= 0 and (
+      "num_processes": lambda value: config_sections.is_count(value) and value >= 0,
+      "process_id": lambda value: value == -1 or (config_sections.is_count(value) and value >= 0 and (
           num_processes == 0 or value < num_processes)),
       "local_device_ids": lambda value: isinstance(value, (tuple, list)) and all(
-          _is_count(device_id) and device_id >= 0 for device_id in value),
+          config_sections.is_count(device_id) and device_id >= 0 for device_id in value),
   }
   for key, is_valid in rules.items():
     if not is_valid(settings[key]):
       raise ValueError(f"distributed.{key}={settings[key]!r}; allowed: {ALLOWED[key]}.")
   return settings
-
-
-def _is_count(value: Any) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_address(value: Any) -> bool:

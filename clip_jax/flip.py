@@ -32,8 +32,7 @@ def check(flip_config, model_config: configs.CLIPConfig, total_steps: int) -> di
   if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
     raise ValueError(f"flip.mask_ratio={ratio!r}; allowed: numbers from 0 (no masking) up to, "
                      "not including, 1.")
-  if (isinstance(unmasked_steps, bool) or not isinstance(unmasked_steps, int)
-      or not 0 <= unmasked_steps <= total_steps):
+  if not config_sections.is_count(unmasked_steps) or not 0 <= unmasked_steps <= total_steps:
     raise ValueError(f"flip.unmasked_steps={unmasked_steps!r}; allowed: integers from 0 to "
                      f"total_steps={total_steps}.")
   if ratio and isinstance(model_config.vision, configs.ModifiedResNetConfig):

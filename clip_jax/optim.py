@@ -14,6 +14,8 @@ import jax
 import numpy as np
 import optax
 
+from clip_jax import config_sections
+
 DEFAULTS = dict(
     learning_rate=5e-4,
     b1=0.9,
@@ -38,13 +40,9 @@ def _is_number(value: Any) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_count(value: Any) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
-
-
 def read_config(optim_config, total_steps: int) -> dict[str, Any]:
   """The config over DEFAULTS, checked so that a bad value fails before any compilation."""
-  if not _is_count(total_steps) or total_steps < 1:
+  if not config_sections.is_count(total_steps) or total_steps < 1:
     raise ValueError(f"total_steps={total_steps!r}; allowed: positive integers.")
   unknown = sorted(set(optim_config.keys()) - set(DEFAULTS))
   if unknown:
@@ -60,7 +58,7 @@ def read_config(optim_config, total_steps: int) -> dict[str, Any]:
       "b2": fraction,
       "eps": positive,
       "weight_decay": (lambda value: _is_number(value) and value >= 0, "non-negative numbers"),
-      "warmup_steps": (lambda value: _is_count(value) and 0 <= value < total_steps,
+      "warmup_steps": (lambda value: config_sections.is_count(value) and 0 <= value < total_steps,
                        f"integers from 0 to total_steps - 1 = {total_steps - 1}"),
       "grad_clip_norm": (lambda value: value is None or (_is_number(value) and value >= 0),
                          "0 or None (off), or a positive number"),
