@@ -9,8 +9,10 @@ and reports each one's throughput against the unmasked step's of the same model,
 setting. The steps of one model and setting take turns, one step each, so that a shared
 machine's changing load weighs on all of them alike.
 
+`--dtypes=float32,bfloat16` times both compute dtypes (parameters stay float32).
+
 MFU = achieved FLOP/s of the step (XLA's cost analysis of the compiled step, forward + backward +
-AdamW) divided by the peak measured on this machine for a large float32 matmul.
+AdamW) divided by the peak measured on this machine for a large matmul in the compute dtype.
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ from clip_jax import sharding
 from clip_jax import train_step as train_step_lib
 
 
-def measure_matmul_peak(dtype=jnp.float32, size: int = 2048, repeats: int = 10) -> float:
-  """FLOP/s of a large square matmul: the machine's practical peak for this dtype."""
+def measure_matmul_peak(dtype: str = "float32", size: int = 2048, repeats: int = 10) -> float:
+  """FLOP/s of a large square matmul in `dtype` summing in float32, as the models' dots do: the
+  machine's practical peak for this dtype."""
   a = jnp.ones((size, size), dtype)
-  matmul = jax.jit(lambda x: x @ x)
+  matmul = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32).astype(x.dtype))
   matmul(a).block_until_ready()
   start = time.perf_counter()
   for _ in range(repeats):
@@ -154,12 +157,12 @@ def parse_mask_ratios(text: str) -> list[float]:
   return [0.0] + [ratio for ratio in ratios if ratio != 0.0]
 
 
-def table_row(model_name: str, batch_size: int, args, scan: bool, mask_ratio: float,
+def table_row(model_name: str, batch_size: int, args, dtype: str, scan: bool, mask_ratio: float,
               timing: dict[str, float], flops: float | None, peak: float,
               unmasked_step_s: float, reference: float | None) -> list:
   """One row of the table. `flops` None: not known (XLA counts a scanned loop's body once)."""
   achieved = None if flops is None else flops / timing["step_s"]
-  return [model_name, batch_size, args.dtype, args.remat, scan, f"{mask_ratio:g}",
+  return [model_name, batch_size, dtype, args.remat, scan, f"{mask_ratio:g}",
           f"{timing['compile_s']:.1f}", f"{timing['step_s']:.2f}",
           f"{timing['samples_per_s']:.1f}", f"{unmasked_step_s / timing['step_s']:.2f}x",
           "-" if flops is None else f"{flops / 1e9:.0f}",
@@ -174,7 +177,8 @@ def main():
   parser.add_argument("--models", default="ViT-B-32")
   parser.add_argument("--batch_sizes", default="32")
   parser.add_argument("--steps", type=int, default=3)
-  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--dtypes", default="float32",
+                      help="Compute dtypes to time, of float32 and bfloat16, e.g. float32,bfloat16.")
   parser.add_argument("--remat", action="store_true")
   parser.add_argument("--scans", default="false,true",
                       help="Which of the unrolled (false) and scanned (true) blocks to time.")
@@ -186,8 +190,10 @@ def main():
   scans = [{"false": False, "true": True}[scan] for scan in args.scans.split(",")]
   mask_ratios = parse_mask_ratios(args.flip)
 
-  peak = measure_matmul_peak()
-  print(f"measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+  dtypes = args.dtypes.split(",")
+  peaks = {dtype: measure_matmul_peak(dtype) for dtype in dtypes}
+  peaks_text = ", ".join(f"{dtype} {peak / 1e9:.1f}" for dtype, peak in peaks.items())
+  print(f"measured matmul peaks (GFLOP/s): {peaks_text}")
   header = ["model", "batch", "dtype", "remat", "scan", "FLIP mask ratio", "compile s", "step s",
             "samples/s", "speed-up vs unmasked", "GFLOP/step", "GFLOP/s", "MFU",
             "open_clip step s", "speed-up vs open_clip"]
@@ -196,25 +202,26 @@ def main():
     for batch_size in map(int, args.batch_sizes.split(",")):
       reference = None if args.no_open_clip else time_open_clip_step(model_name, batch_size,
                                                                       args.steps)
-      flops = {}  # By mask ratio, from the unrolled step: XLA counts a scanned body once.
-      for scan in scans:
-        timings = time_jax_steps(model_name, batch_size, args.steps, scan=scan,
-                                 dtype=args.dtype, remat=args.remat, mask_ratios=mask_ratios)
-        for mask_ratio, timing in timings.items():
-          if not scan:
-            flops[mask_ratio] = timing["flops"]
-          rows.append(table_row(model_name, batch_size, args, scan, mask_ratio, timing,
-                                flops.get(mask_ratio), peak, timings[0.0]["step_s"],
-                                reference if mask_ratio == 0.0 else None))
-          print(common.format_table(header, rows[-1:]), flush=True)
+      for dtype in dtypes:
+        flops = {}  # By mask ratio, from the unrolled step: XLA counts a scanned body once.
+        for scan in scans:
+          timings = time_jax_steps(model_name, batch_size, args.steps, scan=scan, dtype=dtype,
+                                   remat=args.remat, mask_ratios=mask_ratios)
+          for mask_ratio, timing in timings.items():
+            if not scan:
+              flops[mask_ratio] = timing["flops"]
+            rows.append(table_row(model_name, batch_size, args, dtype, scan, mask_ratio, timing,
+                                  flops.get(mask_ratio), peaks[dtype], timings[0.0]["step_s"],
+                                  reference if mask_ratio == 0.0 else None))
+            print(common.format_table(header, rows[-1:]), flush=True)
   table = common.format_table(header, rows)
   print(table)
   if not args.no_record:
     common.append_results("Train step", table,
-                          f"Matmul peak (float32, 2048^3) measured in the same run: "
-                          f"{peak / 1e9:.1f} GFLOP/s. MFU = XLA's FLOP count of the compiled step "
-                          "/ step time / that peak. Speed-up = open_clip s/step / clip_jax s/step "
-                          "(open_clip: the same architecture, ClipLoss, AdamW, float32). FLIP: "
+                          f"Matmul peaks (2048^3, float32 sums) measured in the same run, "
+                          f"GFLOP/s: {peaks_text}. MFU = XLA's FLOP count of the compiled step "
+                          "/ step time / the peak of its compute dtype. Speed-up = open_clip "
+                          "s/step / clip_jax s/step (open_clip: the same architecture, ClipLoss, AdamW, float32). FLIP: "
                           "that fraction of each image's patches dropped; speed-up vs unmasked = "
                           "the unmasked step's s/step (same model, batch and scan) / this one's.")
 

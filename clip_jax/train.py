@@ -29,6 +29,7 @@ from clip_jax import checkpoint
 from clip_jax import distributed
 from clip_jax import finetune
 from clip_jax import flip
+from clip_jax import flops
 from clip_jax import losses
 from clip_jax import metrics as metrics_lib
 from clip_jax import models
@@ -95,12 +96,17 @@ def check_config(config, model_config) -> None:
                      f"{model_config.text.context_length}.")
 
 
-def create_model(config) -> models.CLIP:
-  """The configured model, with what the loss needs of it (SigLIP's scale and bias), checked."""
+def model_config(config) -> models.CLIPConfig:
+  """The configured architecture, with what the loss needs of it (SigLIP's scale and bias),
+  checked against the rest of the config."""
   overrides = {**losses.model_settings(config.loss.name), **config.model.overrides}
-  model_config = models.get_model_config(config.model.name, **overrides)
-  check_config(config, model_config)
-  return models.CLIP(model_config)
+  architecture = models.get_model_config(config.model.name, **overrides)
+  check_config(config, architecture)
+  return architecture
+
+
+def create_model(config) -> models.CLIP:
+  return models.CLIP(model_config(config))
 
 
 def create_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -156,7 +162,8 @@ def total_skipped_samples(dataset: input_pipeline.DataIterator) -> int:
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   """Runs (or resumes) training in `workdir`; returns the last logged and evaluated scalars."""
-  model = create_model(config)
+  architecture = model_config(config)
+  model = models.CLIP(architecture)
   if jax.process_index() == 0:
     save_config(config, workdir)
   mesh = sharding.create_mesh(config.mesh)
@@ -204,6 +211,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                    out_shardings=(state_shardings, sharding.replicated(mesh)),
                    donate_argnums=0)
 
+  def compute_scalars(step: int) -> dict[str, float]:
+    """Training done by the end of `step`: the x-axes of scaling laws (clip_jax.flops)."""
+    return {"samples_seen": step * config.global_batch_size,
+            "train_flops": flops.cumulative_train_flops(architecture, config.global_batch_size,
+                                                        step, masking, config.total_steps)}
+
   is_main = jax.process_index() == 0
   logger = metrics_lib.MetricsLogger(workdir, enabled=is_main)
   start_step = int(state.step)
@@ -239,6 +252,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         check_finite(*pending)
         scalars = {name: float(value) for name, value in step_metrics.items() if name != "finite"}
         scalars.update(throughput.update(step))
+        scalars.update(compute_scalars(step))
         scalars["data/skipped_samples"] = total_skipped_samples(dataset)
         logger.write(step, scalars)
         if is_main:
@@ -247,7 +261,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       if evaluators.due(config.get("evals", {}), step, config.total_steps):
         check_finite(*pending)
         results = evaluate(config, model, state, mesh, step)
-        logger.write(step, results)
+        logger.write(step, {**results, **compute_scalars(step)})
         last_scalars.update(results)
         if is_main:
           for line in evaluators.summary_lines(config.evals, results):
@@ -270,19 +284,20 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   return last_scalars
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training configuration file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
-
-
 def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:  # The progress line says what matters; --verbosity=0 for all.
     logging.set_verbosity(logging.WARNING)
-  distributed.initialize(_CONFIG.value)
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  config = flags.FLAGS.config
+  distributed.initialize(config)
+  train_and_evaluate(config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":
+  # Defined only when run as a program, so that other programs (clip_jax.sweep) can import this
+  # module and define their own --config.
+  config_flags.DEFINE_config_file("config", None, "Training configuration file.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)
