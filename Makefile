@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/python -m clip_jax.train --config=configs/synthetic_demo.py --workdir=$(DEMO_WORKDIR)
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) workdirs

@@ -61,19 +61,19 @@ def read_run(workdir: str) -> list[dict]:
               total_steps=config.total_steps,
               finished=os.path.exists(os.path.join(workdir, sweep_lib.RESULT_FILE)),
               params=params["total"], params_image=params["image"], params_text=params["text"])
-  records = metrics_lib.read_metrics(workdir)
   rows, losses = {}, []
-  for record in records:  # A resumed run may log a step twice; the last record wins.
+  # Training logs a record with the loss every log_every_steps, and the evaluations a record of
+  # their own. A resumed run may log a step twice; the last record wins.
+  for record in metrics_lib.read_metrics(workdir):
     if "loss" in record:
       losses.append(record["loss"])
-    evaluated = {k: v for k, v in record.items() if "/" in k}
-    if evaluated:
-      row = rows.setdefault(record["step"], dict(base, step=record["step"]))
-      row.update(evaluated, samples_seen=record.get("samples_seen"),
-                 train_flops=record.get("train_flops"))
-      if losses:
-        row["loss"] = float(np.mean(losses))
-      losses = []
+      continue
+    row = rows.setdefault(record["step"], dict(base, step=record["step"]))
+    row.update({k: v for k, v in record.items() if "/" in k},
+               samples_seen=int(record["samples_seen"]), train_flops=record["train_flops"])
+    if losses:
+      row["loss"] = float(np.mean(losses))
+    losses = []
   return [rows[step] for step in sorted(rows)]
 
 
@@ -236,9 +236,13 @@ def compute_optimal_models(rows: Sequence[dict], quantity: str) -> list[tuple[fl
   return changes
 
 
-def plot_laws(rows: Sequence[dict], quantity: str, label: str, laws, path: str) -> str:
+def draw_laws(rows: Sequence[dict], quantity: str, label: str) -> figure_lib.Figure:
   """Three panels, log-log: `quantity` against compute (every run's evaluations, the frontier and
-  its law), against parameters and against samples seen (final evaluations and their laws)."""
+  its law), against parameters and against samples seen (final evaluations and their laws).
+
+  A matplotlib Figure without pyplot: it saves anywhere, and a notebook displays it as it is.
+  """
+  laws = fit_laws(rows, quantity)
   figure = figure_lib.Figure(figsize=(16, 4.6))
   panels = figure.subplots(1, 3)
   models = sorted({row["model"] for row in rows}, key=lambda m: min(
@@ -276,32 +280,45 @@ def plot_laws(rows: Sequence[dict], quantity: str, label: str, laws, path: str) 
     axes.set(xscale="log", yscale="log", xlabel=x_label, ylabel=label)
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize=7)
-  panels[0].set_title(f"{label} against compute")
-  panels[1].set_title(f"{label} against model size")
-  panels[2].set_title(f"{label} against samples seen")
+  for axes, title in zip(panels, ("against compute: the frontier", "against model size",
+                                   "against samples seen")):
+    axes.set_title(f"{quantity} {title}")
   figure.tight_layout()
-  figure.savefig(path, dpi=110)
-  return path
+  return figure
 
 
 def law_to_dict(law: PowerLaw | None) -> dict | None:
   return None if law is None else law._asdict()
 
 
-def analyse(rows: Sequence[dict], metric: str, out_dir: str) -> dict:
-  """The table, the fits and the plots of a sweep's rows; returns the fits' summary."""
-  os.makedirs(out_dir, exist_ok=True)
-  write_table(rows, out_dir)
+def quantity_labels(metric: str) -> dict[str, str]:
+  """The fitted quantities and their axis labels."""
+  return {"error": f"error (1 - {metric})", "loss": "contrastive loss"}
+
+
+def summarise(rows: Sequence[dict], metric: str) -> dict:
+  """The laws of the error (1 - `metric`) and of the loss against each axis, as dicts, and the
+  compute-optimal models. `rows` as `collect` returns them."""
   rows = with_error(rows, metric)
   summary = {"metric": metric}
-  for quantity, label in (("error", f"error (1 - {metric})"), ("loss", "contrastive loss")):
-    laws = fit_laws(rows, quantity)
-    plot_laws(rows, quantity, label, laws, os.path.join(out_dir, f"scaling_{quantity}.png"))
-    summary[quantity] = {axis: {form: law_to_dict(law) for form, law in forms.items()}
-                         for axis, forms in laws.items()}
+  for quantity in quantity_labels(metric):
+    summary[quantity] = {axis: {form: None if law is None else law._asdict()
+                                for form, law in forms.items()}
+                         for axis, forms in fit_laws(rows, quantity).items()}
     summary[quantity]["compute_optimal_models"] = compute_optimal_models(rows, quantity)
+  return summary
+
+
+def analyse(rows: Sequence[dict], metric: str, out_dir: str) -> dict:
+  """Writes the table, the fits and the plots of a sweep's rows into `out_dir`; returns the fits."""
+  os.makedirs(out_dir, exist_ok=True)
+  write_table(rows, out_dir)
+  summary = summarise(rows, metric)
   with open(os.path.join(out_dir, FITS_FILE), "w") as file:
     json.dump(summary, file, indent=2)
+  for quantity, label in quantity_labels(metric).items():
+    draw_laws(with_error(rows, metric), quantity, label).savefig(
+        os.path.join(out_dir, f"scaling_{quantity}.png"), dpi=110)
   return summary
 
 

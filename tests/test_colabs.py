@@ -84,7 +84,7 @@ def images_of(cell):
           and "image/png" in output.get("data", {})]
 
 
-@pytest.mark.parametrize("name", ["train.ipynb", "zero_shot.ipynb"])
+@pytest.mark.parametrize("name", ["train.ipynb", "zero_shot.ipynb", "scaling.ipynb"])
 def test_notebooks_are_committed_clean(name):
   """Valid nbformat 4, no outputs or execution counts, a settings cell for the tests to drive."""
   notebook = read_notebook(name)
@@ -176,3 +176,14 @@ def test_zero_shot_notebook_says_how_to_get_a_checkpoint(kernel_dir, tmp_path):
   message = str(error.value)
   assert "No checkpoint at" in message and "python -m clip_jax.convert" in message
   assert "colabs/train.ipynb" in message
+
+
+def test_scaling_notebook_on_the_committed_sweep(kernel_dir):
+  """colabs/scaling.ipynb with its defaults: the small reproduction's table in benchmarks/."""
+  table = COLABS.parent / "benchmarks" / "scaling" / "synthetic" / "scaling_table.json"
+  runs = {row["run"] for row in json.loads(table.read_text())}
+  notebook = execute(read_notebook("scaling.ipynb"), kernel_dir, {}, "scaling.ipynb")
+  assert f"evaluations of {len(runs)} runs" in text_of(tagged(notebook, "table"))
+  fits = text_of(tagged(notebook, "fits"))
+  assert "error vs compute (plain" in fits and "compute-optimal model" in fits
+  assert len(images_of(tagged(notebook, "plots"))) == 2  # The error's laws and the loss's.

@@ -1,11 +1,15 @@
-"""The small scaling reproduction: four model sizes x three sample budgets on the synthetic data.
+"""The small scaling reproduction: four model sizes x four sample budgets on the synthetic data.
 
   python -m clip_jax.sweep --config=configs/scaling/synthetic.py --sweep_dir=workdirs/scaling
   python -m clip_jax.scaling_laws --sweep_dir=workdirs/scaling
 
 Under an hour on a 2-core CPU. The world has all eight shapes and eight colours (two of them close
-to their neighbours), so that the smallest models do not learn it at once; the error fitted is
-that of zero-shot shape classification on the colour-shape pairs seen in training.
+to their neighbours). The error fitted is that of zero-shot text-to-image retrieval among 500 new
+images, Recall@10: a caption such as "a small orange diamond in the top left" must rank its image
+among the first ten, which rewards knowing all four attributes (shape, colour, size, position).
+At these sizes Recall@1 stays within 0.01-0.08, too compressed a range for a law (1 - R@1 moves by 6%),
+and zero-shot shape classification is barely above chance below about 100,000 samples; colour is
+learnt within a few thousand. `--metric=` fits any of them (the table has them all).
 """
 
 import os
@@ -29,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
       data=dict(synthetic=dict(
           shapes=("circle", "square", "triangle", "star", "cross", "heart", "diamond", "ring"),
           colours=("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "purple"))),
+      evals=dict(retrieval=dict(type="retrieval", dataset="synthetic", num_images=500)),
       checkpoint=dict(max_to_keep=1),
   )
   config.models = dict(
@@ -37,9 +42,9 @@ def get_config() -> ml_collections.ConfigDict:
       w96=dict(overrides=tower_sizes(96, 3)),
       w128=dict(overrides=tower_sizes(128, 3)),
   )
-  config.samples_seen = (16_000, 32_000, 64_000)
+  config.samples_seen = (16_000, 32_000, 64_000, 128_000)
   config.batch_sizes = (128,)
   config.evaluations = 4
   config.warmup_fraction = 0.05
-  config.metric = "zero_shot/shape_top1_seen"
+  config.metric = "retrieval/text_to_image_R@10"
   return config
