@@ -178,7 +178,7 @@ def main():
   parser.add_argument("--batch_sizes", default="32")
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--dtypes", default="float32",
-                      help="Compute dtypes to time, of float32 and bfloat16, e.g. float32,bfloat16.")
+                      help="Compute dtypes to time (float32, bfloat16), e.g. float32,bfloat16.")
   parser.add_argument("--remat", action="store_true")
   parser.add_argument("--scans", default="false,true",
                       help="Which of the unrolled (false) and scanned (true) blocks to time.")
@@ -221,7 +221,8 @@ def main():
                           f"Matmul peaks (2048^3, float32 sums) measured in the same run, "
                           f"GFLOP/s: {peaks_text}. MFU = XLA's FLOP count of the compiled step "
                           "/ step time / the peak of its compute dtype. Speed-up = open_clip "
-                          "s/step / clip_jax s/step (open_clip: the same architecture, ClipLoss, AdamW, float32). FLIP: "
+                          "s/step / clip_jax s/step (open_clip: the same architecture, ClipLoss, "
+                          "AdamW, float32). FLIP: "
                           "that fraction of each image's patches dropped; speed-up vs unmasked = "
                           "the unmasked step's s/step (same model, batch and scan) / this one's.")
 

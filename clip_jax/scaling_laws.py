@@ -57,7 +57,7 @@ def read_run(workdir: str) -> list[dict]:
     config = ml_collections.ConfigDict(json.load(file))
   params = flops.parameter_count(train.model_config(config))
   name = os.path.basename(os.path.normpath(workdir))
-  base = dict(run=name, model=name.rsplit("-s", 1)[0], batch_size=config.global_batch_size,
+  base = dict(run=name, model=sweep_lib.model_label(name), batch_size=config.global_batch_size,
               total_steps=config.total_steps,
               finished=os.path.exists(os.path.join(workdir, sweep_lib.RESULT_FILE)),
               params=params["total"], params_image=params["image"], params_text=params["text"])
@@ -144,15 +144,14 @@ def fit_power_law(x: Iterable[float], y: Iterable[float], saturating: bool = Fal
   center = log_x.mean()  # Fitting around the mean log x decorrelates beta from alpha.
   line = stats.linregress(log_x - center, log_y)
   t = stats.t.ppf(0.5 + confidence / 2, len(x) - (3 if saturating else 2))
+  interval = lambda value, error: (value - t * error, value + t * error)
+  beta_interval = lambda log_beta, error: tuple(map(math.exp, interval(log_beta, error)))
   if not saturating:
     alpha, log_beta = line.slope, line.intercept - line.slope * center
-    alpha_error = line.stderr
     # Var(intercept at x=0) from the centred fit's two independent parameters.
     log_beta_error = math.hypot(line.intercept_stderr, center * line.stderr)
-    return PowerLaw(alpha, math.exp(log_beta), 0.0, (alpha - t * alpha_error,
-                                                     alpha + t * alpha_error),
-                    (math.exp(log_beta - t * log_beta_error), math.exp(log_beta + t * log_beta_error)),
-                    (0.0, 0.0), len(x), False)
+    return PowerLaw(alpha, math.exp(log_beta), 0.0, interval(alpha, line.stderr),
+                    beta_interval(log_beta, log_beta_error), (0.0, 0.0), len(x), False)
 
   def model(log_x_centred, e_inf, log_beta, alpha):
     return np.log(e_inf + np.exp(log_beta + alpha * log_x_centred))
@@ -165,10 +164,10 @@ def fit_power_law(x: Iterable[float], y: Iterable[float], saturating: bool = Fal
   log_beta = log_beta_c - alpha * center
   log_beta_error = math.sqrt(max(covariance[1, 1] + center**2 * covariance[2, 2]
                                  - 2 * center * covariance[1, 2], 0.0))
-  return PowerLaw(alpha, math.exp(log_beta), e_inf,
-                  (alpha - t * errors[2], alpha + t * errors[2]),
-                  (math.exp(log_beta - t * log_beta_error), math.exp(log_beta + t * log_beta_error)),
-                  (max(e_inf - t * errors[0], 0.0), e_inf + t * errors[0]), len(x), True)
+  e_inf_low, e_inf_high = interval(e_inf, errors[0])
+  return PowerLaw(alpha, math.exp(log_beta), e_inf, interval(alpha, errors[2]),
+                  beta_interval(log_beta, log_beta_error), (max(e_inf_low, 0.0), e_inf_high),
+                  len(x), True)
 
 
 def frontier(rows: Sequence[dict], x_key: str, y_key: str) -> list[dict]:
@@ -285,10 +284,6 @@ def draw_laws(rows: Sequence[dict], quantity: str, label: str) -> figure_lib.Fig
     axes.set_title(f"{quantity} {title}")
   figure.tight_layout()
   return figure
-
-
-def law_to_dict(law: PowerLaw | None) -> dict | None:
-  return None if law is None else law._asdict()
 
 
 def quantity_labels(metric: str) -> dict[str, str]:

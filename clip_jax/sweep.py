@@ -45,6 +45,7 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
+from clip_jax import config_sections
 from clip_jax import distributed
 from clip_jax import flip
 from clip_jax import flops
@@ -65,12 +66,22 @@ class Run(NamedTuple):
   config: ml_collections.ConfigDict  # The whole training config.
 
 
-def load_config_file(path: str, argument: str | None = None) -> ml_collections.ConfigDict:
+def load_config_file(path: str) -> ml_collections.ConfigDict:
   """`get_config()` of a config file, as `--config=<path>` would load it."""
   spec = importlib.util.spec_from_file_location(f"_config_{abs(hash(path))}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config() if argument is None else module.get_config(argument)
+  return module.get_config()
+
+
+def run_name(model: str, samples_seen: int, batch_size: int) -> str:
+  """A run's name, also its workdir's: "<model label>-s<samples>-b<batch size>"."""
+  return f"{model}-s{samples_seen}-b{batch_size}"
+
+
+def model_label(name: str) -> str:
+  """The model label of a run's name (labels have no "-")."""
+  return name.split("-", 1)[0]
 
 
 def merge(config: ml_collections.ConfigDict,
@@ -104,9 +115,9 @@ def check(sweep: ml_collections.ConfigDict) -> None:
       raise ValueError(f"models.{label}.{extra[0]} is not a setting; allowed: name, overrides.")
   for key in ("samples_seen", "batch_sizes"):
     values = sweep[key]
-    if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
+    if not values or any(not config_sections.is_count(v) or v < 1 for v in values):
       raise ValueError(f"{key}={values!r}; allowed: a non-empty list of positive integers.")
-  if not isinstance(sweep.evaluations, int) or sweep.evaluations < 1:
+  if not config_sections.is_count(sweep.evaluations) or sweep.evaluations < 1:
     raise ValueError(f"evaluations={sweep.evaluations!r}; allowed: a positive integer.")
   if not isinstance(sweep.get("metric", ""), str):
     raise ValueError(f"metric={sweep.metric!r}; allowed: the name of an evaluation accuracy, "
@@ -116,10 +127,11 @@ def check(sweep: ml_collections.ConfigDict) -> None:
     raise ValueError(f"warmup_fraction={fraction!r}; allowed: None, or from 0 up to 1.")
 
 
-def run_config(sweep: ml_collections.ConfigDict, model: str, samples_seen: int,
-               batch_size: int) -> ml_collections.ConfigDict:
-  """The training config of one run: the base, the sweep's overrides, the model, the budget."""
-  config = load_config_file(sweep.base)
+def run_config(sweep: ml_collections.ConfigDict, base: ml_collections.ConfigDict, model: str,
+               samples_seen: int, batch_size: int) -> ml_collections.ConfigDict:
+  """The training config of one run: a copy of the base config with the sweep's overrides, the
+  model and the budget."""
+  config = base.copy_and_resolve_references()
   merge(config, sweep.get("overrides") or {})
   model_spec = sweep.models[model]
   config.model.name = model_spec.get("name", config.model.name)
@@ -148,13 +160,14 @@ def expand(sweep: ml_collections.ConfigDict) -> list[Run]:
   """Every (model, samples seen, batch size) of the sweep, cheapest first: a sweep cut short
   has its small end complete. The order (and so --index) depends on the config alone."""
   check(sweep)
+  base = load_config_file(sweep.base)
   runs = []
   for model in sweep.models:
     for samples_seen in sweep.samples_seen:
       for batch_size in sweep.batch_sizes:
-        config = run_config(sweep, model, samples_seen, batch_size)
+        config = run_config(sweep, base, model, samples_seen, batch_size)
         seen = config.total_steps * batch_size
-        runs.append(Run(f"{model}-s{samples_seen}-b{batch_size}", model, seen, batch_size,
+        runs.append(Run(run_name(model, samples_seen, batch_size), model, seen, batch_size,
                         config))
   return sorted(runs, key=lambda run: (training_flops(run.config), run.name))
 

@@ -81,14 +81,14 @@ class MultiHeadAttention(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, L, W]
     width = x.shape[-1]
     qkv = dense(3 * width, self.dtype, kernel_init=normal(width ** -0.5),
-                   name="in_proj")(x)                                     # [B, L, 3W]
+                name="in_proj")(x)                                       # [B, L, 3W]
     query, key, value = jnp.split(qkv, 3, axis=-1)                       # 3 x [B, L, W]
     split_heads = lambda t: t.reshape(*t.shape[:-1], self.heads, -1)     # [B, L, H, W / H]
     # Logits and softmax in float32 whatever the compute dtype.
     x = jax.nn.dot_product_attention(split_heads(query), split_heads(key), split_heads(value),
                                      is_causal=self.causal)              # [B, L, H, W / H]
     return dense(width, self.dtype, kernel_init=normal(self.out_std),
-                    name="out_proj")(x.reshape(qkv.shape[:-1] + (width,)))  # [B, L, W]
+                 name="out_proj")(x.reshape(qkv.shape[:-1] + (width,)))  # [B, L, W]
 
 
 class MLP(nn.Module):
@@ -103,10 +103,10 @@ class MLP(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, L, W]
     width = x.shape[-1]
     x = dense(self.mlp_dim, self.dtype, kernel_init=normal((2 * width) ** -0.5),
-                 name="c_fc")(x)                                         # [B, L, mlp_dim]
+              name="c_fc")(x)                                            # [B, L, mlp_dim]
     x = ACTIVATIONS[self.activation](x)
     return dense(width, self.dtype, kernel_init=normal(self.out_std),
-                    name="c_proj")(x)                                    # [B, L, W]
+                 name="c_proj")(x)                                       # [B, L, W]
 
 
 class ResidualAttentionBlock(nn.Module):
