@@ -1,6 +1,6 @@
 """Throughput of the compiled train step, its FLOP/s and MFU, compile time with and without scan,
-and (when torch and open_clip are installed) open_clip's train step on the same model, batch and
-optimiser in the same run, with the ratio.
+and (when torch and open_clip are installed) open_clip's train step on the same model, batch,
+optimiser and compute dtype in the same run, with the ratio.
 
   python -m benchmarks.train_step --models=ViT-B-32 --batch_sizes=32 --steps=3
 
@@ -9,7 +9,8 @@ and reports each one's throughput against the unmasked step's of the same model,
 setting. The steps of one model and setting take turns, one step each, so that a shared
 machine's changing load weighs on all of them alike.
 
-`--dtypes=float32,bfloat16` times both compute dtypes (parameters stay float32).
+`--dtypes=float32,bfloat16` times both compute dtypes (parameters stay float32); open_clip's
+bfloat16 step is its automatic mixed precision (`torch.autocast`, open_clip's `amp_bf16`).
 
 MFU = achieved FLOP/s of the step (XLA's cost analysis of the compiled step, forward + backward +
 AdamW) divided by the peak measured on this machine for a large matmul in the compute dtype.
@@ -113,8 +114,13 @@ def time_jax_steps(model_name: str, batch_size: int, steps: int, scan: bool, dty
   return results
 
 
-def time_open_clip_step(model_name: str, batch_size: int, steps: int) -> float | None:
-  """Seconds per open_clip train step (forward, ClipLoss, backward, AdamW), or None without it."""
+def time_open_clip_step(model_name: str, batch_size: int, steps: int,
+                        dtype: str) -> float | None:
+  """Seconds per open_clip train step (forward, ClipLoss, backward, AdamW), or None without it.
+
+  For bfloat16 the forward and loss run under `torch.autocast` in bfloat16, as open_clip's own
+  `--precision amp_bf16` trains (its parameters and optimiser stay float32, as ours do).
+  """
   try:
     import open_clip  # pylint: disable=g-import-not-at-top
     import torch  # pylint: disable=g-import-not-at-top
@@ -139,8 +145,9 @@ def time_open_clip_step(model_name: str, batch_size: int, steps: int) -> float |
 
   def step():
     optimizer.zero_grad()
-    image_features, text_features, logit_scale = model(images, texts)[:3]
-    loss = loss_fn(image_features, text_features, logit_scale)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+      image_features, text_features, logit_scale = model(images, texts)[:3]
+      loss = loss_fn(image_features, text_features, logit_scale)
     loss.backward()
     optimizer.step()
 
@@ -200,9 +207,9 @@ def main():
   rows = []
   for model_name in args.models.split(","):
     for batch_size in map(int, args.batch_sizes.split(",")):
-      reference = None if args.no_open_clip else time_open_clip_step(model_name, batch_size,
-                                                                      args.steps)
       for dtype in dtypes:
+        reference = None if args.no_open_clip else time_open_clip_step(model_name, batch_size,
+                                                                        args.steps, dtype)
         flops = {}  # By mask ratio, from the unrolled step: XLA counts a scanned body once.
         for scan in scans:
           timings = time_jax_steps(model_name, batch_size, args.steps, scan=scan, dtype=dtype,
@@ -221,9 +228,9 @@ def main():
                           f"Matmul peaks (2048^3, float32 sums) measured in the same run, "
                           f"GFLOP/s: {peaks_text}. MFU = XLA's FLOP count of the compiled step "
                           "/ step time / the peak of its compute dtype. Speed-up = open_clip "
-                          "s/step / clip_jax s/step (open_clip: the same architecture, ClipLoss, "
-                          "AdamW, float32). FLIP: "
-                          "that fraction of each image's patches dropped; speed-up vs unmasked = "
+                          "s/step / clip_jax s/step (open_clip: the same architecture, ClipLoss "
+                          "and AdamW in the row's dtype: float32, or for bfloat16 its amp_bf16, "
+                          "torch.autocast). FLIP: that fraction of each image's patches dropped; speed-up vs unmasked = "
                           "the unmasked step's s/step (same model, batch and scan) / this one's.")
 
 

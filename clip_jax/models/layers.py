@@ -32,22 +32,64 @@ ACTIVATIONS = {
 }
 
 
-def float32_accumulating_dot(lhs, rhs, dimension_numbers, precision=None,
-                             preferred_element_type=None, **kwargs) -> jax.Array:
-  """`lax.dot_general` that sums and emits float32, cast back to the inputs' dtype.
+@jax.custom_vjp
+def _affine(inputs: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+  """inputs [..., I] @ kernel [I, O] + bias [O], in the inputs' dtype with float32 sums.
 
-  For bfloat16 inputs the sums keep float32's precision, and XLA:CPU's bfloat16 kernels run about
-  twice as fast when they emit float32 (benchmarks/train_step.py); GPUs and TPUs accumulate in
-  float32 anyway. For float32 inputs it is the plain dot.
+  The kernel and bias stay float32 outside: the kernel is cast to the inputs' dtype for the dot,
+  whose float32 result takes the bias before it is rounded.
   """
-  del preferred_element_type  # Always float32.
-  return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
-                             preferred_element_type=jnp.float32, **kwargs).astype(lhs.dtype)
+  outputs = jax.lax.dot_general(inputs, kernel.astype(inputs.dtype),
+                                (((inputs.ndim - 1,), (0,)), ((), ())),
+                                preferred_element_type=jnp.float32)              # [..., O]
+  return (outputs + bias).astype(inputs.dtype)
 
 
-def dense(features: int, dtype: Dtype, **kwargs) -> nn.Dense:
-  """`nn.Dense` computing in `dtype` with float32 sums."""
-  return nn.Dense(features, dtype=dtype, dot_general=float32_accumulating_dot, **kwargs)
+def _affine_forward(inputs, kernel, bias):
+  return _affine(inputs, kernel, bias), (inputs, kernel)
+
+
+def _affine_backward(residuals, grad):  # grad [..., O], in the inputs' dtype
+  """The three gradients from dots and sums of the compute dtype that add up in float32.
+
+  JAX's own transpose of `_affine` would carry the float32 cotangent of the final cast, so the
+  backward dots would mix float32 and bfloat16 operands and run in float32, and the bias gradient
+  would be a bfloat16 sum, which XLA:CPU splits into a slow tree of windows. Written out, every
+  dot runs at bfloat16's speed, and the parameters' gradients come out in float32 unrounded
+  (benchmarks/train_step.py). In float32 this is exactly what autodiff computes.
+  """
+  inputs, kernel = residuals
+  batch_axes = tuple(range(inputs.ndim - 1))
+  grad_inputs = jax.lax.dot_general(grad, kernel.astype(grad.dtype),
+                                    (((grad.ndim - 1,), (1,)), ((), ())),
+                                    preferred_element_type=jnp.float32)        # [..., I]
+  grad_kernel = jax.lax.dot_general(inputs, grad, ((batch_axes, batch_axes), ((), ())),
+                                    preferred_element_type=jnp.float32)        # [I, O]
+  grad_bias = jnp.sum(grad.astype(jnp.float32), axis=batch_axes)               # [O]
+  return grad_inputs.astype(inputs.dtype), grad_kernel, grad_bias
+
+
+_affine.defvjp(_affine_forward, _affine_backward)
+
+
+class Dense(nn.Module):
+  """`nn.Dense` (same parameters: `kernel` [in, out], `bias` [out]) computing in `dtype`.
+
+  Its dots sum in float32 and the bias is added before rounding: for bfloat16 the sums keep
+  float32's precision, and XLA:CPU's bfloat16 kernels run about twice as fast when they emit
+  float32; GPUs and TPUs accumulate in float32 anyway. Written here because `nn.Dense` adds the
+  bias in the compute dtype and leaves the gradients to JAX's transpose (see `_affine_backward`).
+  """
+
+  features: int
+  kernel_init: nn.initializers.Initializer
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:  # [..., I]
+    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    return _affine(x.astype(self.dtype), kernel, bias)                 # [..., O]
 
 
 def normal(stddev: float) -> nn.initializers.Initializer:
@@ -80,14 +122,13 @@ class MultiHeadAttention(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, L, W]
     width = x.shape[-1]
-    qkv = dense(3 * width, self.dtype, kernel_init=normal(width ** -0.5),
-                name="in_proj")(x)                                       # [B, L, 3W]
+    qkv = Dense(3 * width, normal(width ** -0.5), self.dtype, name="in_proj")(x)  # [B, L, 3W]
     query, key, value = jnp.split(qkv, 3, axis=-1)                       # 3 x [B, L, W]
     split_heads = lambda t: t.reshape(*t.shape[:-1], self.heads, -1)     # [B, L, H, W / H]
     # Logits and softmax in float32 whatever the compute dtype.
     x = jax.nn.dot_product_attention(split_heads(query), split_heads(key), split_heads(value),
                                      is_causal=self.causal)              # [B, L, H, W / H]
-    return dense(width, self.dtype, kernel_init=normal(self.out_std),
+    return Dense(width, normal(self.out_std), self.dtype,
                  name="out_proj")(x.reshape(qkv.shape[:-1] + (width,)))  # [B, L, W]
 
 
@@ -102,10 +143,10 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, L, W]
     width = x.shape[-1]
-    x = dense(self.mlp_dim, self.dtype, kernel_init=normal((2 * width) ** -0.5),
+    x = Dense(self.mlp_dim, normal((2 * width) ** -0.5), self.dtype,
               name="c_fc")(x)                                            # [B, L, mlp_dim]
     x = ACTIVATIONS[self.activation](x)
-    return dense(width, self.dtype, kernel_init=normal(self.out_std),
+    return Dense(width, normal(self.out_std), self.dtype,
                  name="c_proj")(x)                                       # [B, L, W]
 
 

@@ -93,8 +93,8 @@ class AttentionPool2d(nn.Module):
     positional_embedding = self.param("positional_embedding", layers.normal(std),
                                       (1 + self.grid_size ** 2, channels))
     x = x + positional_embedding.astype(self.dtype)
-    dense = lambda features, name: layers.dense(features, self.dtype,
-                                                kernel_init=layers.normal(std), name=name)
+    dense = lambda features, name: layers.Dense(features, layers.normal(std), self.dtype,
+                                                name=name)
     split_heads = lambda t: t.reshape(batch, -1, self.heads, channels // self.heads)
     query = dense(channels, "q_proj")(x[:, :1])                  # [B, 1, C]
     key = dense(channels, "k_proj")(x)                           # [B, 1 + G*G, C]
