@@ -230,8 +230,9 @@ def main():
                           "/ step time / the peak of its compute dtype. Speed-up = open_clip "
                           "s/step / clip_jax s/step (open_clip: the same architecture, ClipLoss "
                           "and AdamW in the row's dtype: float32, or for bfloat16 its amp_bf16, "
-                          "torch.autocast). FLIP: that fraction of each image's patches dropped; speed-up vs unmasked = "
-                          "the unmasked step's s/step (same model, batch and scan) / this one's.")
+                          "torch.autocast). FLIP: that fraction of each image's patches "
+                          "dropped; speed-up vs unmasked = the unmasked step's s/step (same "
+                          "model, batch and scan) / this one's.")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def test_dense_in_float32_is_the_affine_map_and_its_exact_gradients():
 
 
 def test_dense_in_bfloat16_sums_in_float32_and_returns_float32_parameter_gradients():
-  # 4096 tokens: a bfloat16 sum (8 bits of mantissa) of the bias gradient would be off by ~1%.
+  # 2 x 2048 tokens: a bfloat16 sum (8 bits of mantissa) of the bias gradient would be off by ~1%.
   actual, expected = _dense_and_gradients(jnp.bfloat16, tokens=2048)
   assert actual["outputs"].dtype == actual["grad_x"].dtype == jnp.bfloat16
   assert actual["kernel"].dtype == actual["bias"].dtype == jnp.float32
