@@ -17,7 +17,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from benchmarks import common
@@ -72,8 +71,7 @@ def main():
   if args.devices > jax.device_count():
     parser.error(f"--devices={args.devices}, but jax sees {jax.device_count()}; on a CPU set "
                  f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}.")
-  mesh = sharding.create_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1)),
-                              devices=jax.devices()[:args.devices])
+  mesh = sharding.create_mesh(devices=jax.devices()[:args.devices])
 
   header = ["loss", "global batch", "devices", "plain GiB", "blockwise GiB", "plain s",
             "blockwise s", "blockwise / plain time", "relative loss difference"]

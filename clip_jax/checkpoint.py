@@ -11,14 +11,17 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
+from clip_jax import settings
 
-def create_manager(workdir: str, checkpoint_config) -> ocp.CheckpointManager:
+
+def create_manager(workdir: str, checkpoint: settings.Checkpoint = settings.Checkpoint()
+                   ) -> ocp.CheckpointManager:
   """Asynchronous manager keeping the last `checkpoint.max_to_keep` checkpoints under workdir."""
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=checkpoint_config.max_to_keep,
-      enable_async_checkpointing=checkpoint_config.get("async_save", True),
+      max_to_keep=checkpoint.max_to_keep, enable_async_checkpointing=checkpoint.async_save,
       create=True)
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   return ocp.CheckpointManager(directory, options=options, item_names=("state", "data"))
@@ -44,3 +47,21 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
   restored = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
   return restored["state"], restored["data"], step
+
+
+def restore_variables(workdir: str, step: int | None = None) -> tuple[dict[str, Any], int]:
+  """The model variables (numpy; params and, for a ResNet, batch_stats) of a workdir's checkpoint,
+  by default the latest, and its step: what evaluation and `clip_jax.load` need, without the
+  optimiser state's structure or the mesh it was trained on."""
+  manager = create_manager(workdir)
+  try:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"{workdir} has no checkpoint yet.")
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  finally:
+    manager.close()
+  variables = {"params": state["state"]["params"]}
+  if state["state"].get("batch_stats"):
+    variables["batch_stats"] = state["state"]["batch_stats"]
+  return jax.tree.map(np.asarray, variables), step

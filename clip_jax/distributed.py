@@ -23,76 +23,38 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from clip_jax import config_sections
-
-MODES = ("off", "auto", "explicit")
-# The keys besides `mode`, unset: mode "auto" leaves an unset key to JAX's detection.
-UNSET = dict(coordinator_address="", num_processes=0, process_id=-1, local_device_ids=())
-ALLOWED = dict(coordinator_address="'host:port' of process 0", num_processes="integers >= 1",
-               process_id="integers from 0 to num_processes - 1",
-               local_device_ids="a tuple of this host's device ids, () for all")
-EXPLICIT_KEYS = ("coordinator_address", "num_processes", "process_id")
+from clip_jax import settings
 
 
-def initialize(config) -> None:
+def initialize(distributed: settings.Distributed) -> None:
   """Calls `jax.distributed.initialize` as `config.distributed` asks (nothing for mode "off").
 
   Must run once per process, before any JAX computation: `train.main` calls it, not
   `train_and_evaluate`, which tests and notebooks call in-process on their local devices.
   """
-  arguments = initialize_arguments(config.get("distributed"))
+  arguments = initialize_arguments(distributed)
   if arguments is not None:
     jax.distributed.initialize(**arguments)
 
 
-def initialize_arguments(distributed_config) -> dict[str, Any] | None:
+def initialize_arguments(distributed: settings.Distributed) -> dict[str, Any] | None:
   """The keyword arguments of `jax.distributed.initialize`, or None for a single process.
 
-  A bad value raises a ValueError naming the key, the value and what is allowed.
+  Only the keys that are set are passed: mode "auto" leaves the others to JAX's detection
+  (`settings.parse` has checked that mode "explicit" sets all of them).
   """
-  settings = read_config(distributed_config)
-  given = {key: settings[key] for key in UNSET if settings[key] != UNSET[key]}
-  if settings["mode"] == "off":
-    if given:
-      key = next(iter(given))
-      raise ValueError(f"distributed.{key}={given[key]!r} with distributed.mode='off'; allowed: "
-                       f"{UNSET[key]!r}, or distributed.mode 'auto' or 'explicit'.")
+  if distributed.mode == "off":
     return None
-  if settings["mode"] == "explicit":
-    missing = [key for key in EXPLICIT_KEYS if key not in given]
-    if missing:
-      raise ValueError(f"distributed.{missing[0]} is unset, and distributed.mode='explicit' "
-                       f"needs it; allowed: {ALLOWED[missing[0]]}.")
-    given["cluster_detection_method"] = "deactivate"
-  if "local_device_ids" in given:
-    given["local_device_ids"] = list(given["local_device_ids"])
-  return given
-
-
-def read_config(distributed_config) -> dict[str, Any]:
-  """The config over the defaults (mode "off", every key unset), each value checked."""
-  settings = config_sections.read_section("distributed", distributed_config,
-                                          {"mode": "off", **UNSET})
-  if settings["mode"] not in MODES:
-    raise ValueError(f"distributed.mode={settings['mode']!r}; allowed: {', '.join(MODES)}.")
-  num_processes = settings["num_processes"]
-  rules = {
-      "coordinator_address": lambda value: value == "" or _is_address(value),
-      "num_processes": lambda value: config_sections.is_count(value) and value >= 0,
-      "process_id": lambda value: value == -1 or (config_sections.is_count(value) and value >= 0 and (
-          num_processes == 0 or value < num_processes)),
-      "local_device_ids": lambda value: isinstance(value, (tuple, list)) and all(
-          config_sections.is_count(device_id) and device_id >= 0 for device_id in value),
-  }
-  for key, is_valid in rules.items():
-    if not is_valid(settings[key]):
-      raise ValueError(f"distributed.{key}={settings[key]!r}; allowed: {ALLOWED[key]}.")
-  return settings
-
-
-def _is_address(value: Any) -> bool:
-  host, _, port = str(value).rpartition(":")
-  return bool(host) and port.isdigit()
+  unset = settings.Distributed()
+  arguments = {key: getattr(distributed, key)
+               for key in ("coordinator_address", "num_processes", "process_id",
+                           "local_device_ids")
+               if getattr(distributed, key) != getattr(unset, key)}
+  if distributed.mode == "explicit":
+    arguments["cluster_detection_method"] = "deactivate"
+  if "local_device_ids" in arguments:
+    arguments["local_device_ids"] = list(arguments["local_device_ids"])
+  return arguments
 
 
 def gather_int64(values) -> np.ndarray:

@@ -15,22 +15,14 @@ from typing import Any
 
 from flax import traverse_util
 import jax
-import ml_collections
 import numpy as np
 import optax
 
-from clip_jax import config_sections
 from clip_jax import pretrained
+from clip_jax import settings
 from clip_jax.models import configs
 
-DEFAULTS = dict(checkpoint="", lock_image=False, image_unlocked_blocks=0, lock_text=False,
-                text_unlocked_blocks=0)
 _BLOCK = re.compile(r"^(resblocks|layer\d)_(\d+)$")
-
-
-def settings(finetune_config: ml_collections.ConfigDict | None) -> dict[str, Any]:
-  """The config over DEFAULTS; unknown keys raise a ValueError naming the allowed ones."""
-  return config_sections.read_section("finetune", finetune_config, DEFAULTS)
 
 
 def _blocks(tower_params: dict[str, Any]) -> list[str]:
@@ -39,40 +31,19 @@ def _blocks(tower_params: dict[str, Any]) -> list[str]:
   return sorted(names, key=lambda name: (_BLOCK.match(name)[1], int(_BLOCK.match(name)[2])))
 
 
-def check(finetune_config, model_config: configs.CLIPConfig) -> dict[str, Any]:
-  """Checks the settings against the model before anything is built; returns them."""
-  given = settings(finetune_config)
-  for tower in ("image", "text"):
-    unlocked = given[f"{tower}_unlocked_blocks"]
-    if not isinstance(unlocked, int) or unlocked < 0:
-      raise ValueError(f"finetune.{tower}_unlocked_blocks={unlocked!r}; allowed: integers >= 0.")
-    if unlocked and not given[f"lock_{tower}"]:
-      raise ValueError(f"finetune.{tower}_unlocked_blocks={unlocked} without finetune.lock_"
-                       f"{tower}=True; allowed: 0, or set lock_{tower}.")
-    vision = model_config.vision
-    blocks = (model_config.text.layers if tower == "text" else
-              vision.layers if isinstance(vision, configs.VisionTransformerConfig) else
-              sum(vision.layers))
-    if unlocked > blocks:
-      raise ValueError(f"finetune.{tower}_unlocked_blocks={unlocked}; allowed: 0 to {blocks}, "
-                       "the tower's blocks.")
-    if unlocked and model_config.scan:
-      raise ValueError(f"finetune.{tower}_unlocked_blocks={unlocked} with model.overrides.scan="
-                       "True: scanned blocks share one stacked parameter; allowed: 0 (lock the "
-                       "whole tower), or scan=False.")
-  if given["checkpoint"]:
-    if model_config.scan:
-      raise ValueError(f"finetune.checkpoint={given['checkpoint']!r} with model.overrides.scan="
-                       "True: converted checkpoints hold unrolled blocks; allowed: scan=False.")
-    if not pretrained.is_converted(given["checkpoint"]):
-      raise ValueError(f"finetune.checkpoint={given['checkpoint']!r} is not a converted "
-                       "checkpoint; allowed: a directory written by `python -m clip_jax.convert`.")
-    saved = pretrained.read_config(given["checkpoint"])
-    if configs.function_fields(saved) != configs.function_fields(model_config):
-      raise ValueError(f"finetune.checkpoint={given['checkpoint']!r} holds {saved}, but the "
-                       f"configured model is {model_config}; allowed: a model.name and "
-                       "model.overrides with the checkpoint's sizes, heads and activation.")
-  return given
+def check_source(finetune: settings.Finetune, architecture: configs.CLIPConfig) -> None:
+  """At training start: the checkpoint to start from is a converted one of the configured model
+  (`settings.parse` has checked everything that needs no file)."""
+  if not finetune.checkpoint:
+    return
+  if not pretrained.is_converted(finetune.checkpoint):
+    raise ValueError(f"finetune.checkpoint={finetune.checkpoint!r} is not a converted "
+                     "checkpoint; allowed: a directory written by `python -m clip_jax.convert`.")
+  saved = pretrained.read_config(finetune.checkpoint)
+  if configs.function_fields(saved) != configs.function_fields(architecture):
+    raise ValueError(f"finetune.checkpoint={finetune.checkpoint!r} holds {saved}, but the "
+                     f"configured model is {architecture}; allowed: a model.name and "
+                     "model.overrides with the checkpoint's sizes, heads and activation.")
 
 
 # What follows the blocks: ViT (ln_post, proj), ResNet (attnpool), text (ln_final,
@@ -80,7 +51,7 @@ def check(finetune_config, model_config: configs.CLIPConfig) -> dict[str, Any]:
 _HEAD_NAMES = frozenset({"ln_post", "proj", "attnpool", "ln_final", "text_projection"})
 
 
-def trainable(params: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+def trainable(params: dict[str, Any], finetune: settings.Finetune) -> dict[str, Any]:
   """A tree like `params`: True where the parameter trains, False where it is locked.
 
   In a locked tower the last `*_unlocked_blocks` blocks train, and what follows the blocks
@@ -89,9 +60,9 @@ def trainable(params: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
   """
   labels = jax.tree.map(lambda _: True, params)
   for tower, key in (("image", "visual"), ("text", "text")):
-    if given[f"lock_{tower}"]:
+    if getattr(finetune, f"lock_{tower}"):
       blocks = _blocks(params[key])
-      count = given[f"{tower}_unlocked_blocks"]
+      count = getattr(finetune, f"{tower}_unlocked_blocks")
       unlocked = set(blocks[len(blocks) - count:]) if count else set()
 
       def label(path, _, unlocked=unlocked, head_trains=count > 0):
@@ -106,32 +77,32 @@ def trainable(params: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
 
 
 def lock(optimizer: optax.GradientTransformation,
-         given: dict[str, Any]) -> optax.GradientTransformation:
+         finetune: settings.Finetune) -> optax.GradientTransformation:
   """The optimiser on trainable parameters only; locked ones get zero updates and no state.
 
   Returns `optimizer` itself when nothing is locked, so that such runs keep their optimiser state
   layout (and their checkpoints).
   """
-  if not (given["lock_image"] or given["lock_text"]):
+  if not (finetune.lock_image or finetune.lock_text):
     return optimizer
   return optax.multi_transform({True: optimizer, False: optax.set_to_zero()},
-                               functools.partial(trainable, given=given))
+                               functools.partial(trainable, finetune=finetune))
 
 
-def image_tower_trains(given: dict[str, Any]) -> bool:
-  return not given["lock_image"] or given["image_unlocked_blocks"] > 0
+def image_tower_trains(finetune: settings.Finetune) -> bool:
+  return not finetune.lock_image or finetune.image_unlocked_blocks > 0
 
 
-def initial_variables(given: dict[str, Any], abstract_state: Any) -> dict[str, Any] | None:
+def initial_variables(finetune: settings.Finetune, abstract_state: Any) -> dict[str, Any] | None:
   """The checkpoint's variables (numpy), or None to train from scratch.
 
   Raises a ValueError naming the first variable whose presence or shape differs from what the
   configured model (`abstract_state`, a TrainState of ShapeDtypeStructs) expects, e.g. a SigLIP
   bias that an OpenAI checkpoint does not have.
   """
-  if not given["checkpoint"]:
+  if not finetune.checkpoint:
     return None
-  variables = pretrained.read(given["checkpoint"])[1]
+  variables = pretrained.read(finetune.checkpoint)[1]
   variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
   shapes = traverse_util.flatten_dict(jax.tree.map(np.shape, variables), sep="/")
   expected = traverse_util.flatten_dict(
@@ -140,7 +111,7 @@ def initial_variables(given: dict[str, Any], abstract_state: Any) -> dict[str, A
   for name in sorted(set(shapes) | set(expected)):
     if shapes.get(name) != expected.get(name):
       raise ValueError(
-          f"finetune.checkpoint={given['checkpoint']!r}: {name} has shape {shapes.get(name)} "
+          f"finetune.checkpoint={finetune.checkpoint!r}: {name} has shape {shapes.get(name)} "
           f"there, but the configured model expects {expected.get(name)} (None: absent); "
           "allowed: a checkpoint of the configured architecture and loss.")
   return variables

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from clip_jax import flip
+from clip_jax import settings
 from clip_jax.models import clip
 from clip_jax.models import configs
 from clip_jax.models import vision
@@ -148,14 +149,15 @@ def inference_flops_per_sample(config: configs.CLIPConfig) -> dict[str, float]:
 
 
 def cumulative_train_flops(config: configs.CLIPConfig, global_batch_size: int, step: int,
-                           masking: dict | None = None, total_steps: int | None = None) -> float:
+                           masking: settings.Flip | None = None,
+                           total_steps: int | None = None) -> float:
   """Training FLOPs of the first `step` steps, FLIP's masked steps at their lower cost."""
   per_step = lambda ratio: global_batch_size * train_flops_per_sample(
       config, global_batch_size, ratio)["total"].total
-  if not masking or not masking["mask_ratio"]:
+  if not masking or not masking.mask_ratio:
     return step * per_step(0.0)
   masked_steps = min(step, flip.first_unmasked_step(masking, total_steps) - 1)
-  return masked_steps * per_step(masking["mask_ratio"]) + (step - masked_steps) * per_step(0.0)
+  return masked_steps * per_step(masking.mask_ratio) + (step - masked_steps) * per_step(0.0)
 
 
 def parameter_count(config: configs.CLIPConfig) -> dict[str, int]:

@@ -12,7 +12,6 @@ Shapes: b = local batch, N = global batch, D = embedding width.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Callable, Sequence
 
 import jax
@@ -20,7 +19,6 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
 from clip_jax import blockwise_losses
-from clip_jax import config_sections
 from clip_jax import sharding
 
 AxisName = str | Sequence[str] | None
@@ -139,43 +137,7 @@ BLOCKWISE_LOSSES = {
     "sigmoid": blockwise_losses.blockwise_sigmoid_loss,
 }
 
-# What each loss needs of the model: SigLIP starts from a temperature of 1/10 and a bias of -10,
-# which put the initial logits near the log-prior of the N - 1 negatives per positive.
-MODEL_SETTINGS = {
-    "softmax": {},
-    "sigmoid": dict(init_logit_scale=math.log(10.0), init_logit_bias=-10.0),
-}
-
-
-def _check_name(loss_config_name: str) -> None:
-  if loss_config_name not in LOSSES:
-    raise ValueError(f"loss.name={loss_config_name!r} is not a known loss; allowed: "
-                     f"{', '.join(repr(name) for name in LOSSES)}.")
-
-
-# config.loss: the loss, and whether to compute it tile by tile (memory O(b D + tile^2) per device
-# instead of O(b N); the same values and gradients, ~1.3x the plain loss's FLOPs).
-DEFAULTS = dict(name="softmax", blockwise=False, tile_size=1024)
-
-
-def settings(loss_config) -> dict:
-  """config.loss over DEFAULTS, checked; a bad value raises a ValueError naming the key."""
-  given = config_sections.read_section("loss", loss_config, DEFAULTS)
-  _check_name(given["name"])
-  if not isinstance(given["blockwise"], bool):
-    raise ValueError(f"loss.blockwise={given['blockwise']!r}; allowed: True, False.")
-  if not isinstance(given["tile_size"], int) or given["tile_size"] < 1:
-    raise ValueError(f"loss.tile_size={given['tile_size']!r}; allowed: integers >= 1.")
-  return given
-
-
-def model_settings(loss_config_name: str) -> dict[str, float]:
-  """Model config fields the loss requires (the config's own model.overrides take precedence)."""
-  _check_name(loss_config_name)
-  return dict(MODEL_SETTINGS[loss_config_name])
-
-
-def make_loss_fn(loss_config_name: str, mesh: Mesh | None = None,
+def make_loss_fn(name: str, mesh: Mesh | None = None,
                  batch_axes: Sequence[str] = sharding.BATCH_AXES, *, blockwise: bool = False,
                  tile_size: int = 1024) -> LossFn:
   """Returns `loss_fn(image_features, text_features, logit_scale, logit_bias) -> []`.
@@ -186,11 +148,10 @@ def make_loss_fn(loss_config_name: str, mesh: Mesh | None = None,
   the same loss in [tile_size, tile_size] tiles (clip_jax/blockwise_losses.py), for global
   batches whose [b, N] logits would not fit.
   """
-  _check_name(loss_config_name)
   if blockwise:
-    loss_fn = functools.partial(BLOCKWISE_LOSSES[loss_config_name], tile_size=tile_size)
+    loss_fn = functools.partial(BLOCKWISE_LOSSES[name], tile_size=tile_size)
   else:
-    loss_fn = LOSSES[loss_config_name]
+    loss_fn = LOSSES[name]
   if mesh is None:
     return loss_fn
   batch_axes = tuple(batch_axes)

@@ -13,10 +13,11 @@ import os
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from clip_jax import checkpoint
+from clip_jax import settings
 from clip_jax.models import clip as clip_model
 from clip_jax.models import configs
 
@@ -92,26 +93,16 @@ def is_workdir(path: str) -> bool:
           and os.path.isdir(os.path.join(path, "checkpoints")))
 
 
-def read_workdir(workdir: str):
-  """(run config, model, variables as numpy arrays) of a training workdir's latest checkpoint."""
-  # Imported here: training brings the input pipeline and TensorFlow.
-  from clip_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from clip_jax import train  # pylint: disable=g-import-not-at-top
+def read_workdir(workdir: str) -> tuple[settings.Run, clip_model.CLIP, dict[str, Any]]:
+  """(run settings, model, variables as numpy arrays) of a training workdir's latest checkpoint.
+
+  Only the run's config is parsed: nothing that training checks at start-up (a fine-tuning
+  source, the evaluators' data) needs to be there.
+  """
   with open(os.path.join(workdir, WORKDIR_CONFIG)) as file:
-    config = ml_collections.ConfigDict(json.load(file))
-  model = train.create_model(config)
-  manager = checkpoint.create_manager(workdir, config.checkpoint)
-  try:
-    step = manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"{workdir} has no checkpoint yet.")
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  finally:
-    manager.close()
-  variables = {"params": state["state"]["params"]}
-  if state["state"].get("batch_stats"):
-    variables["batch_stats"] = state["state"]["batch_stats"]
-  return config, model, jax.tree.map(np.asarray, variables)
+    run = settings.parse(json.load(file))
+  variables, _ = checkpoint.restore_variables(workdir)
+  return run, clip_model.CLIP(run.model.architecture), variables
 
 
 def load(path: str) -> Pretrained:
@@ -121,18 +112,19 @@ def load(path: str) -> Pretrained:
   synthetic dataset's words) and evaluation view of images.
   """
   if is_converted(path):
-    config, variables = read(path)
-    from clip_jax import tokenize as clip_tokenize  # pylint: disable=g-import-not-at-top
-    context_length = config.text.context_length
-    return Pretrained(clip_model.CLIP(config), variables,
-                      make_preprocess(config.vision.image_size),
-                      lambda texts: clip_tokenize(texts, context_length=context_length))
-  if is_workdir(path):
-    from input_pipeline import tokenizers  # pylint: disable=g-import-not-at-top
-    run_config, model, variables = read_workdir(path)
-    tokenizer = tokenizers.create_tokenizer(run_config.data)
-    tokenize = lambda texts: tokenizer.tokenize([texts] if isinstance(texts, str) else texts)
-    return Pretrained(model, variables, make_preprocess(run_config.data.image_size), tokenize)
-  raise FileNotFoundError(f"{path} is neither a converted checkpoint (no {MODEL_FILE}: see "
-                          "`python -m clip_jax.convert`) nor a training workdir (no "
-                          f"{WORKDIR_CONFIG} beside checkpoints/).")
+    architecture, variables = read(path)
+    model = clip_model.CLIP(architecture)
+    data = settings.Data(tokenizer="clip_bpe", image_size=architecture.vision.image_size,
+                         context_length=architecture.text.context_length)
+  elif is_workdir(path):
+    run, model, variables = read_workdir(path)
+    data = run.data
+  else:
+    raise FileNotFoundError(f"{path} is neither a converted checkpoint (no {MODEL_FILE}: see "
+                            "`python -m clip_jax.convert`) nor a training workdir (no "
+                            f"{WORKDIR_CONFIG} beside checkpoints/).")
+  # Imported here: the tokenizers bring TensorFlow, which `import clip_jax` need not.
+  from input_pipeline import tokenizers  # pylint: disable=g-import-not-at-top
+  tokenizer = tokenizers.create_tokenizer(data)
+  tokenize = lambda texts: tokenizer.tokenize([texts] if isinstance(texts, str) else list(texts))
+  return Pretrained(model, variables, make_preprocess(data.image_size), tokenize)

@@ -30,15 +30,14 @@ from typing import Iterable, NamedTuple, Sequence
 from absl import app
 from absl import flags
 from matplotlib import figure as figure_lib
-import ml_collections
 import numpy as np
 from scipy import optimize
 from scipy import stats
 
 from clip_jax import flops
 from clip_jax import metrics as metrics_lib
+from clip_jax import settings
 from clip_jax import sweep as sweep_lib
-from clip_jax import train
 
 TABLE_FILE = "scaling_table"
 FITS_FILE = "scaling_fits.json"
@@ -54,11 +53,11 @@ def read_run(workdir: str) -> list[dict]:
   """One row per evaluation in a run's metrics.jsonl, with the run's size and the training loss
   (the mean of the losses logged since the previous evaluation: one batch's loss is noisy)."""
   with open(os.path.join(workdir, "config.json")) as file:
-    config = ml_collections.ConfigDict(json.load(file))
-  params = flops.parameter_count(train.model_config(config))
+    run = settings.parse(json.load(file))
+  params = flops.parameter_count(run.model.architecture)
   name = os.path.basename(os.path.normpath(workdir))
-  base = dict(run=name, model=sweep_lib.model_label(name), batch_size=config.global_batch_size,
-              total_steps=config.total_steps,
+  base = dict(run=name, model=sweep_lib.model_label(name), batch_size=run.global_batch_size,
+              total_steps=run.total_steps,
               finished=os.path.exists(os.path.join(workdir, sweep_lib.RESULT_FILE)),
               params=params["total"], params_image=params["image"], params_text=params["text"])
   rows, losses = {}, []

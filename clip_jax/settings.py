@@ -29,7 +29,7 @@ from ml_collections import config_dict
 from clip_jax.models import configs as model_configs
 
 
-def _is_count(value: Any) -> bool:
+def is_count(value: Any) -> bool:
   """An int that is not a bool (a ConfigDict holds True where a count was meant, too)."""
   return isinstance(value, int) and not isinstance(value, bool)
 
@@ -46,8 +46,8 @@ def _one_of(*choices) -> tuple[Callable[[Any], bool], str]:
   return (lambda value: value in choices), ", ".join(repr(choice) for choice in choices)
 
 
-_COUNT = (lambda value: _is_count(value) and value >= 0), "integers >= 0"
-_POSITIVE_COUNT = (lambda value: _is_count(value) and value >= 1), "integers >= 1"
+_COUNT = (lambda value: is_count(value) and value >= 0), "integers >= 0"
+_POSITIVE_COUNT = (lambda value: is_count(value) and value >= 1), "integers >= 1"
 _POSITIVE = (lambda value: _is_number(value) and value > 0), "numbers > 0"
 _FRACTION = (lambda value: _is_number(value) and 0 <= value < 1), "numbers in [0, 1)"
 _TEXT = _is_text, "strings"
@@ -138,9 +138,9 @@ class Finetune:
 class Mesh:
   """The ('data', 'fsdp') device mesh (clip_jax/sharding.py); one axis may be -1 for the rest.
   Parameters of at least min_shard_size elements are split over `fsdp`."""
-  data: int = _setting(-1, ((lambda value: _is_count(value) and (value >= 1 or value == -1)),
+  data: int = _setting(-1, ((lambda value: is_count(value) and (value >= 1 or value == -1)),
                             "integers >= 1, or -1 for the remaining devices"))
-  fsdp: int = _setting(1, ((lambda value: _is_count(value) and (value >= 1 or value == -1)),
+  fsdp: int = _setting(1, ((lambda value: is_count(value) and (value >= 1 or value == -1)),
                            "integers >= 1, or -1 for the remaining devices"))
   min_shard_size: int = _setting(2**14, _POSITIVE_COUNT)
 
@@ -168,13 +168,13 @@ class Distributed:
   -1 and ()."""
   mode: str = _setting("off", _one_of(*DISTRIBUTED_MODES))
   coordinator_address: str = _setting("", (_is_address, "'host:port' of process 0"))
-  num_processes: int = _setting(0, (lambda value: _is_count(value) and value >= 0,
+  num_processes: int = _setting(0, (lambda value: is_count(value) and value >= 0,
                                     "integers >= 1"))
-  process_id: int = _setting(-1, (lambda value: _is_count(value) and value >= -1,
+  process_id: int = _setting(-1, (lambda value: is_count(value) and value >= -1,
                                   "integers from 0 to num_processes - 1"))
   local_device_ids: tuple[int, ...] = _setting(
       (), (lambda value: isinstance(value, tuple) and all(
-          _is_count(device) and device >= 0 for device in value),
+          is_count(device) and device >= 0 for device in value),
            "a tuple of this host's device ids, () for all"))
 
 
@@ -193,7 +193,7 @@ class Synthetic:
       lambda value: isinstance(value, tuple) and set(value) <= set(COLOURS) and 2 <= len(value)
       == len(set(value)), f"two or more distinct names of {', '.join(COLOURS)}"))
   holdout_diagonals: tuple[int, ...] = _setting((0,), (
-      lambda value: isinstance(value, tuple) and all(_is_count(item) for item in value),
+      lambda value: isinstance(value, tuple) and all(is_count(item) for item in value),
       "a tuple of fewer diagonals than colours, each in 0..len(colours) - 1"))
   shape_only_captions: float = _setting(0.4, _FRACTION)
   colour_only_captions: float = _setting(0.1, _FRACTION)
@@ -266,7 +266,7 @@ class Evaluator:
   type: str = _setting("zero_shot", _one_of(*EVALUATOR_TYPES))
   dataset: str = _setting(SYNTHETIC, ((lambda value: _is_text(value) and value),
                                       f"{SYNTHETIC!r} or a TFDS dataset name"))
-  every_steps: int = _setting(0, ((lambda value: _is_count(value) and value >= 0),
+  every_steps: int = _setting(0, ((lambda value: is_count(value) and value >= 0),
                                   "integers >= 0 (0: only at the end)"))
   batch_size: int = _setting(256, _POSITIVE_COUNT)  # Images or texts encoded at once.
   num_images: int = _setting(1000, _POSITIVE_COUNT)  # synthetic

@@ -20,23 +20,18 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from clip_jax import settings
+
 MESH_AXES = ("data", "fsdp")
 BATCH_AXES = MESH_AXES  # The batch is split over every mesh axis.
 
 
-def create_mesh(mesh_config, devices=None) -> Mesh:
+def create_mesh(mesh: settings.Mesh = settings.Mesh(), devices=None) -> Mesh:
   """Builds the ('data', 'fsdp') mesh; one axis may be -1 to take the remaining devices."""
   devices = jax.devices() if devices is None else devices
-  sizes = {axis: int(mesh_config.get(axis, 1)) for axis in MESH_AXES}
-  unknown = [key for key in mesh_config.keys() if key not in MESH_AXES + ("min_shard_size",)]
-  if unknown:
-    raise ValueError(f"Unknown mesh axis mesh.{unknown[0]}; allowed: {', '.join(MESH_AXES)}.")
+  sizes = {axis: getattr(mesh, axis) for axis in MESH_AXES}
   free_axes = [axis for axis, size in sizes.items() if size == -1]
-  if len(free_axes) > 1:
-    raise ValueError(f"Only one of mesh.{' / mesh.'.join(MESH_AXES)} may be -1, got {sizes}.")
   fixed = math.prod(size for size in sizes.values() if size != -1)
-  if any(size == 0 or size < -1 for size in sizes.values()):
-    raise ValueError(f"Mesh axis sizes must be positive or -1, got {sizes}.")
   if free_axes:
     if len(devices) % fixed:
       raise ValueError(

@@ -30,7 +30,6 @@ A sweep config's `get_config()` returns:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -45,10 +44,9 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
-from clip_jax import config_sections
 from clip_jax import distributed
-from clip_jax import flip
 from clip_jax import flops
+from clip_jax import settings
 from clip_jax import train
 
 RESULT_FILE = "result.json"
@@ -63,15 +61,7 @@ class Run(NamedTuple):
   model: str  # The label of its model size in the sweep config.
   samples_seen: int  # total_steps * batch_size.
   batch_size: int
-  config: ml_collections.ConfigDict  # The whole training config.
-
-
-def load_config_file(path: str) -> ml_collections.ConfigDict:
-  """`get_config()` of a config file, as `--config=<path>` would load it."""
-  spec = importlib.util.spec_from_file_location(f"_config_{abs(hash(path))}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  training: settings.Run  # The whole training run.
 
 
 def run_name(model: str, samples_seen: int, batch_size: int) -> str:
@@ -115,9 +105,9 @@ def check(sweep: ml_collections.ConfigDict) -> None:
       raise ValueError(f"models.{label}.{extra[0]} is not a setting; allowed: name, overrides.")
   for key in ("samples_seen", "batch_sizes"):
     values = sweep[key]
-    if not values or any(not config_sections.is_count(v) or v < 1 for v in values):
+    if not values or any(not settings.is_count(v) or v < 1 for v in values):
       raise ValueError(f"{key}={values!r}; allowed: a non-empty list of positive integers.")
-  if not config_sections.is_count(sweep.evaluations) or sweep.evaluations < 1:
+  if not settings.is_count(sweep.evaluations) or sweep.evaluations < 1:
     raise ValueError(f"evaluations={sweep.evaluations!r}; allowed: a positive integer.")
   if not isinstance(sweep.get("metric", ""), str):
     raise ValueError(f"metric={sweep.metric!r}; allowed: the name of an evaluation accuracy, "
@@ -149,27 +139,26 @@ def run_config(sweep: ml_collections.ConfigDict, base: ml_collections.ConfigDict
   return config
 
 
-def training_flops(config: ml_collections.ConfigDict) -> float:
+def training_flops(training: settings.Run) -> float:
   """The training compute of a whole run (clip_jax.flops)."""
-  return flops.cumulative_train_flops(train.model_config(config), config.global_batch_size,
-                                      config.total_steps, flip.settings(config.get("flip")),
-                                      config.total_steps)
+  return flops.cumulative_train_flops(training.model.architecture, training.global_batch_size,
+                                      training.total_steps, training.flip, training.total_steps)
 
 
 def expand(sweep: ml_collections.ConfigDict) -> list[Run]:
   """Every (model, samples seen, batch size) of the sweep, cheapest first: a sweep cut short
   has its small end complete. The order (and so --index) depends on the config alone."""
   check(sweep)
-  base = load_config_file(sweep.base)
+  base = settings.load_config_file(sweep.base)
   runs = []
   for model in sweep.models:
     for samples_seen in sweep.samples_seen:
       for batch_size in sweep.batch_sizes:
-        config = run_config(sweep, base, model, samples_seen, batch_size)
-        seen = config.total_steps * batch_size
+        training = settings.parse(run_config(sweep, base, model, samples_seen, batch_size))
+        seen = training.total_steps * batch_size
         runs.append(Run(run_name(model, samples_seen, batch_size), model, seen, batch_size,
-                        config))
-  return sorted(runs, key=lambda run: (training_flops(run.config), run.name))
+                        training))
+  return sorted(runs, key=lambda run: (training_flops(run.training), run.name))
 
 
 def checkpointed_steps(workdir: str) -> list[int]:
@@ -186,19 +175,19 @@ def status(run: Run, sweep_dir: str) -> str:
   if os.path.exists(os.path.join(workdir, RESULT_FILE)):
     return "done"
   steps = checkpointed_steps(workdir)
-  return f"partial (step {steps[-1]} of {run.config.total_steps})" if steps else "pending"
+  return f"partial (step {steps[-1]} of {run.training.total_steps})" if steps else "pending"
 
 
 def write_result(run: Run, workdir: str, final_scalars: dict[str, float]) -> None:
   """result.json: what the run was, its size and compute, and its final metrics. Its presence
   marks the run as done."""
-  model_config = train.model_config(run.config)
-  per_sample = flops.train_flops_per_sample(model_config, run.batch_size)
+  architecture = run.training.model.architecture
+  per_sample = flops.train_flops_per_sample(architecture, run.batch_size)
   result = dict(
       run=run.name, model=run.model, batch_size=run.batch_size, samples_seen=run.samples_seen,
-      total_steps=run.config.total_steps, params=flops.parameter_count(model_config),
+      total_steps=run.training.total_steps, params=flops.parameter_count(architecture),
       train_flops_per_sample={part: cost.total for part, cost in per_sample.items()},
-      train_flops=training_flops(run.config),
+      train_flops=training_flops(run.training),
       final=final_scalars)
   path = os.path.join(workdir, RESULT_FILE)
   with open(path + ".tmp", "w") as file:
@@ -209,8 +198,8 @@ def write_result(run: Run, workdir: str, final_scalars: dict[str, float]) -> Non
 def execute(run: Run, sweep_dir: str) -> bool:
   """Trains (or resumes) one run; True when it reached its last step (False: preempted)."""
   workdir = os.path.join(sweep_dir, run.name)
-  final_scalars = train.train_and_evaluate(run.config, workdir)
-  if run.config.total_steps not in checkpointed_steps(workdir):
+  final_scalars = train.train_and_evaluate(run.training, workdir)
+  if run.training.total_steps not in checkpointed_steps(workdir):
     return False
   if jax.process_index() == 0:
     write_result(run, workdir, final_scalars)
@@ -286,7 +275,7 @@ def main(argv):
   elif options.action == "slurm":
     print(slurm_script(runs, config_path, sweep_dir, given), end="")
   else:
-    distributed.initialize(runs[0].config)
+    distributed.initialize(runs[0].training.distributed)
     if jax.process_index() == 0:
       os.makedirs(sweep_dir, exist_ok=True)
       with open(os.path.join(sweep_dir, SWEEP_FILE), "w") as file:
@@ -296,7 +285,7 @@ def main(argv):
       if state == "done":
         print(f"[{index + 1}/{len(runs)}] {run.name}: done, skipped.", flush=True)
         continue
-      print(f"[{index + 1}/{len(runs)}] {run.name}: {state}; {run.config.total_steps} steps of "
+      print(f"[{index + 1}/{len(runs)}] {run.name}: {state}; {run.training.total_steps} steps of "
             f"{run.batch_size}.", flush=True)
       if not execute(run, sweep_dir):
         print(f"{run.name} stopped before its last step (preempted); the same command resumes "

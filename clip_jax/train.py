@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 # TensorFlow (tf.data only, here) logs its C++ start-up chatter unless told before it is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -21,6 +21,7 @@ from absl import flags
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
+import ml_collections
 from ml_collections import config_flags
 import optax
 
@@ -34,11 +35,12 @@ from clip_jax import losses
 from clip_jax import metrics as metrics_lib
 from clip_jax import models
 from clip_jax import optim
+from clip_jax import pretrained
+from clip_jax import settings
 from clip_jax import sharding
 from clip_jax import train_step as train_step_lib
 from clip_jax.evaluation import evaluators
 
-NONFINITE_POLICIES = ("stop", "skip")
 
 
 class NonFiniteError(FloatingPointError):
@@ -77,70 +79,46 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def check_config(config, model_config) -> None:
-  """Cross-section checks that no single builder can make."""
-  if config.nonfinite not in NONFINITE_POLICIES:
-    raise ValueError(f"nonfinite={config.nonfinite!r}; allowed: {', '.join(NONFINITE_POLICIES)}.")
-  if config.data.image_size != model_config.vision.image_size:
-    raise ValueError(f"data.image_size={config.data.image_size} but the model "
-                     f"{config.model.name!r} takes {model_config.vision.image_size}; allowed: "
-                     f"{model_config.vision.image_size}.")
-  input_pipeline.sources.check_name(config.data.name)
-  losses.settings(config.loss)
-  evaluators.check(config.get("evals", {}), config.data)
-  finetune.check(config.get("finetune"), model_config)
-  flip.check(config.get("flip"), model_config, config.total_steps)
-  if config.data.context_length != model_config.text.context_length:
-    raise ValueError(f"data.context_length={config.data.context_length} but the model "
-                     f"{config.model.name!r} takes {model_config.text.context_length}; allowed: "
-                     f"{model_config.text.context_length}.")
+def check_resources(run: settings.Run) -> None:
+  """What `settings.parse` cannot check without files: the checkpoint to fine-tune from and the
+  evaluators' data. Training start-up only; loading or evaluating a workdir never runs it."""
+  finetune.check_source(run.finetune, run.model.architecture)
+  evaluators.check_data(run.evals)
 
 
-def model_config(config) -> models.CLIPConfig:
-  """The configured architecture, with what the loss needs of it (SigLIP's scale and bias),
-  checked against the rest of the config."""
-  overrides = {**losses.model_settings(config.loss.name), **config.model.overrides}
-  architecture = models.get_model_config(config.model.name, **overrides)
-  check_config(config, architecture)
-  return architecture
-
-
-def create_model(config) -> models.CLIP:
-  return models.CLIP(model_config(config))
-
-
-def create_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def create_optimizer(run: settings.Run) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimiser, which leaves the parameters that config.finetune locks alone, and its
   learning-rate schedule."""
-  optimizer, schedule = optim.create_optimizer(config.optim, config.total_steps)
-  return finetune.lock(optimizer, finetune.settings(config.get("finetune"))), schedule
+  optimizer, schedule = optim.create_optimizer(run.optim, run.total_steps)
+  return finetune.lock(optimizer, run.finetune), schedule
 
 
-def state_initializer(config, model: models.CLIP, optimizer: optax.GradientTransformation
+def state_initializer(run: settings.Run, model: models.CLIP, optimizer: optax.GradientTransformation
                       ) -> Callable[..., train_step_lib.TrainState]:
   """`init(rng, variables=None) -> TrainState` for the configured global batch's shapes."""
   return functools.partial(
       train_step_lib.create_train_state, model=model, optimizer=optimizer,
-      image_shape=(config.global_batch_size, config.data.image_size, config.data.image_size, 3),
-      text_shape=(config.global_batch_size, config.data.context_length))
+      image_shape=(run.global_batch_size, run.data.image_size, run.data.image_size, 3),
+      text_shape=(run.global_batch_size, run.data.context_length))
 
 
-def evaluate(config, model, state: train_step_lib.TrainState, mesh,
+def evaluate(run: settings.Run, model, state: train_step_lib.TrainState, mesh,
              step: int) -> dict[str, float]:
   """The metrics of the evaluators due at `step`, sharded over the training mesh."""
   variables = {"params": state.params}
   if state.batch_stats:
     variables["batch_stats"] = state.batch_stats
   encode_image, encode_text = evaluators.make_encoders(model, variables, mesh)
-  return evaluators.run_evaluators(config.evals, encode_image, encode_text, step,
-                                   data_config=config.data, total_steps=config.total_steps)
+  return evaluators.run_evaluators(run.evals, encode_image, encode_text, step, data=run.data,
+                                   total_steps=run.total_steps)
 
 
-def save_config(config, workdir: str) -> None:
-  """The run's whole config as workdir/config.json, so that the workdir alone can be evaluated."""
+def save_config(run: settings.Run, workdir: str) -> None:
+  """The run's whole settings as workdir/config.json, so that the workdir alone can be loaded and
+  evaluated (`settings.parse` reads it back)."""
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as file:
-    file.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+  with open(os.path.join(workdir, pretrained.WORKDIR_CONFIG), "w") as file:
+    file.write(settings.to_config(run).to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
 def gather_data_state(dataset: input_pipeline.DataIterator) -> dict:
@@ -160,26 +138,34 @@ def total_skipped_samples(dataset: input_pipeline.DataIterator) -> int:
   return int(distributed.gather_int64([dataset.skipped_samples]).sum())
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, float]:
-  """Runs (or resumes) training in `workdir`; returns the last logged and evaluated scalars."""
-  architecture = model_config(config)
-  model = models.CLIP(architecture)
-  if jax.process_index() == 0:
-    save_config(config, workdir)
-  mesh = sharding.create_mesh(config.mesh)
-  sharding.check_batch_size(config.global_batch_size, mesh, jax.process_count())
-  loss_settings = losses.settings(config.loss)
-  loss_fn = losses.make_loss_fn(loss_settings["name"], mesh, sharding.BATCH_AXES,
-                                blockwise=loss_settings["blockwise"],
-                                tile_size=loss_settings["tile_size"])
-  optimizer, schedule = create_optimizer(config)
-  tuning = finetune.settings(config.get("finetune"))
-  init = state_initializer(config, model, optimizer)
-  abstract_state = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
-  state_shardings = sharding.tree_shardings(abstract_state, mesh,
-                                            config.mesh.get("min_shard_size", 2**14))
+class Training(NamedTuple):
+  """A run, built and restored: everything its loop needs."""
+  run: settings.Run
+  workdir: str
+  model: models.CLIP
+  mesh: jax.sharding.Mesh
+  state: train_step_lib.TrainState
+  dataset: input_pipeline.DataIterator
+  manager: Any  # orbax.checkpoint.CheckpointManager
+  step_function: Callable[[float], Callable]  # FLIP mask ratio -> the compiled step
 
-  manager = checkpoint.create_manager(workdir, config.checkpoint)
+
+def build(run: settings.Run, workdir: str) -> Training:
+  """Mesh, model, optimiser, the compiled step's factory, and the state and data stream: restored
+  from the workdir's latest checkpoint if it has one, else initialised (or fine-tuned from)."""
+  model = models.CLIP(run.model.architecture)
+  if jax.process_index() == 0:
+    save_config(run, workdir)
+  mesh = sharding.create_mesh(run.mesh)
+  sharding.check_batch_size(run.global_batch_size, mesh, jax.process_count())
+  loss_fn = losses.make_loss_fn(run.loss.name, mesh, sharding.BATCH_AXES,
+                                blockwise=run.loss.blockwise, tile_size=run.loss.tile_size)
+  optimizer, schedule = create_optimizer(run)
+  init = state_initializer(run, model, optimizer)
+  abstract_state = jax.eval_shape(init, jax.random.PRNGKey(run.seed))
+  state_shardings = sharding.tree_shardings(abstract_state, mesh, run.mesh.min_shard_size)
+
+  manager = checkpoint.create_manager(workdir, run.checkpoint)
   data_state = None
   if manager.latest_step() is not None:
     state, data_state, restored_step = checkpoint.restore(
@@ -187,40 +173,50 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     if jax.process_index() == 0:
       print(f"Resumed from the checkpoint of step {restored_step} in {workdir}.", flush=True)
   else:
-    pretrained_variables = finetune.initial_variables(tuning, abstract_state)
-    state = jax.jit(init, out_shardings=state_shardings)(jax.random.PRNGKey(config.seed),
+    pretrained_variables = finetune.initial_variables(run.finetune, abstract_state)
+    state = jax.jit(init, out_shardings=state_shardings)(jax.random.PRNGKey(run.seed),
                                                          pretrained_variables)
     if pretrained_variables is not None and jax.process_index() == 0:
-      print(f"Fine-tuning from {tuning['checkpoint']}.", flush=True)
+      print(f"Fine-tuning from {run.finetune.checkpoint}.", flush=True)
   dataset = input_pipeline.create_dataset(
-      config.data, global_batch_size=config.global_batch_size,
-      process_index=jax.process_index(), process_count=jax.process_count(), state=data_state)
-
-  masking = flip.settings(config.get("flip"))
-  first_unmasked_step = flip.first_unmasked_step(masking, config.total_steps)
+      run.data, global_batch_size=run.global_batch_size, process_index=jax.process_index(),
+      process_count=jax.process_count(), state=data_state)
 
   @functools.cache
   def step_function(mask_ratio: float):
     """The compiled step for one FLIP mask ratio: the masked phase's, then the unmasked one's."""
     return jax.jit(train_step_lib.make_train_step(
                        model, optimizer, loss_fn, schedule,
-                       trainable=functools.partial(finetune.trainable, given=tuning),
-                       train_image_tower=finetune.image_tower_trains(tuning),
+                       trainable=functools.partial(finetune.trainable, finetune=run.finetune),
+                       train_image_tower=finetune.image_tower_trains(run.finetune),
                        mask_ratio=mask_ratio),
                    in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                    out_shardings=(state_shardings, sharding.replicated(mesh)),
                    donate_argnums=0)
 
+  return Training(run=run, workdir=workdir, model=model, mesh=mesh, state=state, dataset=dataset,
+                  manager=manager, step_function=step_function)
+
+
+def train_loop(training: Training) -> dict[str, float]:
+  """Steps, logs, evaluates and checkpoints until total_steps (or SIGTERM); closes the checkpoint
+  manager. Returns the last logged and evaluated scalars."""
+  run, workdir, manager, dataset, mesh = (training.run, training.workdir, training.manager,
+                                          training.dataset, training.mesh)
+  state = training.state
+  first_unmasked_step = flip.first_unmasked_step(run.flip, run.total_steps)
+
   def compute_scalars(step: int) -> dict[str, float]:
     """Training done by the end of `step`: the x-axes of scaling laws (clip_jax.flops)."""
-    return {"samples_seen": step * config.global_batch_size,
-            "train_flops": flops.cumulative_train_flops(architecture, config.global_batch_size,
-                                                        step, masking, config.total_steps)}
+    return {"samples_seen": step * run.global_batch_size,
+            "train_flops": flops.cumulative_train_flops(run.model.architecture,
+                                                        run.global_batch_size, step, run.flip,
+                                                        run.total_steps)}
 
   is_main = jax.process_index() == 0
   logger = metrics_lib.MetricsLogger(workdir, enabled=is_main)
   start_step = int(state.step)
-  throughput = metrics_lib.Throughput(start_step, config.total_steps, config.global_batch_size)
+  throughput = metrics_lib.Throughput(start_step, run.total_steps, run.global_batch_size)
   preemption = _Preemption()
   last_scalars: dict[str, float] = {}
   pending = None  # (step, metrics) of the step in flight: checked after the next is dispatched.
@@ -228,7 +224,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   def check_finite(step, step_metrics):
     if bool(step_metrics["finite"]):
       return
-    if config.nonfinite == "skip":
+    if run.nonfinite == "skip":
       logging.warning("Step %d: non-finite loss or gradients; update skipped.", step)
       return
     manager.wait_until_finished()
@@ -238,17 +234,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         f"{manager.latest_step()} in {workdir}. Set --config.nonfinite=skip to skip such steps.")
 
   try:
-    for step in range(start_step + 1, config.total_steps + 1):
+    for step in range(start_step + 1, run.total_steps + 1):
       batch = sharding.global_batch(next(dataset), mesh)
-      step_fn = step_function(flip.mask_ratio_at(step, masking, config.total_steps))
+      step_fn = training.step_function(flip.mask_ratio_at(step, run.flip, run.total_steps))
       state, step_metrics = step_fn(state, batch)
       if pending:
         check_finite(*pending)
       pending = (step, step_metrics)
       if step in (start_step + 1, first_unmasked_step):
         jax.block_until_ready(step_metrics)  # Don't count compilation in the throughput.
-        throughput = metrics_lib.Throughput(step, config.total_steps, config.global_batch_size)
-      if step % config.log_every_steps == 0 or step == config.total_steps:
+        throughput = metrics_lib.Throughput(step, run.total_steps, run.global_batch_size)
+      if step % run.log_every_steps == 0 or step == run.total_steps:
         check_finite(*pending)
         scalars = {name: float(value) for name, value in step_metrics.items() if name != "finite"}
         scalars.update(throughput.update(step))
@@ -256,18 +252,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         scalars["data/skipped_samples"] = total_skipped_samples(dataset)
         logger.write(step, scalars)
         if is_main:
-          print(metrics_lib.progress_line(step, config.total_steps, scalars), flush=True)
+          print(metrics_lib.progress_line(step, run.total_steps, scalars), flush=True)
         last_scalars.update(scalars)
-      if evaluators.due(config.get("evals", {}), step, config.total_steps):
+      if evaluators.due(run.evals, step, run.total_steps):
         check_finite(*pending)
-        results = evaluate(config, model, state, mesh, step)
+        results = evaluate(run, training.model, state, mesh, step)
         logger.write(step, {**results, **compute_scalars(step)})
         last_scalars.update(results)
         if is_main:
-          for line in evaluators.summary_lines(config.evals, results):
+          for line in evaluators.summary_lines(run.evals, results):
             print(f"step {step} | {line}", flush=True)
       preempted = preemption.check(step)
-      if step % config.checkpoint.every_steps == 0 or step == config.total_steps or preempted:
+      if step % run.checkpoint.every_steps == 0 or step == run.total_steps or preempted:
         check_finite(*pending)
         checkpoint.save(manager, step, state, gather_data_state(dataset), force=True)
       if preemption.requested:
@@ -284,13 +280,24 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   return last_scalars
 
 
+def train_and_evaluate(config: ml_collections.ConfigDict | settings.Run,
+                       workdir: str) -> dict[str, float]:
+  """Runs (or resumes) training in `workdir`; returns the last logged and evaluated scalars."""
+  run = config if isinstance(config, settings.Run) else settings.parse(config)
+  check_resources(run)
+  return train_loop(build(run, workdir))
+
+
 def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:  # The progress line says what matters; --verbosity=0 for all.
     logging.set_verbosity(logging.WARNING)
-  config = flags.FLAGS.config
-  distributed.initialize(config)
-  train_and_evaluate(config, flags.FLAGS.workdir)
+  try:
+    run = settings.parse(flags.FLAGS.config)
+  except ValueError as error:  # A bad value: the message says which and what is allowed.
+    raise app.UsageError(f"--config: {error}") from None
+  distributed.initialize(run.distributed)
+  train_and_evaluate(run, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":

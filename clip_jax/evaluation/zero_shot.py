@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
 
-import ml_collections
 import numpy as np
 
 import input_pipeline
+from clip_jax import settings
 from clip_jax.evaluation import ranking
 from input_pipeline import tokenizers
 from input_pipeline.sources import synthetic
@@ -106,11 +106,11 @@ def evaluate_classification(encode_image: Encoder, encode_text: Encoder, tokeniz
                                 len(classnames))
 
 
-def _encode_eval_images(encode_image: Encoder, data_config: ml_collections.ConfigDict,
-                        num_images: int, batch_size: int):
+def _encode_eval_images(encode_image: Encoder, data: settings.Data, num_images: int,
+                        batch_size: int):
   """Features [N, E] of the synthetic evaluation images, and their labels {name: [N]}."""
   features, labels = [], []
-  for batch in input_pipeline.create_eval_images(data_config, num_images=num_images,
+  for batch in input_pipeline.create_eval_images(data, num_images=num_images,
                                                  batch_size=batch_size):
     features.append(encode_in_batches(encode_image, batch.pop("image"), batch_size))
     labels.append(batch)
@@ -118,17 +118,17 @@ def _encode_eval_images(encode_image: Encoder, data_config: ml_collections.Confi
           {key: np.concatenate([batch[key] for batch in labels]) for key in labels[0]})
 
 
-def evaluate_synthetic(encode_image: Encoder, encode_text: Encoder,
-                       data_config: ml_collections.ConfigDict, *, num_images: int = 1000,
-                       batch_size: int = 256, prefix: str = "zero_shot") -> dict[str, float]:
+def evaluate_synthetic(encode_image: Encoder, encode_text: Encoder, data: settings.Data, *,
+                       num_images: int = 1000, batch_size: int = 256,
+                       prefix: str = "zero_shot") -> dict[str, float]:
   """Classifies new synthetic images by shape and by colour from prompts alone.
 
   Accuracies are reported separately on seen and on held-out colour-shape combinations (the
-  latter only if the config holds any out); the gap between the two measures how well the model
+  latter only if the settings hold any out); the gap between the two measures how well the model
   composes attributes rather than memorising pairs. Metrics are named "<prefix>/<metric>".
   """
-  world = synthetic.World.from_config(data_config)
-  tokenize = tokenizers.create_tokenizer(data_config).tokenize
+  world = synthetic.World.from_settings(data)
+  tokenize = tokenizers.create_tokenizer(data).tokenize
   batch_size = min(batch_size, num_images)
   classes = {
       "shape": class_embeddings(encode_text, tokenize, world.shapes, SHAPE_TEMPLATES,
@@ -136,7 +136,7 @@ def evaluate_synthetic(encode_image: Encoder, encode_text: Encoder,
       "colour": class_embeddings(encode_text, tokenize, world.colours, COLOUR_TEMPLATES,
                                  batch_size=batch_size),
   }
-  image_features, labels = _encode_eval_images(encode_image, data_config, num_images, batch_size)
+  image_features, labels = _encode_eval_images(encode_image, data, num_images, batch_size)
   heldout = labels["heldout"]
   results = {}
   for attribute, embeddings in classes.items():
