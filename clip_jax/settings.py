@@ -414,6 +414,10 @@ def evaluator(**given) -> ml_collections.ConfigDict:
 def data_source(**given) -> ml_collections.ConfigDict:
   """One source of a mixture (`config.data.sources.<name>`): its `name`, `weight` and the data
   keys that differ from the shared ones; every other data key is there, unset."""
+  for nested in ("sources", "synthetic"):
+    if nested in given:
+      raise ValueError(f"{nested} is not a key of a mixture's source; allowed: the keys of a "
+                       "stream source.")
   config = _fields_config(Data, given, unset_defaults=True)
   del config["sources"], config["synthetic"]
   return config

@@ -1,5 +1,5 @@
 """CLIP on real image-text data: what the data configs (webdataset.py, tfrecord.py, tfds.py,
-csv.py, mixture.py) share. Their argument chooses the scale:
+csv.py, mixture.py) share; they add the source. Their argument chooses the scale:
 
   --config=configs/webdataset.py         the paper's ViT-B/32 run (clip_jax.settings' defaults):
                                          224 px, batch 32,768, 12.8 B samples seen
@@ -17,7 +17,6 @@ def get_config(arg: str | None = None):
   if scale not in SCALES:
     raise ValueError(f"config argument {scale!r}; allowed: {', '.join(SCALES)}.")
   config = settings.default_config()
-  config.data.name = "webdataset"
   if scale == "tiny":
     config.total_steps = 100
     config.global_batch_size = 64

@@ -27,7 +27,6 @@ def get_config():
   overrides.text.vocab_size = 128  # The synthetic captions' words.
   overrides.text.width = 128
 
-  config.data.name = "synthetic"
   config.data.tokenizer = "words"
   config.optim.learning_rate = 1e-3
   config.optim.warmup_steps = 50

@@ -1,0 +1,381 @@
+"""The settings layer: every documented key settable from the command line, defaults written once,
+bad values named with what is allowed, and a workdir's config.json read back to the same run."""
+
+import dataclasses
+import glob
+import json
+import os
+import sys
+from unittest import mock
+
+from absl import flags
+from ml_collections import config_flags
+import pytest
+
+from clip_jax import losses
+from clip_jax import settings
+from clip_jax.evaluation import evaluators
+from clip_jax.models import configs as model_configs
+
+CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
+DEMO = os.path.join(CONFIGS, "synthetic_demo.py")
+
+
+def load_with_flags(config_file: str, *arguments: str) -> settings.Run:
+  """Parses `--config=<file> --config.<key>=<value>...` as the programs do, then the settings."""
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, flag_values=flag_values, lock_config=True)
+  argv = ["program", f"--config={config_file}", *arguments]
+  with mock.patch.object(sys, "argv", argv):  # ml_collections reads the overrides from sys.argv.
+    flag_values(argv)
+  return settings.parse(flag_values.config)
+
+
+# A non-default value for every key that docs/training.md and docs/data.md list for these
+# sections, with where it lands in the parsed run. A ResNet model for its own keys below.
+COMMAND_LINE = {
+    "model.name": ("tiny-vit", lambda run: run.model.name),
+    "model.overrides.embed_dim": ("24", lambda run: run.model.architecture.embed_dim),
+    "model.overrides.dtype": ("bfloat16", lambda run: run.model.architecture.dtype),
+    "model.overrides.remat": ("True", lambda run: run.model.architecture.remat),
+    "model.overrides.scan": ("True", lambda run: run.model.architecture.scan),
+    "model.overrides.activation": ("quick_gelu", lambda run: run.model.architecture.activation),
+    "model.overrides.init_logit_scale": ("2.5", lambda run: run.model.architecture.init_logit_scale),
+    "model.overrides.init_logit_bias": ("-5.0", lambda run: run.model.architecture.init_logit_bias),
+    "model.overrides.vision.image_size": ("48", lambda run: run.model.architecture.vision.image_size),
+    "model.overrides.vision.patch_size": ("16", lambda run: run.model.architecture.vision.patch_size),
+    "model.overrides.vision.width": ("96", lambda run: run.model.architecture.vision.width),
+    "model.overrides.vision.layers": ("3", lambda run: run.model.architecture.vision.layers),
+    "model.overrides.vision.head_width": ("32", lambda run: run.model.architecture.vision.head_width),
+    "model.overrides.vision.mlp_dim": ("200", lambda run: run.model.architecture.vision.mlp_dim),
+    "model.overrides.text.context_length": ("20", lambda run: run.model.architecture.text.context_length),
+    "model.overrides.text.vocab_size": ("500", lambda run: run.model.architecture.text.vocab_size),
+    "model.overrides.text.width": ("96", lambda run: run.model.architecture.text.width),
+    "model.overrides.text.layers": ("3", lambda run: run.model.architecture.text.layers),
+    "model.overrides.text.head_width": ("32", lambda run: run.model.architecture.text.head_width),
+    "model.overrides.text.mlp_dim": ("100", lambda run: run.model.architecture.text.mlp_dim),
+    "data.name": ("webdataset", lambda run: run.data.name),
+    "data.image_size": ("48", lambda run: run.data.image_size),
+    "data.context_length": ("20", lambda run: run.data.context_length),
+    "data.tokenizer": ("clip_bpe", lambda run: run.data.tokenizer),
+    "data.tokenizer_model": ("/m/spm.model", lambda run: run.data.tokenizer_model),
+    "data.seed": ("3", lambda run: run.data.seed),
+    "data.crop_scale": ("(0.5,1.0)", lambda run: run.data.crop_scale),
+    "data.exact_resize": ("True", lambda run: run.data.exact_resize),
+    "data.cycle_length": ("4", lambda run: run.data.cycle_length),
+    "data.shuffle_window": ("64", lambda run: run.data.shuffle_window),
+    "data.files": ("/d/{00000..00009}.tar", lambda run: run.data.files),
+    "data.image_extensions": ("('png',)", lambda run: run.data.image_extensions),
+    "data.caption_extension": ("json", lambda run: run.data.caption_extension),
+    "data.image_feature": ("jpeg", lambda run: run.data.image_feature),
+    "data.caption_feature": ("caption", lambda run: run.data.caption_feature),
+    "data.dataset": ("laion400m", lambda run: run.data.dataset),
+    "data.split": ("train[:90%]", lambda run: run.data.split),
+    "data.data_dir": ("/tfds", lambda run: run.data.data_dir),
+    "data.mock_examples": ("16", lambda run: run.data.mock_examples),
+    "data.file": ("/d/train.tsv", lambda run: run.data.file),
+    "data.separator": (",", lambda run: run.data.separator),
+    "data.image_column": ("path", lambda run: run.data.image_column),
+    "data.caption_column": ("caption", lambda run: run.data.caption_column),
+    "data.synthetic.shapes": ("('star','ring','heart')", lambda run: run.data.synthetic.shapes),
+    "data.synthetic.colours": ("('red','blue','orange')", lambda run: run.data.synthetic.colours),
+    "data.synthetic.holdout_diagonals": ("(1,)", lambda run: run.data.synthetic.holdout_diagonals),
+    "data.synthetic.shape_only_captions": ("0.2", lambda run: run.data.synthetic.shape_only_captions),
+    "data.synthetic.colour_only_captions": ("0.3", lambda run: run.data.synthetic.colour_only_captions),
+    "loss.name": ("sigmoid", lambda run: run.loss.name),
+    "loss.blockwise": ("True", lambda run: run.loss.blockwise),
+    "loss.tile_size": ("64", lambda run: run.loss.tile_size),
+    "optim.learning_rate": ("3e-4", lambda run: run.optim.learning_rate),
+    "optim.b1": ("0.8", lambda run: run.optim.b1),
+    "optim.b2": ("0.95", lambda run: run.optim.b2),
+    "optim.eps": ("1e-8", lambda run: run.optim.eps),
+    "optim.weight_decay": ("0.1", lambda run: run.optim.weight_decay),
+    "optim.warmup_steps": ("7", lambda run: run.optim.warmup_steps),
+    "optim.grad_clip_norm": ("0.5", lambda run: run.optim.grad_clip_norm),
+    "optim.end_learning_rate": ("1e-5", lambda run: run.optim.end_learning_rate),
+    "flip.mask_ratio": ("0.5", lambda run: run.flip.mask_ratio),
+    "flip.unmasked_steps": ("5", lambda run: run.flip.unmasked_steps),
+    "finetune.checkpoint": ("ckpt/vit", lambda run: run.finetune.checkpoint),
+    "finetune.lock_image": ("True", lambda run: run.finetune.lock_image),
+    "finetune.image_unlocked_blocks": ("1", lambda run: run.finetune.image_unlocked_blocks),
+    "finetune.lock_text": ("True", lambda run: run.finetune.lock_text),
+    "finetune.text_unlocked_blocks": ("2", lambda run: run.finetune.text_unlocked_blocks),
+    "mesh.data": ("2", lambda run: run.mesh.data),
+    "mesh.fsdp": ("-1", lambda run: run.mesh.fsdp),
+    "mesh.min_shard_size": ("1024", lambda run: run.mesh.min_shard_size),
+    "checkpoint.every_steps": ("10", lambda run: run.checkpoint.every_steps),
+    "checkpoint.max_to_keep": ("5", lambda run: run.checkpoint.max_to_keep),
+    "checkpoint.async_save": ("False", lambda run: run.checkpoint.async_save),
+    "seed": ("9", lambda run: run.seed),
+    "total_steps": ("300", lambda run: run.total_steps),
+    "global_batch_size": ("64", lambda run: run.global_batch_size),
+    "log_every_steps": ("5", lambda run: run.log_every_steps),
+    "nonfinite": ("skip", lambda run: run.nonfinite),
+}
+# Keys that only make sense together with others.
+COMPANIONS = {
+    "model.overrides.vision.image_size": ["--config.data.image_size=48"],
+    "data.image_size": ["--config.model.overrides.vision.image_size=48"],
+    "model.overrides.text.context_length": ["--config.data.context_length=20"],
+    "data.context_length": ["--config.model.overrides.text.context_length=20"],
+    "finetune.image_unlocked_blocks": ["--config.finetune.lock_image=True"],
+    "finetune.text_unlocked_blocks": ["--config.finetune.lock_text=True"],
+    "model.overrides.vision.width": ["--config.model.overrides.vision.head_width=32"],
+    "model.overrides.text.width": ["--config.model.overrides.text.head_width=32"],
+    "mesh.fsdp": ["--config.mesh.data=1"],
+    "data.tokenizer_model": ["--config.data.tokenizer=sentencepiece"],
+}
+BASE_FLAGS = ["--config.model.name=tiny-vit", "--config.data.name=webdataset",
+              "--config.total_steps=100", "--config.optim.warmup_steps=1"]
+
+
+def expected_value(text: str):
+  return eval(text) if text[:1] in "(0123456789-" or text in ("True", "False") else text  # pylint: disable=eval-used
+
+
+@pytest.mark.parametrize("key", sorted(COMMAND_LINE))
+def test_every_documented_key_is_set_from_the_command_line(key):
+  value, read = COMMAND_LINE[key]
+  config_file = os.path.join(CONFIGS, "clip_training.py")
+  arguments = [*BASE_FLAGS, *COMPANIONS.get(key, []), f"--config.{key}={value}"]
+  run = load_with_flags(config_file, *arguments)
+  assert read(run) == expected_value(value), key
+
+
+def test_a_resnet_takes_its_stages_from_the_command_line():
+  run = load_with_flags(os.path.join(CONFIGS, "clip_training.py"), "--config.model.name=tiny-rn",
+                        "--config.model.overrides.vision.layers=(2,1,1)",
+                        "--config.model.overrides.vision.image_size=32",
+                        "--config.model.overrides.vision.width=8")
+  assert run.model.architecture.vision == model_configs.ModifiedResNetConfig(
+      image_size=32, layers=(2, 1, 1), width=8)
+  assert run.data.image_size == 32  # follows the model
+
+
+def test_the_readme_training_command_parses_to_bfloat16():
+  run = load_with_flags(DEMO, "--config.total_steps=2000", "--config.model.overrides.dtype=bfloat16")
+  assert run.model.architecture.dtype == "bfloat16" and run.total_steps == 2000
+
+
+def test_sizes_the_data_must_match_follow_the_model():
+  run = load_with_flags(DEMO, "--config.model.overrides.vision.image_size=32",
+                        "--config.model.overrides.vision.patch_size=8",
+                        "--config.model.overrides.text.context_length=12")
+  assert (run.data.image_size, run.data.context_length) == (32, 12)
+  with pytest.raises(ValueError, match=r"data\.image_size=64 but the model takes 24; allowed: 24"):
+    load_with_flags(DEMO, "--config.data.image_size=64")
+
+
+def test_evaluator_and_mixture_keys_are_set_from_the_command_line():
+  run = load_with_flags(os.path.join(CONFIGS, "evaluate.py") + ":cifar10",
+                        "--config.evals.cifar10.mock_examples=8",
+                        "--config.evals.cifar10.batch_size=64",
+                        "--config.evals.cifar10.templates=simple")
+  assert (run.evals["cifar10"].mock_examples, run.evals["cifar10"].batch_size) == (8, 64)
+  assert run.evals["cifar10"].templates == "simple" and run.evals["cifar10"].split == "test"
+  run = load_with_flags(os.path.join(CONFIGS, "mixture.py") + ":tiny",
+                        "--config.data.sources.laion.files=/a/{0..3}.tar",
+                        "--config.data.sources.cc12m.files=/b/{0..1}.tar",
+                        "--config.data.sources.cc12m.caption_extension=json",
+                        "--config.data.shuffle_window=64")
+  laion, cc12m = run.data.sources["laion"], run.data.sources["cc12m"]
+  assert (laion.files, laion.weight, laion.caption_extension) == ("/a/{0..3}.tar", 4.0, "txt")
+  assert (cc12m.files, cc12m.weight, cc12m.caption_extension) == ("/b/{0..1}.tar", 1.0, "json")
+  assert laion.shuffle_window == cc12m.shuffle_window == 64  # shared keys reach every source
+  assert laion.image_size == 64  # and the model's size
+
+
+# Every shipped config with the arguments it takes.
+SHIPPED = {name: (None,) for name in ("synthetic_demo", "evaluate")}
+SHIPPED.update({name: (None, "tiny") for name in ("clip_training", "webdataset", "tfrecord",
+                                                   "tfds", "csv", "mixture")})
+SHIPPED["evaluate"] = (None, "imagenet,coco", "cifar10_probe")
+
+
+def test_every_shipped_config_is_listed_here():
+  assert set(SHIPPED) == {os.path.basename(path)[:-3]
+                          for path in glob.glob(os.path.join(CONFIGS, "*.py"))}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_shipped_config_parses_has_every_key_and_restates_no_default(name, monkeypatch):
+  """A config holds every key (so that all can be set from the command line), and sets only what
+  differs from its base: an assignment of the value a key already has would be a second home
+  for a default."""
+  restated = []
+  set_item = settings.ml_collections.ConfigDict.__setitem__
+
+  def recording_set_item(self, key, value):
+    if key in self and not isinstance(value, settings.ml_collections.ConfigDict) and (
+        self[key] is not None and self[key] == value):
+      restated.append((key, value))
+    set_item(self, key, value)
+
+  monkeypatch.setattr(settings.ml_collections.ConfigDict, "__setitem__", recording_set_item)
+  for argument in SHIPPED[name]:
+    config = settings.load_config_file(os.path.join(CONFIGS, f"{name}.py"), argument)
+    settings.parse(config)
+    defaults = settings.default_config()
+    for section in ("data", "loss", "optim", "flip", "finetune", "mesh", "checkpoint",
+                    "distributed"):
+      assert set(config[section].keys()) == set(defaults[section].keys()), (name, section)
+    assert set(config.model.overrides.keys()) == set(defaults.model.overrides.keys()), name
+  assert not restated, (name, restated)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"model.name": "ViT-Z-99"}, r"model\.name='ViT-Z-99' is not a known model; allowed: .*ViT-B-32"),
+    ({"data.name": "no-such-data"}, r"data\.name='no-such-data'; allowed: 'synthetic'"),
+    ({"loss.name": "triplet"}, r"loss\.name='triplet'; allowed: 'softmax', 'sigmoid'\."),
+    ({"loss.tile_size": 0}, r"loss\.tile_size=0; allowed: integers >= 1\."),
+    ({"nonfinite": "ignore"}, r"nonfinite='ignore'; allowed: 'stop', 'skip'\."),
+    ({"optim.learning_rate": -1e-3}, r"optim\.learning_rate=-0\.001; allowed: numbers > 0"),
+    ({"optim.warmup_steps": 1000}, r"optim\.warmup_steps=1000; allowed: .* 999\."),
+    ({"optim.warmup_steps": 2.5}, r"optim\.warmup_steps=2\.5; allowed: integers >= 0"),
+    ({"optim.b2": 1.0}, r"optim\.b2=1\.0; allowed: numbers in \[0, 1\)"),
+    ({"optim.grad_clip_norm": -1.0}, r"optim\.grad_clip_norm=-1\.0"),
+    ({"optim.end_learning_rate": 1e-2}, r"optim\.end_learning_rate=0\.01; allowed: .* 0\.001"),
+    ({"total_steps": 0}, r"config\.total_steps=0; allowed: integers >= 1"),
+    ({"flip.mask_ratio": 1.0}, r"flip\.mask_ratio=1\.0; allowed: numbers from 0 .* up to, not "
+                               r"including, 1\."),
+    ({"flip.unmasked_steps": 1001}, r"flip\.unmasked_steps=1001; allowed: integers from 0 to "
+                                    r"total_steps=1000\."),
+    ({"flip.mask_ratio": 0.5, "model.name": "tiny-rn", "model.overrides": {}},
+     r"flip\.mask_ratio=0\.5 with a ModifiedResNet image tower.*allowed: 0, or a ViT model\."),
+    ({"finetune.image_unlocked_blocks": 1}, r"without finetune\.lock_image=True"),
+    ({"finetune.lock_text": True, "finetune.text_unlocked_blocks": 3},
+     r"finetune\.text_unlocked_blocks=3; allowed: 0 to 2, the tower's blocks\."),
+    ({"finetune.lock_image": True, "finetune.image_unlocked_blocks": 1,
+      "model.overrides.scan": True}, r"with model\.overrides\.scan=True: scanned blocks"),
+    ({"distributed.mode": "pod"}, r"distributed\.mode='pod'; allowed: 'off', 'auto', 'explicit'\."),
+    ({"distributed.num_processes": 2}, r"distributed\.num_processes=2 with distributed\.mode='off'"),
+    ({"distributed.mode": "explicit", "distributed.num_processes": 2,
+      "distributed.process_id": 0},
+     r"distributed\.coordinator_address is unset.*'explicit' needs it"),
+    ({"distributed.mode": "explicit", "distributed.coordinator_address": "localhost"},
+     r"distributed\.coordinator_address='localhost'; allowed: 'host:port'"),
+    ({"distributed.mode": "auto", "distributed.num_processes": 2, "distributed.process_id": 2},
+     r"distributed\.process_id=2; allowed: integers from 0 to num_processes - 1 = 1\."),
+    ({"distributed.mode": "auto", "distributed.local_device_ids": (0, -1)},
+     r"distributed\.local_device_ids=\(0, -1\)"),
+    ({"mesh.data": -1, "mesh.fsdp": -1}, r"mesh\.data=-1 and mesh\.fsdp=-1; allowed: -1 for one"),
+    ({"mesh.data": 0}, r"mesh\.data=0; allowed: integers >= 1, or -1"),
+    ({"data.synthetic.holdout_diagonals": (0, 1, 2, 3, 4, 5)},
+     r"data\.synthetic\.holdout_diagonals=\(0, 1, 2, 3, 4, 5\); allowed: fewer than 6"),
+    ({"data.synthetic.shapes": ("circle", "blob")},
+     r"data\.synthetic\.shapes=\('circle', 'blob'\); allowed: two or more distinct names of "
+     r"circle, square"),
+    ({"data.synthetic.shape_only_captions": 0.6, "data.synthetic.colour_only_captions": 0.6},
+     r"shape_only_captions=0\.6 and colour_only_captions=0\.6; allowed: a sum <= 1\."),
+    ({"data.tokenizer": "sentencepiece"}, r"data\.tokenizer_model='': .*SentencePiece"),
+    ({"data.name": "mixture"}, r"data\.name='mixture' with 0 data\.sources"),
+    ({"model.overrides.vision.patch_size": 5},
+     r"model\.overrides\.vision\.patch_size=5 does not divide vision\.image_size=24"),
+    ({"model.overrides.dtype": "float16"}, r"dtype='float16'; allowed: float32, bfloat16\."),
+])
+def test_a_bad_value_names_the_key_the_value_and_what_is_allowed(changes, message):
+  config = settings.load_config_file(DEMO).to_dict()  # Plain dicts take values of any type.
+  for key, value in changes.items():
+    section, _, name = key.rpartition(".")
+    target = config
+    for part in filter(None, section.split(".")):
+      target = target[part]
+    target[name] = value
+  with pytest.raises(ValueError, match=message):
+    settings.parse(config)
+
+
+def test_unknown_keys_are_named_with_the_allowed_ones():
+  config = settings.load_config_file(DEMO).to_dict()
+  config["flip"]["unmasked_step"] = 2
+  with pytest.raises(ValueError, match=r"flip\.unmasked_step=2 is not a setting; allowed: "
+                                       r"mask_ratio, unmasked_steps\."):
+    settings.parse(config)
+  config = settings.load_config_file(DEMO).to_dict()
+  config["model"]["overrides"]["vision"]["depth"] = 2
+  with pytest.raises(ValueError, match=r"model\.overrides\.vision\.depth=2 for "
+                                       r"VisionTransformerConfig; allowed: image_size"):
+    settings.parse(config)
+
+
+@pytest.mark.parametrize("evaluator, message", [
+    (dict(type="zeroshot", dataset="cifar10", split="test"),
+     r"evals\.bad\.type='zeroshot'; allowed: 'zero_shot', 'retrieval', 'linear_probe'\."),
+    (dict(type="zero_shot", dataset="cifar10", split="test", every_steps=-1),
+     r"evals\.bad\.every_steps=-1; allowed: integers >= 0 \(0: only at the end\)\."),
+    (dict(type="zero_shot", dataset="cifar10"),
+     r"evals\.bad\.split is missing; allowed: a split of 'cifar10'"),
+    (dict(type="retrieval", dataset="coco_captions", num_images=5, split="val"),
+     r"evals\.bad\.num_images=5 is not a key of a retrieval evaluator on 'coco_captions'; "
+     r"allowed: type, dataset, every_steps, batch_size, split, data_dir, .*caption_feature\."),
+    (dict(type="linear_probe", dataset="synthetic"),
+     r"evals\.bad\.dataset='synthetic' with type='linear_probe'; allowed: a TFDS image-label"),
+])
+def test_a_bad_evaluator_names_the_key_the_value_and_what_is_allowed(evaluator, message):
+  config = settings.load_config_file(DEMO)
+  config.evals.bad = settings.evaluator(**evaluator)
+  with pytest.raises(ValueError, match=message):
+    settings.parse(config)
+
+
+def test_an_evaluator_or_source_of_unknown_keys_is_refused_where_it_is_written():
+  with pytest.raises(ValueError, match=r"splt='val' is not a key of Evaluator; allowed: type, "):
+    settings.evaluator(type="retrieval", splt="val")
+  with pytest.raises(ValueError, match=r"fie='y' is not a key of Data; allowed: name, "):
+    settings.data_source(name="csv", file="x", fie="y")
+
+
+def test_synthetic_evaluators_need_synthetic_training_data():
+  config = settings.load_config_file(os.path.join(CONFIGS, "tfds.py"), "tiny")
+  config.evals.zero_shot = settings.evaluator(every_steps=5)
+  with pytest.raises(ValueError, match=r"evals\.zero_shot\.dataset='synthetic' evaluates with "
+                                       r"the synthetic data's world and words, but "
+                                       r"data\.name='tfds'; allowed: a TFDS dataset"):
+    settings.parse(config)
+
+
+def test_an_old_style_partial_config_fills_in_every_default():
+  """Configs (and workdirs' config.json) may give any subset of keys."""
+  run = settings.parse(dict(model=dict(name="tiny-vit"), data=dict(tokenizer="words"),
+                            total_steps=10, optim=dict(warmup_steps=1),
+                            evals=dict(zero_shot=dict(every_steps=5))))
+  assert run.optim == settings.Optim(warmup_steps=1) and run.data.image_size == 32
+  assert run.evals["zero_shot"] == settings.Evaluator(every_steps=5)
+
+
+@pytest.mark.parametrize("path, argument", [(DEMO, None),
+                                            (os.path.join(CONFIGS, "evaluate.py"), None),
+                                            (os.path.join(CONFIGS, "mixture.py"), "tiny")])
+def test_a_run_round_trips_through_its_config(path, argument):
+  config = settings.load_config_file(path, argument)
+  config.loss.name = "sigmoid"
+  config.model.overrides.dtype = "bfloat16"
+  run = settings.parse(config)
+  assert settings.parse(settings.to_config(run)) == run
+  assert settings.parse(json.loads(settings.to_config(run).to_json())) == run  # config.json
+
+
+def test_the_sigmoid_loss_sets_siglip_scale_and_bias_unless_the_model_does():
+  config = settings.load_config_file(DEMO)
+  config.loss.name = "sigmoid"
+  assert settings.parse(config).model.architecture.init_logit_bias == -10.0
+  config.model.overrides.init_logit_bias = -5.0
+  assert settings.parse(config).model.architecture.init_logit_bias == -5.0
+
+
+def test_the_name_lists_match_the_registries():
+  """settings imports no TensorFlow, so it names the losses, sources and evaluator types itself;
+  the modules that implement them keep the same names."""
+  assert set(settings.LOSSES) == set(losses.LOSSES) == set(losses.BLOCKWISE_LOSSES)
+  assert set(settings.EVALUATOR_TYPES) == set(evaluators._RUNNERS)  # pylint: disable=protected-access
+  assert set(settings.LOSS_MODEL_FIELDS) == set(settings.LOSSES)
+  assert settings.DEFAULT_MODEL in model_configs.MODELS
+
+
+def test_defaults_are_written_once():
+  """default_config is made from the dataclasses: changing a dataclass default changes it."""
+  defaults = settings.default_config()
+  for name, cls in (("optim", settings.Optim), ("loss", settings.Loss), ("flip", settings.Flip),
+                    ("checkpoint", settings.Checkpoint)):
+    for field in dataclasses.fields(cls):
+      assert defaults[name][field.name] == field.default, (name, field.name)
