@@ -1,28 +1,41 @@
 # The two quickstart commands: `make demo` trains on the built-in synthetic data, `make test` runs the
-# tests. Each creates (or reuses) the virtual environment $(VENV) and installs the package into it.
+# tests. Each creates (or reuses) the virtual environment $(VENV) and installs into it what it needs:
+# `make demo` (and `make install`) the package and its runtime dependencies, `make test` in addition
+# the test extra (PyTorch, transformers and the other references). pip runs with --quiet: its
+# warnings and errors still show, its progress does not.
 PYTHON ?= python3
 VENV ?= .venv
 DEMO_WORKDIR ?= workdirs/demo
-STAMP := $(VENV)/.installed
+PIP := $(VENV)/bin/python -m pip --quiet
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test install clean
+.PHONY: demo test install install-test clean
 
-$(STAMP): setup.cfg pyproject.toml
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
-	# References for the tests, without torchvision, which their packages import but the tests do
-	# not need: open_clip's tokenizer and model code, OpenAI's clip/model.py.
-	$(VENV)/bin/python -m pip install --quiet --no-deps open_clip_torch==3.3.0 clip-anytorch==2.6.0
-	touch $@
+$(RUNTIME_STAMP): setup.cfg pyproject.toml
+	@echo "Installing clip_jax and its runtime dependencies into $(VENV) (minutes the first time)"
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install --upgrade pip
+	@$(PIP) install -e .
+	@touch $@
 
-install: $(STAMP)
+# References for the tests, the last two without torchvision, which their packages import but the
+# tests do not need: open_clip's tokenizer and model code, OpenAI's clip/model.py.
+$(TEST_STAMP): $(RUNTIME_STAMP)
+	@echo "Installing the test extra (PyTorch, transformers, pytest) into $(VENV) (minutes the first time)"
+	@$(PIP) install -e ".[test]"
+	@$(PIP) install --no-deps open_clip_torch==3.3.0 clip-anytorch==2.6.0
+	@touch $@
 
-demo: $(STAMP)
+install: $(RUNTIME_STAMP)
+
+install-test: $(TEST_STAMP)
+
+demo: $(RUNTIME_STAMP)
 	rm -rf $(DEMO_WORKDIR)
 	$(VENV)/bin/python -m clip_jax.train --config=configs/synthetic_demo.py --workdir=$(DEMO_WORKDIR)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests
 
 clean:

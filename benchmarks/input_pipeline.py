@@ -143,16 +143,15 @@ def time_batches(next_batch, batch_size: int, warmup_batches: int, batches: int)
 
 def measure_ours(args) -> dict:
   """clip_jax's pipeline: input_pipeline.create_dataset with the webdataset source."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   # tf.data runs its work on the inter-op pool unless given a private one; size it to the cores
   # before anything starts TensorFlow's runtime.
   tf.config.threading.set_inter_op_parallelism_threads(args.cores)
   tf.config.threading.set_intra_op_parallelism_threads(args.cores)
   import input_pipeline  # pylint: disable=g-import-not-at-top
-  data = ml_collections.ConfigDict(dict(
-      name="webdataset", files=args.files, image_size=224, context_length=77,
-      tokenizer="clip_bpe", seed=0))
+  from clip_jax import settings  # pylint: disable=g-import-not-at-top
+  data = settings.Data(name="webdataset", files=args.files, image_size=224, context_length=77,
+                       tokenizer="clip_bpe", seed=0)
   iterator = input_pipeline.create_dataset(data, global_batch_size=args.batch_size)
 
   def next_batch():

@@ -519,7 +519,7 @@ def _data(values: Mapping[str, Any] | None, architecture: model_configs.CLIPConf
                        f"{expected} (or leave data.{key} unset to follow the model).")
   synthetic = _section(Synthetic, given.get("synthetic"), "data.synthetic")
   if len(set(synthetic.holdout_diagonals)) >= len(synthetic.colours) or any(
-      diagonal >= len(synthetic.colours) for diagonal in synthetic.holdout_diagonals):
+      not 0 <= diagonal < len(synthetic.colours) for diagonal in synthetic.holdout_diagonals):
     raise ValueError(f"data.synthetic.holdout_diagonals={synthetic.holdout_diagonals!r}; allowed: "
                      f"fewer than {len(synthetic.colours)} distinct values, each in "
                      f"0..{len(synthetic.colours) - 1}, so that every colour is seen with some "
@@ -539,8 +539,10 @@ def _data(values: Mapping[str, Any] | None, architecture: model_configs.CLIPConf
     merged = _section(Data, {**shared, **part, **model_sizes}, key)
     if merged.name not in STREAM_SOURCES:
       raise ValueError(f"{key}.name={merged.name!r}; allowed: {', '.join(STREAM_SOURCES)}.")
+    _check_source(merged, key)
     sources[part_name] = merged
   data = _section(Data, {**given, **model_sizes}, "data", synthetic=synthetic, sources=sources)
+  _check_source(data, "data")
   if (data.name == "mixture") != bool(sources):
     raise ValueError(f"data.name={data.name!r} with {len(sources)} data.sources; allowed: "
                      "data.name='mixture' with one or more data.sources, or another source "
@@ -549,6 +551,22 @@ def _data(values: Mapping[str, Any] | None, architecture: model_configs.CLIPConf
     raise ValueError("data.tokenizer_model='': data.tokenizer='sentencepiece' needs the path of a "
                      "SentencePiece .model file.")
   return data
+
+
+# The key each stream source cannot do without, and what it takes.
+_REQUIRED_SOURCE_KEYS = dict(
+    webdataset=("files", "a brace pattern, a glob or a list of tar files"),
+    tfrecord=("files", "a brace pattern, a glob or a list of TFRecord files"),
+    tfds=("dataset", "a TFDS dataset name"),
+    csv=("file", "the path of a CSV/TSV table"))
+
+
+def _check_source(data: Data, key: str) -> None:
+  if data.name in _REQUIRED_SOURCE_KEYS:
+    required, allowed = _REQUIRED_SOURCE_KEYS[data.name]
+    if not getattr(data, required):
+      raise ValueError(f"{key}.{required} is empty, and data.name={data.name!r} reads from it; "
+                       f"allowed: {allowed}.")
 
 
 def _evaluator(name: str, values: Mapping[str, Any] | None) -> Evaluator:

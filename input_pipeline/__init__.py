@@ -12,10 +12,10 @@ import atexit
 from typing import Any, Iterator
 import weakref
 
-import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from clip_jax import settings
 from input_pipeline import preprocessing
 from input_pipeline import sources
 from input_pipeline import tokenizers
@@ -92,9 +92,8 @@ def combine_states(process_states: list[dict[str, Any]]) -> dict[str, Any]:
   return {"processes": list(process_states)}
 
 
-def create_dataset(data_config: ml_collections.ConfigDict, *, global_batch_size: int,
-                   process_index: int = 0, process_count: int = 1,
-                   state: dict[str, Any] | None = None) -> DataIterator:
+def create_dataset(data: settings.Data, *, global_batch_size: int, process_index: int = 0,
+                   process_count: int = 1, state: dict[str, Any] | None = None) -> DataIterator:
   """The endless training stream of this process.
 
   Yields {"image": uint8 [b, H, W, 3], "text": int32 [b, context_length]} with
@@ -102,17 +101,15 @@ def create_dataset(data_config: ml_collections.ConfigDict, *, global_batch_size:
   at a checkpoint: the stream continues with the next batch. Synthetic data resumes on any
   process count; the others need the same count (each process owns its shards).
   """
-  sources.check_name(data_config.name)
-  tokenizer = tokenizers.create_tokenizer(data_config)
+  tokenizer = tokenizers.create_tokenizer(data)
   local_batch_size = _local_batch_size(global_batch_size, process_index, process_count)
-  local_state = _local_state(data_config.name, state, process_index, process_count)
-  if data_config.name == "synthetic":
-    examples = _synthetic_examples(data_config, local_state, global_batch_size, local_batch_size,
+  local_state = _local_state(data.name, state, process_index, process_count)
+  if data.name == "synthetic":
+    examples = _synthetic_examples(data, local_state, global_batch_size, local_batch_size,
                                    process_index)
   else:
-    stream = sources.create_stream(data_config, process_index=process_index,
-                                   process_count=process_count)
-    examples = _stream_examples(data_config, stream, local_state, process_index)
+    stream = sources.create_stream(data, process_index=process_index, process_count=process_count)
+    examples = _stream_examples(data, stream, local_state, process_index)
 
   def finish(batch):
     text = tokenizer.tf_tokenize(batch.pop("caption"))
@@ -124,23 +121,22 @@ def create_dataset(data_config: ml_collections.ConfigDict, *, global_batch_size:
   return DataIterator(batches, local_state)
 
 
-def create_eval_images(data_config: ml_collections.ConfigDict, *, num_images: int,
-                       batch_size: int) -> BatchIterator:
+def create_eval_images(data: settings.Data, *, num_images: int, batch_size: int) -> BatchIterator:
   """New synthetic images with their attributes, for zero-shot evaluation.
 
   Drawn from the "eval" seed stream, so never training images; half of them (odd indices) show
   held-out colour-shape combinations. Yields {"image": uint8 [b, H, W, 3],
   "shape": int32 [b], "colour": int32 [b], "heldout": bool [b]}, the last batch possibly shorter.
   """
-  if data_config.name != "synthetic":
-    raise ValueError(f"data.name={data_config.name!r}: attribute labels exist only for "
+  if data.name != "synthetic":
+    raise ValueError(f"data.name={data.name!r}: attribute labels exist only for "
                      "synthetic data; allowed: synthetic.")
 
   def preprocess(batch):
     labels = {key: batch[key] for key in ("shape", "colour", "heldout")}
     return {"image": batch["image"], **labels}
 
-  examples = synthetic.examples(data_config, tf.data.Dataset.range(num_images), split="eval")
+  examples = synthetic.examples(data, tf.data.Dataset.range(num_images), split="eval")
   batches = examples.batch(batch_size).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   return BatchIterator(batches)
 
@@ -172,8 +168,8 @@ def _local_state(name: str, state: dict[str, Any] | None, process_index: int,
                    "(each reads its own shards); restart the data from scratch instead.")
 
 
-def _synthetic_examples(data_config, local_state, global_batch_size: int, local_batch_size: int,
-                        process_index: int) -> tf.data.Dataset:
+def _synthetic_examples(data: settings.Data, local_state, global_batch_size: int,
+                        local_batch_size: int, process_index: int) -> tf.data.Dataset:
   """Rendered examples of this process's slice of every global batch, with their bookkeeping.
 
   Global batch k (counting from the resume position `start`) holds samples
@@ -191,7 +187,7 @@ def _synthetic_examples(data_config, local_state, global_batch_size: int, local_
                    "record_number": records_before + counter + 1}
 
   indices_and_bookkeeping = tf.data.Dataset.counter().map(bookkeeping)
-  rendered = synthetic.examples(data_config, indices_and_bookkeeping.map(lambda index, _: index))
+  rendered = synthetic.examples(data, indices_and_bookkeeping.map(lambda index, _: index))
 
   def keep(example, extra):
     return {"image": example["image"], "caption": example["caption"], **extra}
@@ -200,12 +196,9 @@ def _synthetic_examples(data_config, local_state, global_batch_size: int, local_
       keep)
 
 
-def _stream_examples(data_config, stream, local_state, process_index: int) -> tf.data.Dataset:
+def _stream_examples(data: settings.Data, stream, local_state,
+                     process_index: int) -> tf.data.Dataset:
   """Decoded, augmented examples of a record stream; bad records dropped (and so counted)."""
-  size = data_config.image_size
-  scale = tuple(data_config.get("crop_scale", (0.9, 1.0)))  # CLIP's RandomResizedCrop area
-  seed = data_config.get("seed", 0)
-  exact_resize = data_config.get("exact_resize", False)
 
   def records():
     numbered = enumerate(stream.iterate(local_state["position"]), local_state["records"] + 1)
@@ -222,14 +215,14 @@ def _stream_examples(data_config, stream, local_state, process_index: int) -> tf
 
   def decode(record):
     # Per-sample randomness from (seed, process, record number): a resumed run is bit-identical.
-    sample_seed = tf.stack([tf.constant(seed * 1_000_003 + process_index, tf.int64),
+    sample_seed = tf.stack([tf.constant(data.seed * 1_000_003 + process_index, tf.int64),
                             record["record_number"]])
     crop_seed, caption_seed = tf.unstack(tf.random.experimental.stateless_split(sample_seed, 2))
     captions = record["captions"]
     captions = tf.boolean_mask(captions, tf.strings.length(tf.strings.strip(captions)) > 0)
     choice = tf.random.stateless_uniform([], caption_seed, 0, tf.shape(captions)[0], tf.int32)
-    image = preprocessing.train_image(record["image"], size, crop_seed, scale=scale,
-                                      exact_resize=exact_resize)
+    image = preprocessing.train_image(record["image"], data.image_size, crop_seed,
+                                      scale=data.crop_scale, exact_resize=data.exact_resize)
     return {"image": image,
             "caption": captions[choice], "record_number": record["record_number"],
             "position": record["position"]}

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import contextlib
 
-import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from clip_jax import settings
 from input_pipeline import BatchIterator
 from input_pipeline import preprocessing
 from input_pipeline.sources import synthetic
@@ -92,16 +92,16 @@ def caption_batches(dataset: str, split: str, *, image_size: int, batch_size: in
   return _batches(examples.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE), batch_size)
 
 
-def synthetic_caption_batches(data_config: ml_collections.ConfigDict, *, num_images: int,
+def synthetic_caption_batches(data: settings.Data, *, num_images: int,
                               batch_size: int) -> BatchIterator:
   """New synthetic images, each with every full phrasing of what it shows (8 captions).
 
   The images of `input_pipeline.create_eval_images` ("eval" seed stream, never training images),
   in the same batch format as `caption_batches`.
   """
-  world = synthetic.World.from_config(data_config)
+  world = synthetic.World.from_settings(data)
   captions = [synthetic.eval_captions(world, index) for index in range(num_images)]  # [N][8]
-  images = synthetic.examples(data_config, tf.data.Dataset.range(num_images), split="eval")
+  images = synthetic.examples(data, tf.data.Dataset.range(num_images), split="eval")
   examples = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(captions)).map(
       lambda example, image_captions: {"image": example["image"], "captions": image_captions})
   return _batches(examples, batch_size)

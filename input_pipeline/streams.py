@@ -31,9 +31,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-# Shards read at once per process, and records shuffled together (~100 MB of JPEGs at LAION sizes).
-DEFAULT_CYCLE_LENGTH = 8
-DEFAULT_SHUFFLE_WINDOW = 2048
+from clip_jax import settings
 
 # A raw record: {"image": encoded bytes (b"" if absent), "captions": list of bytes (may be empty)}.
 Record = dict[str, Any]
@@ -83,9 +81,6 @@ class ShardedStream:
     if len(shards) < process_count:
       raise ValueError(f"{description}: {len(shards)} shard(s) for {process_count} processes; "
                        "every process needs at least one (split the data into more shards).")
-    if cycle_length < 1 or shuffle_window < 1:
-      raise ValueError(f"data.cycle_length={cycle_length}, data.shuffle_window={shuffle_window}: "
-                       "allowed: integers >= 1.")
     self._shards = list(shards)
     self._read_shard = read_shard
     self._seed = seed
@@ -207,11 +202,9 @@ class MixedStream:
         yield record, np.concatenate([*current, [draws]])
 
 
-def sharded_stream(data_config, shards: Sequence[Any], read_shard: ReadShard, *, process_index: int,
-                   process_count: int, description: str) -> ShardedStream:
-  """A ShardedStream with the shuffling settings of the data config."""
-  return ShardedStream(shards, read_shard, seed=data_config.get("seed", 0),
-                       process_index=process_index, process_count=process_count,
-                       cycle_length=data_config.get("cycle_length", DEFAULT_CYCLE_LENGTH),
-                       shuffle_window=data_config.get("shuffle_window", DEFAULT_SHUFFLE_WINDOW),
-                       description=description)
+def sharded_stream(data: settings.Data, shards: Sequence[Any], read_shard: ReadShard, *,
+                   process_index: int, process_count: int, description: str) -> ShardedStream:
+  """A ShardedStream with the shuffling settings of `data`."""
+  return ShardedStream(shards, read_shard, seed=data.seed, process_index=process_index,
+                       process_count=process_count, cycle_length=data.cycle_length,
+                       shuffle_window=data.shuffle_window, description=description)

@@ -35,12 +35,12 @@ import gzip
 import importlib.resources
 from typing import Protocol, Sequence
 
-import ml_collections
 import numpy as np
 import regex
 import tensorflow as tf
 import tokenizers as hf_tokenizers
 
+from clip_jax import settings
 from input_pipeline import text_cleaning
 from input_pipeline.sources import synthetic
 
@@ -244,27 +244,15 @@ class SentencePieceTokenizer:
     return self.tf_tokenize(tf.constant(list(texts), tf.string, shape=[len(texts)])).numpy()
 
 
-def _sentencepiece_from_config(data_config: ml_collections.ConfigDict) -> SentencePieceTokenizer:
-  model_path = data_config.get("tokenizer_model")
-  if not model_path:
-    raise ValueError(f"data.tokenizer_model={model_path!r}: data.tokenizer='sentencepiece' needs "
-                     "the path of a SentencePiece .model file.")
-  return SentencePieceTokenizer(model_path, data_config.context_length)
-
-
-# name -> constructor taking the data config.
+# name (settings.TOKENIZERS) -> constructor taking the data settings.
 TOKENIZERS = {
-    "clip_bpe": lambda data_config: ClipBpeTokenizer(data_config.context_length),
-    "sentencepiece": _sentencepiece_from_config,
-    "words": lambda data_config: WordTokenizer(synthetic.vocabulary(),
-                                               data_config.context_length),
+    "clip_bpe": lambda data: ClipBpeTokenizer(data.context_length),
+    "sentencepiece": lambda data: SentencePieceTokenizer(data.tokenizer_model,
+                                                         data.context_length),
+    "words": lambda data: WordTokenizer(synthetic.vocabulary(), data.context_length),
 }
 
 
-def create_tokenizer(data_config: ml_collections.ConfigDict) -> Tokenizer:
+def create_tokenizer(data: settings.Data) -> Tokenizer:
   """The tokenizer named by data.tokenizer, for data.context_length (and data.tokenizer_model)."""
-  name = data_config.tokenizer
-  if name not in TOKENIZERS:
-    raise ValueError(f"data.tokenizer={name!r} is unknown; allowed: "
-                     f"{', '.join(sorted(TOKENIZERS))}.")
-  return TOKENIZERS[name](data_config)
+  return TOKENIZERS[data.tokenizer](data)

@@ -36,11 +36,11 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol
 from absl import app
 from absl import flags
 from absl import logging
-import ml_collections
 import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from clip_jax import settings
 from input_pipeline.sources import csv_table
 from input_pipeline.sources import synthetic
 
@@ -286,8 +286,7 @@ def read_image_folder(image_dir: str, skipped: SkipLog) -> Iterator[Sample]:
 
 def read_synthetic(num_samples: int, image_size: int = 64, seed: int = 0) -> Iterator[Sample]:
   """The first `num_samples` training samples of the synthetic dataset, as JPEG files."""
-  world = synthetic.World.from_config(
-      ml_collections.ConfigDict(dict(seed=seed, image_size=image_size)))
+  world = synthetic.World.from_settings(settings.Data(seed=seed, image_size=image_size))
   for index in range(num_samples):
     sample = synthetic.render(world, "train", index)
     buffer = io.BytesIO()

@@ -1,11 +1,11 @@
-"""LiT-style locking and fine-tuning settings: which parameters train, that locked ones do not
-move under the optimiser, and the config errors."""
+"""LiT-style locking and fine-tuning: which parameters train, that locked ones do not move under
+the optimiser, and the check of the checkpoint to start from (the settings' own errors are
+tests/test_settings.py's)."""
 
 import json
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -13,6 +13,7 @@ import pytest
 from clip_jax import finetune
 from clip_jax import optim
 from clip_jax import pretrained
+from clip_jax import settings
 from clip_jax.models import clip as clip_model
 from clip_jax.models import configs
 
@@ -32,8 +33,7 @@ def trainable_names(labels):
 
 def test_locked_image_tower_with_its_last_block_unlocked():
   config, params = init_params("tiny-vit", vision=dict(layers=3))
-  given = finetune.check(ml_collections.ConfigDict(dict(lock_image=True,
-                                                        image_unlocked_blocks=1)), config)
+  given = settings.Finetune(lock_image=True, image_unlocked_blocks=1)
   names = trainable_names(finetune.trainable(params, given))
   visual = {name for name in names if name.startswith("visual/")}
   assert visual and all(name.startswith(("visual/transformer/resblocks_2/", "visual/ln_post/",
@@ -44,16 +44,16 @@ def test_locked_image_tower_with_its_last_block_unlocked():
 
 def test_fully_locked_resnet_and_text_train_only_the_temperature():
   config, params = init_params("tiny-rn")
-  given = finetune.check(ml_collections.ConfigDict(dict(lock_image=True, lock_text=True)), config)
+  given = settings.Finetune(lock_image=True, lock_text=True)
   assert trainable_names(finetune.trainable(params, given)) == {"logit_scale"}
   assert not finetune.image_tower_trains(given)
 
 
 def test_locked_parameters_do_not_move():
   config, params = init_params("tiny-vit")
-  given = finetune.check(ml_collections.ConfigDict(dict(lock_image=True)), config)
+  given = settings.Finetune(lock_image=True)
   labels = finetune.trainable(params, given)
-  optimizer, _ = optim.create_optimizer(ml_collections.ConfigDict(dict(warmup_steps=0)), 10)
+  optimizer, _ = optim.create_optimizer(settings.Optim(warmup_steps=0), 10)
   optimizer = finetune.lock(optimizer, given)
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = optimizer.update(grads, optimizer.init(params), params)
@@ -62,16 +62,12 @@ def test_locked_parameters_do_not_move():
   assert jax.tree.leaves(moved) == jax.tree.leaves(labels)  # moved exactly where trainable
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(lock_images=True), r"finetune\.lock_images=True is not a setting; allowed: checkpoint"),
-    (dict(image_unlocked_blocks=1), r"without finetune\.lock_image=True"),
-    (dict(lock_text=True, text_unlocked_blocks=3), r"text_unlocked_blocks=3; allowed: 0 to 2"),
-    (dict(checkpoint="/nonexistent"), r"not a converted checkpoint"),
-])
-def test_bad_settings_name_the_key(changes, message):
+def test_a_checkpoint_that_is_not_a_converted_one_is_refused(tmp_path):
   config, _ = init_params("tiny-vit")
-  with pytest.raises(ValueError, match=message):
-    finetune.check(ml_collections.ConfigDict(changes), config)
+  with pytest.raises(ValueError, match=r"finetune\.checkpoint='.*' is not a converted checkpoint; "
+                                       r"allowed: a directory written by"):
+    finetune.check_source(settings.Finetune(checkpoint=str(tmp_path)), config)
+  finetune.check_source(settings.Finetune(), config)  # Nothing to check from scratch.
 
 
 @pytest.mark.parametrize("saved_changes, message", [
@@ -84,9 +80,9 @@ def test_a_checkpoint_of_another_function_is_refused(tmp_path, saved_changes, me
   saved = configs.get_model_config("tiny-vit", **{"activation": "quick_gelu", **saved_changes})
   (tmp_path / pretrained.MODEL_FILE).write_text(
       json.dumps({"model": configs.config_to_dict(saved)}))
-  settings = ml_collections.ConfigDict(dict(checkpoint=str(tmp_path)))
+  given = settings.Finetune(checkpoint=str(tmp_path))
   with pytest.raises(ValueError, match=message):
-    finetune.check(settings, config)
+    finetune.check_source(given, config)
   (tmp_path / pretrained.MODEL_FILE).write_text(
       json.dumps({"model": configs.config_to_dict(config)}))
-  assert finetune.check(settings, config)["checkpoint"] == str(tmp_path)
+  finetune.check_source(given, config)

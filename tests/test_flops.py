@@ -13,6 +13,7 @@ import pytest
 from clip_jax import flip
 from clip_jax import flops
 from clip_jax import models
+from clip_jax import settings
 
 TOLERANCE = 0.05
 BATCH = 8
@@ -95,8 +96,7 @@ def test_named_models_match_open_clips_profile():
 
 def test_cumulative_flops_follow_the_flip_schedule():
   config = models.get_model_config("tiny-vit", **VIT)
-  masking = flip.settings(None)
-  masking.update(mask_ratio=0.75, unmasked_steps=3)
+  masking = settings.Flip(mask_ratio=0.75, unmasked_steps=3)
   total_steps = 10
   per_step = {ratio: BATCH * flops.train_flops_per_sample(config, BATCH, ratio)["total"].total
               for ratio in (0.0, 0.75)}

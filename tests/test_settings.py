@@ -34,7 +34,7 @@ def load_with_flags(config_file: str, *arguments: str) -> settings.Run:
 # A non-default value for every key that docs/training.md and docs/data.md list for these
 # sections, with where it lands in the parsed run. A ResNet model for its own keys below.
 COMMAND_LINE = {
-    "model.name": ("tiny-vit", lambda run: run.model.name),
+    "model.name": ("tiny-rn", lambda run: run.model.name),
     "model.overrides.embed_dim": ("24", lambda run: run.model.architecture.embed_dim),
     "model.overrides.dtype": ("bfloat16", lambda run: run.model.architecture.dtype),
     "model.overrides.remat": ("True", lambda run: run.model.architecture.remat),
@@ -57,7 +57,7 @@ COMMAND_LINE = {
     "data.name": ("webdataset", lambda run: run.data.name),
     "data.image_size": ("48", lambda run: run.data.image_size),
     "data.context_length": ("20", lambda run: run.data.context_length),
-    "data.tokenizer": ("clip_bpe", lambda run: run.data.tokenizer),
+    "data.tokenizer": ("words", lambda run: run.data.tokenizer),
     "data.tokenizer_model": ("/m/spm.model", lambda run: run.data.tokenizer_model),
     "data.seed": ("3", lambda run: run.data.seed),
     "data.crop_scale": ("(0.5,1.0)", lambda run: run.data.crop_scale),
@@ -124,9 +124,10 @@ COMPANIONS = {
     "model.overrides.text.width": ["--config.model.overrides.text.head_width=32"],
     "mesh.fsdp": ["--config.mesh.data=1"],
     "data.tokenizer_model": ["--config.data.tokenizer=sentencepiece"],
+    "data.name": ["--config.data.files=/d/{00000..00009}.tar"],
 }
-BASE_FLAGS = ["--config.model.name=tiny-vit", "--config.data.name=webdataset",
-              "--config.total_steps=100", "--config.optim.warmup_steps=1"]
+BASE_FLAGS = ["--config.model.name=tiny-vit", "--config.total_steps=100",
+              "--config.optim.warmup_steps=1"]
 
 
 def expected_value(text: str):
@@ -140,6 +141,7 @@ def test_every_documented_key_is_set_from_the_command_line(key):
   arguments = [*BASE_FLAGS, *COMPANIONS.get(key, []), f"--config.{key}={value}"]
   run = load_with_flags(config_file, *arguments)
   assert read(run) == expected_value(value), key
+  assert read(load_with_flags(config_file, *BASE_FLAGS)) != expected_value(value), key
 
 
 def test_a_resnet_takes_its_stages_from_the_command_line():
@@ -173,6 +175,8 @@ def test_evaluator_and_mixture_keys_are_set_from_the_command_line():
                         "--config.evals.cifar10.templates=simple")
   assert (run.evals["cifar10"].mock_examples, run.evals["cifar10"].batch_size) == (8, 64)
   assert run.evals["cifar10"].templates == "simple" and run.evals["cifar10"].split == "test"
+  with pytest.raises(ValueError, match=r"data\.sources\.laion\.files is empty"):
+    load_with_flags(os.path.join(CONFIGS, "mixture.py") + ":tiny")
   run = load_with_flags(os.path.join(CONFIGS, "mixture.py") + ":tiny",
                         "--config.data.sources.laion.files=/a/{0..3}.tar",
                         "--config.data.sources.cc12m.files=/b/{0..1}.tar",
@@ -197,6 +201,15 @@ def test_every_shipped_config_is_listed_here():
                           for path in glob.glob(os.path.join(CONFIGS, "*.py"))}
 
 
+def fill_required_data_keys(config):
+  """What the docs say to give on the command line: where the data is."""
+  required = dict(webdataset="files", tfrecord="files", csv="file")
+  if config.data.name in required:
+    config.data[required[config.data.name]] = "/data/train"
+  for source in config.data.sources.values():
+    source.files = "/data/{00000..00009}.tar"
+
+
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_every_shipped_config_parses_has_every_key_and_restates_no_default(name, monkeypatch):
   """A config holds every key (so that all can be set from the command line), and sets only what
@@ -214,6 +227,7 @@ def test_every_shipped_config_parses_has_every_key_and_restates_no_default(name,
   monkeypatch.setattr(settings.ml_collections.ConfigDict, "__setitem__", recording_set_item)
   for argument in SHIPPED[name]:
     config = settings.load_config_file(os.path.join(CONFIGS, f"{name}.py"), argument)
+    fill_required_data_keys(config)
     settings.parse(config)
     defaults = settings.default_config()
     for section in ("data", "loss", "optim", "flip", "finetune", "mesh", "checkpoint",
@@ -269,6 +283,13 @@ def test_every_shipped_config_parses_has_every_key_and_restates_no_default(name,
      r"shape_only_captions=0\.6 and colour_only_captions=0\.6; allowed: a sum <= 1\."),
     ({"data.tokenizer": "sentencepiece"}, r"data\.tokenizer_model='': .*SentencePiece"),
     ({"data.name": "mixture"}, r"data\.name='mixture' with 0 data\.sources"),
+    ({"data.name": "webdataset"}, r"data\.files is empty, and data\.name='webdataset' reads from "
+                                  r"it; allowed: a brace pattern"),
+    ({"data.name": "csv"}, r"data\.file is empty, and data\.name='csv' reads from it"),
+    ({"data.name": "tfds"}, r"data\.dataset is empty, and data\.name='tfds'"),
+    ({"data.synthetic.holdout_diagonals": (-1,)},
+     r"data\.synthetic\.holdout_diagonals=\(-1,\); allowed: fewer than 6 distinct values, each "
+     r"in 0\.\.5"),
     ({"model.overrides.vision.patch_size": 5},
      r"model\.overrides\.vision\.patch_size=5 does not divide vision\.image_size=24"),
     ({"model.overrides.dtype": "float16"}, r"dtype='float16'; allowed: float32, bfloat16\."),
@@ -348,6 +369,7 @@ def test_an_old_style_partial_config_fills_in_every_default():
                                             (os.path.join(CONFIGS, "mixture.py"), "tiny")])
 def test_a_run_round_trips_through_its_config(path, argument):
   config = settings.load_config_file(path, argument)
+  fill_required_data_keys(config)
   config.loss.name = "sigmoid"
   config.model.overrides.dtype = "bfloat16"
   run = settings.parse(config)

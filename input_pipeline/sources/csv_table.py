@@ -12,15 +12,12 @@ import io
 import os
 from typing import Iterator, NamedTuple
 
-import ml_collections
 import tensorflow as tf
 
+from clip_jax import settings
 from input_pipeline import streams
 
-# open_clip's defaults for its csv dataset.
-SEPARATOR = "\t"
-IMAGE_COLUMN = "filepath"
-CAPTION_COLUMN = "title"
+_DEFAULTS = settings.Data()  # read_table's defaults: the settings' (open_clip's csv layout).
 
 Row = tuple[str, str]  # (image path, caption)
 
@@ -39,15 +36,17 @@ class TableRow(NamedTuple):
   caption: str | None  # Stripped; None if the row is too short to have one.
 
 
-def read_table(path: str, separator: str = SEPARATOR, image_column: str = IMAGE_COLUMN,
-               caption_column: str = CAPTION_COLUMN, keys: Keys = Keys()) -> list[Row]:
+def read_table(path: str, separator: str = _DEFAULTS.separator,
+               image_column: str = _DEFAULTS.image_column,
+               caption_column: str = _DEFAULTS.caption_column, keys: Keys = Keys()) -> list[Row]:
   """(image path, caption) of every row; a missing image path or caption is ""."""
   return [(row.image_path, row.caption or "")
           for row in read_table_rows(path, separator, image_column, caption_column, keys)]
 
 
-def read_table_rows(path: str, separator: str = SEPARATOR, image_column: str = IMAGE_COLUMN,
-                    caption_column: str = CAPTION_COLUMN,
+def read_table_rows(path: str, separator: str = _DEFAULTS.separator,
+                    image_column: str = _DEFAULTS.image_column,
+                    caption_column: str = _DEFAULTS.caption_column,
                     keys: Keys = Keys()) -> Iterator[TableRow]:
   """The rows of `read_table` with their line numbers, telling a missing caption from an empty one.
 
@@ -88,11 +87,7 @@ def read_row(row: Row, offset: int) -> Iterator[tuple[streams.Record, int]]:
   yield streams.make_record(image, [caption.encode("utf-8")]), 1
 
 
-def create_stream(data_config: ml_collections.ConfigDict, *, process_index: int,
-                  process_count: int) -> streams.Stream:
-  rows = read_table(data_config.file, data_config.get("separator", SEPARATOR),
-                    data_config.get("image_column", IMAGE_COLUMN),
-                    data_config.get("caption_column", CAPTION_COLUMN))
-  return streams.sharded_stream(data_config, rows, read_row, process_index=process_index,
-                                process_count=process_count,
-                                description=f"data.file={data_config.file!r}")
+def create_stream(data: settings.Data, *, process_index: int, process_count: int) -> streams.Stream:
+  rows = read_table(data.file, data.separator, data.image_column, data.caption_column)
+  return streams.sharded_stream(data, rows, read_row, process_index=process_index,
+                                process_count=process_count, description=f"data.file={data.file!r}")

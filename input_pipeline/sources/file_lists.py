@@ -1,13 +1,13 @@
-"""Shard lists from a config: brace patterns, globs or explicit lists, on any tf.io.gfile path."""
+"""Shard lists of `data.files`: brace patterns, globs or explicit lists, on any tf.io.gfile path."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 import braceexpand
-import ml_collections
 import tensorflow as tf
 
+from clip_jax import settings
 from input_pipeline import streams
 
 _GLOB_CHARACTERS = frozenset("*?[")
@@ -37,9 +37,9 @@ def expand(files: str | Sequence[str], key: str = "data.files") -> list[str]:
   return paths
 
 
-def file_stream(data_config: ml_collections.ConfigDict, read_file: streams.ReadShard, *,
-                process_index: int, process_count: int) -> streams.Stream:
+def file_stream(data: settings.Data, read_file: streams.ReadShard, *, process_index: int,
+                process_count: int) -> streams.Stream:
   """The stream over the files of `data.files`, each read by `read_file(path, offset)`."""
-  return streams.sharded_stream(data_config, expand(data_config.files), read_file,
-                                process_index=process_index, process_count=process_count,
-                                description=f"data.files={data_config.files!r}")
+  return streams.sharded_stream(data, expand(data.files), read_file, process_index=process_index,
+                                process_count=process_count,
+                                description=f"data.files={data.files!r}")

@@ -48,9 +48,10 @@ import functools
 import re
 from typing import Callable, NamedTuple
 
-import ml_collections
 import numpy as np
 import tensorflow as tf
+
+from clip_jax import settings
 
 # Signed distance functions of unit-sized shapes (inscribed in the unit circle, y pointing up):
 # negative inside, in units of the shape's radius. Anti-aliasing comes from the distance itself.
@@ -177,18 +178,6 @@ NOISE_STD = 0.03
 CHUNK_SIZE = 64  # Samples rendered per call into Python: amortises the tf.data round trip.
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """The knobs of `data.synthetic`; a config may set any subset of them."""
-  return ml_collections.ConfigDict(dict(
-      shapes=("circle", "square", "triangle", "star", "cross", "heart"),
-      colours=("red", "green", "blue", "yellow", "magenta", "cyan"),
-      holdout_diagonals=(0,),
-      # Fractions of training captions that name only the shape (of a black or white shape) ...
-      shape_only_captions=0.4,
-      colour_only_captions=0.1,  # ... or only the colour; the rest name both.
-  ))
-
-
 class Sample(NamedTuple):
   image: np.ndarray  # uint8 [H, W, 3]
   caption: str
@@ -211,47 +200,21 @@ class Scene(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class World:
-  """Everything a sample depends on besides its index: the resolved `data` config."""
+  """Everything a sample depends on besides its index: the data settings that matter here."""
   seed: int
   image_size: int
   shapes: tuple[str, ...]
   colours: tuple[str, ...]
   holdout_diagonals: tuple[int, ...]
+  # Fractions of training captions that name only the shape (of a black or white shape), and
+  # only the colour; the rest name both.
   shape_only_captions: float
   colour_only_captions: float
 
   @classmethod
-  def from_config(cls, data_config: ml_collections.ConfigDict) -> World:
-    knobs = default_config().to_dict()
-    overrides = data_config.get("synthetic") or {}
-    unknown = sorted(set(overrides.keys()) - set(knobs))
-    if unknown:
-      raise ValueError(f"data.synthetic has unknown keys {unknown}; allowed: {', '.join(knobs)}.")
-    knobs.update(overrides)
-    world = cls(seed=data_config.seed, image_size=data_config.image_size,
-                shapes=tuple(knobs["shapes"]), colours=tuple(knobs["colours"]),
-                holdout_diagonals=tuple(knobs["holdout_diagonals"]),
-                shape_only_captions=knobs["shape_only_captions"],
-                colour_only_captions=knobs["colour_only_captions"])
-    world.check()
-    return world
-
-  def check(self) -> None:
-    """Fails on a config that cannot give a well-posed dataset, naming the key."""
-    for key, names, allowed in (("shapes", self.shapes, SHAPES),
-                                ("colours", self.colours, COLOURS)):
-      if not set(names) <= set(allowed) or len(set(names)) != len(names) or len(names) < 2:
-        raise ValueError(f"data.synthetic.{key}={names!r}: need two or more distinct names; "
-                         f"allowed: {', '.join(allowed)}.")
-    diagonals, num_colours = set(self.holdout_diagonals), len(self.colours)
-    if not diagonals <= set(range(num_colours)) or len(diagonals) >= num_colours:
-      raise ValueError(f"data.synthetic.holdout_diagonals={self.holdout_diagonals!r}: need fewer "
-                       f"than {num_colours} distinct values, each in 0..{num_colours - 1}, so "
-                       "that every colour is seen with some shape.")
-    fractions = (self.shape_only_captions, self.colour_only_captions)
-    if min(fractions) < 0 or sum(fractions) > 1:
-      raise ValueError(f"data.synthetic.shape_only_captions={fractions[0]} and "
-                       f"colour_only_captions={fractions[1]}: need each >= 0 and a sum <= 1.")
+  def from_settings(cls, data: settings.Data) -> World:
+    """The world of `data.synthetic`, `data.seed` and `data.image_size` (settings.parse checked)."""
+    return cls(seed=data.seed, image_size=data.image_size, **dataclasses.asdict(data.synthetic))
 
   def is_heldout(self, shape: int, colour: int) -> bool:
     return colour != UNCOLOURED and (colour - shape) % len(self.colours) in self.holdout_diagonals
@@ -398,14 +361,14 @@ def _render_chunk(world: World, split: str, indices: np.ndarray):
           np.array([sample.heldout for sample in samples], bool))
 
 
-def examples(data_config: ml_collections.ConfigDict, indices: tf.data.Dataset,
+def examples(data: settings.Data, indices: tf.data.Dataset,
              split: str = "train") -> tf.data.Dataset:
   """The source: sample indices (int64) in, {'image', 'caption', 'shape', 'colour', 'heldout'} out.
 
   Rendering happens in Python (tf.numpy_function) in chunks of CHUNK_SIZE consecutive elements;
   the order of `indices` is kept.
   """
-  world = World.from_config(data_config)
+  world = World.from_settings(data)
   render_chunk = functools.partial(_render_chunk, world, split)
   size = world.image_size
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
-import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from clip_jax import settings
 from input_pipeline import streams
 
+# The features read where data.image_feature and data.caption_feature are "" (COCO's layout).
 IMAGE_FEATURE = "image"
 CAPTION_FEATURE = "captions/text"
 
@@ -31,21 +32,17 @@ def feature(example: dict[str, Any], path: str):
   return example
 
 
-def create_stream(data_config: ml_collections.ConfigDict, *, process_index: int,
-                  process_count: int) -> streams.Stream:
-  mock_examples = data_config.get("mock_examples", 0)
-
+def create_stream(data: settings.Data, *, process_index: int, process_count: int) -> streams.Stream:
   def maybe_mocked():
-    if mock_examples:
-      return tfds.testing.mock_data(num_examples=mock_examples)
+    if data.mock_examples:
+      return tfds.testing.mock_data(num_examples=data.mock_examples)
     return contextlib.nullcontext()
 
   with maybe_mocked():
-    builder = tfds.builder(data_config.dataset, data_dir=data_config.get("data_dir") or None)
-  image_feature = data_config.get("image_feature", IMAGE_FEATURE)
-  caption_feature = data_config.get("caption_feature", CAPTION_FEATURE)
-  split = data_config.get("split", "train")
-  process_split = tfds.even_splits(split, n=process_count)[process_index]
+    builder = tfds.builder(data.dataset, data_dir=data.data_dir or None)
+  image_feature = data.image_feature or IMAGE_FEATURE
+  caption_feature = data.caption_feature or CAPTION_FEATURE
+  process_split = tfds.even_splits(data.split, n=process_count)[process_index]
 
   def read_split(split, offset) -> Iterator[tuple[streams.Record, int]]:
     with maybe_mocked():
@@ -56,5 +53,5 @@ def create_stream(data_config: ml_collections.ConfigDict, *, process_index: int,
       yield streams.make_record(feature(example, image_feature), list(captions)), number
 
   return streams.sharded_stream(
-      data_config, [process_split], read_split, process_index=0, process_count=1,
-      description=f"data.dataset={data_config.dataset!r}, data.split={split!r}")
+      data, [process_split], read_split, process_index=0, process_count=1,
+      description=f"data.dataset={data.dataset!r}, data.split={data.split!r}")

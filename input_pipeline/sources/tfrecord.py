@@ -16,12 +16,13 @@ from typing import Iterator
 
 from absl import logging
 from google.protobuf import message
-import ml_collections
 import tensorflow as tf
 
+from clip_jax import settings
 from input_pipeline import streams
 from input_pipeline.sources import file_lists
 
+# img2dataset's features, read where data.image_feature and data.caption_feature are "".
 IMAGE_FEATURE = "jpg"
 CAPTION_FEATURE = "txt"
 _LENGTH_AND_CRC = 12  # uint64 length, uint32 masked CRC of the length
@@ -54,10 +55,8 @@ def _parse(data: bytes, image_feature: str, caption_feature: str) -> streams.Rec
   return streams.make_record(images[0] if images else b"", list(captions))
 
 
-def create_stream(data_config: ml_collections.ConfigDict, *, process_index: int,
-                  process_count: int) -> streams.Stream:
-  read_file = functools.partial(
-      read_tfrecord, image_feature=data_config.get("image_feature", IMAGE_FEATURE),
-      caption_feature=data_config.get("caption_feature", CAPTION_FEATURE))
-  return file_lists.file_stream(data_config, read_file, process_index=process_index,
+def create_stream(data: settings.Data, *, process_index: int, process_count: int) -> streams.Stream:
+  read_file = functools.partial(read_tfrecord, image_feature=data.image_feature or IMAGE_FEATURE,
+                                caption_feature=data.caption_feature or CAPTION_FEATURE)
+  return file_lists.file_stream(data, read_file, process_index=process_index,
                                 process_count=process_count)

@@ -15,14 +15,13 @@ import tarfile
 from typing import Iterator, Sequence
 
 from absl import logging
-import ml_collections
 import tensorflow as tf
 
+from clip_jax import settings
 from input_pipeline import streams
 from input_pipeline.sources import file_lists
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-CAPTION_EXTENSION = "txt"
+_DEFAULTS = settings.Data()  # read_tar's defaults: the settings' (img2dataset's extensions).
 
 
 def split_member_name(name: str) -> tuple[str, str]:
@@ -32,8 +31,10 @@ def split_member_name(name: str) -> tuple[str, str]:
   return posixpath.join(directory, stem), extension.lower()
 
 
-def read_tar(path: str, offset: int, image_extensions: Sequence[str] = IMAGE_EXTENSIONS,
-             caption_extension: str = CAPTION_EXTENSION) -> Iterator[tuple[streams.Record, int]]:
+def read_tar(path: str, offset: int,
+             image_extensions: Sequence[str] = _DEFAULTS.image_extensions,
+             caption_extension: str = _DEFAULTS.caption_extension
+             ) -> Iterator[tuple[streams.Record, int]]:
   """(record, byte offset of the next sample) for each sample from byte `offset` of a tar file.
 
   `offset` is 0 or an offset this function returned: the start of a sample's first header.
@@ -68,10 +69,8 @@ def _record(members: dict[str, bytes], image_extensions, caption_extension) -> s
   return streams.make_record(image, captions)
 
 
-def create_stream(data_config: ml_collections.ConfigDict, *, process_index: int,
-                  process_count: int) -> streams.Stream:
-  read_file = functools.partial(
-      read_tar, image_extensions=tuple(data_config.get("image_extensions", IMAGE_EXTENSIONS)),
-      caption_extension=data_config.get("caption_extension", CAPTION_EXTENSION))
-  return file_lists.file_stream(data_config, read_file, process_index=process_index,
+def create_stream(data: settings.Data, *, process_index: int, process_count: int) -> streams.Stream:
+  read_file = functools.partial(read_tar, image_extensions=data.image_extensions,
+                                caption_extension=data.caption_extension)
+  return file_lists.file_stream(data, read_file, process_index=process_index,
                                 process_count=process_count)

@@ -1,10 +1,10 @@
 """Evaluation data: TFDS image-label and image-captions datasets (mock data), the synthetic images
 with several captions each."""
 
-import ml_collections
 import numpy as np
 
 import input_pipeline
+from clip_jax import settings
 from input_pipeline import eval_data
 from input_pipeline.sources import synthetic
 
@@ -29,15 +29,15 @@ def test_caption_batches_pad_the_captions_of_each_image():
 
 
 def test_synthetic_images_come_with_every_phrasing_of_what_they_show():
-  config = ml_collections.ConfigDict(dict(name="synthetic", seed=0, image_size=16,
-                                          context_length=16, tokenizer="words"))
-  batches = list(eval_data.synthetic_caption_batches(config, num_images=5, batch_size=4))
-  reference = next(input_pipeline.create_eval_images(config, num_images=5, batch_size=5))
+  data = settings.Data(name="synthetic", seed=0, image_size=16, context_length=16,
+                       tokenizer="words")
+  batches = list(eval_data.synthetic_caption_batches(data, num_images=5, batch_size=4))
+  reference = next(input_pipeline.create_eval_images(data, num_images=5, batch_size=5))
   np.testing.assert_array_equal(np.concatenate([batch["image"] for batch in batches]),
                                 reference["image"])
   captions = np.concatenate([batch["captions"] for batch in batches])
   assert captions.shape == (5, len(synthetic.CAPTIONS["full"]))
-  world = synthetic.World.from_config(config)
+  world = synthetic.World.from_settings(data)
   for index, image_captions in enumerate(captions):
     sample = synthetic.render(world, "eval", index)
     assert sample.caption.encode() in list(image_captions)  # its own caption among them

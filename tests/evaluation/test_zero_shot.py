@@ -2,11 +2,11 @@
 
 import re
 
-import ml_collections
 import numpy as np
 import pytest
 
 import input_pipeline
+from clip_jax import settings
 from clip_jax.evaluation import zero_shot
 from input_pipeline import tokenizers
 from input_pipeline.sources import synthetic
@@ -16,22 +16,21 @@ ATTRIBUTE_KEYS = ["zero_shot/shape_top1_seen", "zero_shot/shape_top1_heldout",
                   "zero_shot/colour_top1_seen", "zero_shot/colour_top1_heldout"]
 
 
-def data_config(**knobs) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      name="synthetic", seed=0, image_size=32, context_length=16, tokenizer="words",
-      synthetic=knobs))
+def data_settings(**knobs) -> settings.Data:
+  return settings.Data(name="synthetic", seed=0, image_size=32, context_length=16,
+                       tokenizer="words", synthetic=settings.Synthetic(**knobs))
 
 
-def oracle_encoders(config):
+def oracle_encoders(data):
   """Encoders that know the true attributes: image -> onehot(shape) + onehot(colour), a prompt ->
   the onehot of the shape or colour it names. Zero rows (padding) encode to zero."""
-  world = synthetic.World.from_config(config)
+  world = synthetic.World.from_settings(data)
   num_shapes = len(world.shapes)
   dimension = num_shapes + len(world.colours)
-  tokenizer = tokenizers.create_tokenizer(config)
+  tokenizer = tokenizers.create_tokenizer(data)
   word_ids = tokenizer.tokenize(list(world.shapes) + list(world.colours))[:, 1]
   attributes = {}
-  for batch in input_pipeline.create_eval_images(config, num_images=NUM_IMAGES, batch_size=64):
+  for batch in input_pipeline.create_eval_images(data, num_images=NUM_IMAGES, batch_size=64):
     for image, shape, colour in zip(batch["image"], batch["shape"], batch["colour"]):
       attributes[image.tobytes()] = (shape, num_shapes + colour)
 
@@ -48,8 +47,8 @@ def oracle_encoders(config):
 
 
 def test_an_encoder_that_sees_the_attributes_is_always_right():
-  config = data_config()
-  results = zero_shot.evaluate_synthetic(*oracle_encoders(config), config, num_images=NUM_IMAGES,
+  data = data_settings()
+  results = zero_shot.evaluate_synthetic(*oracle_encoders(data), data, num_images=NUM_IMAGES,
                                          batch_size=64)
   assert {key: results[key] for key in ATTRIBUTE_KEYS} == dict.fromkeys(ATTRIBUTE_KEYS, 1.0)
   assert results["zero_shot/shape_chance"] == results["zero_shot/colour_chance"] == 1 / 6
@@ -59,15 +58,15 @@ def test_a_constant_encoder_is_at_chance():
   def constant(inputs):
     return np.ones((len(inputs), 8))
 
-  results = zero_shot.evaluate_synthetic(constant, constant, data_config(),
+  results = zero_shot.evaluate_synthetic(constant, constant, data_settings(),
                                          num_images=NUM_IMAGES, batch_size=64)
   for key in ATTRIBUTE_KEYS:
     assert abs(results[key] - 1 / 6) < 0.12, (key, results[key])
 
 
 def test_without_heldout_pairs_only_seen_accuracies_are_reported():
-  config = data_config(holdout_diagonals=())
-  results = zero_shot.evaluate_synthetic(*oracle_encoders(config), config, num_images=64)
+  data = data_settings(holdout_diagonals=())
+  results = zero_shot.evaluate_synthetic(*oracle_encoders(data), data, num_images=64)
   assert sorted(results) == ["zero_shot/colour_chance", "zero_shot/colour_top1_seen",
                              "zero_shot/shape_chance", "zero_shot/shape_top1_seen"]
 

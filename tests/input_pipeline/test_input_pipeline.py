@@ -1,5 +1,6 @@
-"""create_dataset and create_eval_images: batches, process sharding, exact resume, config errors."""
+"""create_dataset and create_eval_images: batches, process sharding, exact resume, errors."""
 
+import dataclasses
 import itertools
 import json
 import os
@@ -7,20 +8,14 @@ import subprocess
 import sys
 import textwrap
 
-import ml_collections
 import numpy as np
 import pytest
 
 import input_pipeline
+from clip_jax import settings
 
 GLOBAL_BATCH_SIZE = 8
-
-
-def data_config(**changes) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict(dict(
-      name="synthetic", seed=0, image_size=32, context_length=16, tokenizer="words"))
-  config.update(changes)
-  return config
+DATA = settings.Data(name="synthetic", seed=0, image_size=32, context_length=16, tokenizer="words")
 
 
 def take(iterator, count):
@@ -38,7 +33,7 @@ def assert_batches_equal(actual, expected):
 @pytest.fixture(scope="module")
 def reference():
   """The first batches of a fresh single-process stream."""
-  return take(input_pipeline.create_dataset(data_config(), global_batch_size=GLOBAL_BATCH_SIZE), 4)
+  return take(input_pipeline.create_dataset(DATA, global_batch_size=GLOBAL_BATCH_SIZE), 4)
 
 
 def test_batches_have_clip_shapes_dtypes_and_ranges(reference):
@@ -55,14 +50,14 @@ def test_every_image_of_the_stream_is_new(reference):
 
 
 def test_fresh_streams_are_identical(reference):
-  again = input_pipeline.create_dataset(data_config(), global_batch_size=GLOBAL_BATCH_SIZE)
+  again = input_pipeline.create_dataset(DATA, global_batch_size=GLOBAL_BATCH_SIZE)
   assert_batches_equal(take(again, len(reference)), reference)
 
 
 @pytest.mark.parametrize("process_count", [2, 4])
 def test_processes_split_each_global_batch(reference, process_count):
   per_process = [
-      take(input_pipeline.create_dataset(data_config(), global_batch_size=GLOBAL_BATCH_SIZE,
+      take(input_pipeline.create_dataset(DATA, global_batch_size=GLOBAL_BATCH_SIZE,
                                          process_index=index, process_count=process_count), 2)
       for index in range(process_count)]
   for step in range(2):
@@ -73,12 +68,11 @@ def test_processes_split_each_global_batch(reference, process_count):
 
 
 def test_state_after_k_batches_resumes_with_batch_k_plus_one(reference):
-  iterator = input_pipeline.create_dataset(data_config(), global_batch_size=GLOBAL_BATCH_SIZE)
+  iterator = input_pipeline.create_dataset(DATA, global_batch_size=GLOBAL_BATCH_SIZE)
   take(iterator, 2)
   state = json.loads(json.dumps(input_pipeline.combine_states([iterator.get_state()])))
   assert state["processes"][0]["position"] == [2 * GLOBAL_BATCH_SIZE]
-  resumed = input_pipeline.create_dataset(data_config(), global_batch_size=GLOBAL_BATCH_SIZE,
-                                          state=state)
+  resumed = input_pipeline.create_dataset(DATA, global_batch_size=GLOBAL_BATCH_SIZE, state=state)
   assert_batches_equal(take(resumed, 2), reference[2:])
   assert resumed.get_state()["position"] == [4 * GLOBAL_BATCH_SIZE]
   assert resumed.skipped_samples == 0
@@ -88,15 +82,14 @@ def test_resume_onto_more_processes(reference):
   state = input_pipeline.combine_states(
       [{"samples": 24, "records": 24, "position": [3 * GLOBAL_BATCH_SIZE]}])
   second_half = input_pipeline.create_dataset(
-      data_config(), global_batch_size=GLOBAL_BATCH_SIZE, process_index=1, process_count=2,
-      state=state)
+      DATA, global_batch_size=GLOBAL_BATCH_SIZE, process_index=1, process_count=2, state=state)
   np.testing.assert_array_equal(next(second_half)["text"],
                                 reference[3]["text"][GLOBAL_BATCH_SIZE // 2:])
 
 
 def test_eval_images_are_labelled_and_deterministic():
   def eval_batches():
-    return list(input_pipeline.create_eval_images(data_config(), num_images=10, batch_size=4))
+    return list(input_pipeline.create_eval_images(DATA, num_images=10, batch_size=4))
 
   batches = eval_batches()
   assert [len(batch["image"]) for batch in batches] == [4, 4, 2]
@@ -107,36 +100,48 @@ def test_eval_images_are_labelled_and_deterministic():
 
 
 def test_eval_images_are_not_training_images(reference):
-  evaluation = next(input_pipeline.create_eval_images(data_config(), num_images=8, batch_size=8))
+  evaluation = next(input_pipeline.create_eval_images(DATA, num_images=8, batch_size=8))
   training = {image.tobytes() for batch in reference for image in batch["image"]}
   assert not any(image.tobytes() in training for image in evaluation["image"])
 
 
-@pytest.mark.parametrize("changes, arguments, message", [
-    (dict(name="laion"), {}, r"data\.name='laion'.*allowed: synthetic"),
-    (dict(tokenizer="bpe"), {}, r"data\.tokenizer='bpe'.*allowed: .*words"),
-    ({}, dict(global_batch_size=6, process_count=4), r"global_batch_size=6.*multiples of 4"),
-    ({}, dict(process_index=2, process_count=2), r"process_index=2.*allowed: 0\.\.1"),
-    ({}, dict(state={"batches": 3}), r"need \{'processes'"),
+@pytest.mark.parametrize("arguments, message", [
+    (dict(global_batch_size=6, process_count=4), r"global_batch_size=6.*multiples of 4"),
+    (dict(process_index=2, process_count=2), r"process_index=2.*allowed: 0\.\.1"),
+    (dict(state={"batches": 3}), r"need \{'processes'"),
 ])
-def test_bad_config_names_the_key_value_and_allowed_values(changes, arguments, message):
+def test_bad_arguments_name_the_key_value_and_allowed_values(arguments, message):
   arguments = {"global_batch_size": GLOBAL_BATCH_SIZE, **arguments}
   with pytest.raises(ValueError, match=message):
-    input_pipeline.create_dataset(data_config(**changes), **arguments)
+    input_pipeline.create_dataset(DATA, **arguments)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("name", "laion", r"^data\.name='laion'; allowed: 'synthetic', 'webdataset', 'tfrecord', "
+                      r"'tfds', 'csv', 'mixture'\.$"),
+    ("tokenizer", "bpe", r"^data\.tokenizer='bpe'; allowed: 'clip_bpe', 'sentencepiece', "
+                         r"'words'\.$"),
+])
+def test_bad_data_settings_name_the_key_value_and_allowed_values(key, value, message):
+  config = settings.default_config()
+  config.data[key] = value
+  with pytest.raises(ValueError, match=message):
+    settings.parse(config)
 
 
 def test_eval_images_need_synthetic_data():
-  with pytest.raises(ValueError, match=r"data\.name='laion'.*allowed: synthetic"):
-    input_pipeline.create_eval_images(data_config(name="laion"), num_images=4, batch_size=4)
+  with pytest.raises(ValueError, match=r"data\.name='webdataset'.*allowed: synthetic"):
+    input_pipeline.create_eval_images(dataclasses.replace(DATA, name="webdataset"), num_images=4,
+                                      batch_size=4)
 
 
 def test_a_process_with_running_pipelines_still_exits():
   """tf.data threads running Python would deadlock interpreter shutdown without the exit hook."""
   script = textwrap.dedent("""
-      import ml_collections
       import input_pipeline
-      config = ml_collections.ConfigDict(dict(
-          name="synthetic", seed=0, image_size=64, context_length=16, tokenizer="words"))
+      from clip_jax import settings
+      config = settings.Data(name="synthetic", seed=0, image_size=64, context_length=16,
+                             tokenizer="words")
       training = input_pipeline.create_dataset(config, global_batch_size=256)
       next(training)
       evaluation = input_pipeline.create_eval_images(config, num_images=512, batch_size=64)

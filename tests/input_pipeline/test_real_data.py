@@ -1,15 +1,16 @@
 """The whole pipeline on real files: exactly once, bad samples skipped and counted, exact resume."""
 
 import collections
+import dataclasses
 import itertools
 import json
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import input_pipeline
+from clip_jax import settings
 from input_pipeline import tokenizers
 from input_pipeline.sources import webdataset
 from shard_files import bad_images, encode, good_images, photo, write_tar
@@ -18,17 +19,17 @@ IMAGE_SIZE = 32
 CONTEXT_LENGTH = 16
 
 
-def data_config(**changes):
-  config = ml_collections.ConfigDict(dict(
-      name="webdataset", files="", image_size=IMAGE_SIZE, context_length=CONTEXT_LENGTH,
-      tokenizer="clip_bpe", seed=0, cycle_length=2, shuffle_window=5))
-  config.update(changes)
-  return config
+DATA = settings.Data(name="webdataset", image_size=IMAGE_SIZE, context_length=CONTEXT_LENGTH,
+                     tokenizer="clip_bpe", seed=0, cycle_length=2, shuffle_window=5)
 
 
-def caption_ids(config):
+def data_settings(**changes) -> settings.Data:
+  return dataclasses.replace(DATA, **changes)
+
+
+def caption_ids(data):
   """Maps a tokenised caption 'sample N' back to N."""
-  tokenizer = tokenizers.create_tokenizer(config)
+  tokenizer = tokenizers.create_tokenizer(data)
 
   def ids(texts):
     lookup = {row.tobytes(): number for number, row in enumerate(
@@ -61,13 +62,13 @@ def take(iterator, count):
 @pytest.mark.parametrize("process_count", [1, 2, 4])
 def test_one_epoch_gives_every_sample_once_across_processes(tmp_path, process_count):
   files, total = write_numbered_shards(tmp_path, [6] * 8)  # 48 samples
-  config = data_config(files=files)
-  ids = caption_ids(config)
+  data = data_settings(files=files)
+  ids = caption_ids(data)
   global_batch_size = 8
   local_batch_size = global_batch_size // process_count
   seen = collections.Counter()
   for process_index in range(process_count):
-    iterator = input_pipeline.create_dataset(config, global_batch_size=global_batch_size,
+    iterator = input_pipeline.create_dataset(data, global_batch_size=global_batch_size,
                                              process_index=process_index,
                                              process_count=process_count)
     per_process = total // process_count  # shards divide evenly: 8 shards of 6
@@ -78,7 +79,7 @@ def test_one_epoch_gives_every_sample_once_across_processes(tmp_path, process_co
 
 def test_batches_have_clip_shapes_dtypes_and_ranges(tmp_path):
   files, _ = write_numbered_shards(tmp_path, [8])
-  batch = next(input_pipeline.create_dataset(data_config(files=files), global_batch_size=4))
+  batch = next(input_pipeline.create_dataset(data_settings(files=files), global_batch_size=4))
   assert batch.keys() == {"image", "text"}
   assert batch["image"].shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3)
   assert batch["image"].dtype == np.uint8  # standardised by the model, on the accelerator
@@ -107,10 +108,10 @@ def test_bad_samples_are_skipped_and_counted_and_good_ones_all_kept(tmp_path):
   path = str(tmp_path / "00000.tar")
   write_tar(path, members)
   # No shuffling, so the bad samples come first, and all are behind us after the good ones.
-  config = data_config(files=path, cycle_length=1, shuffle_window=1)
-  iterator = input_pipeline.create_dataset(config, global_batch_size=4)
+  unshuffled = data_settings(files=path, cycle_length=1, shuffle_window=1)
+  iterator = input_pipeline.create_dataset(unshuffled, global_batch_size=4)
   batches = take(iterator, len(good_numbers) // 4)
-  seen = [number for batch in batches for number in caption_ids(config)(batch["text"])]
+  seen = [number for batch in batches for number in caption_ids(unshuffled)(batch["text"])]
   assert sorted(seen) == good_numbers  # every good sample once, whatever its format
   assert iterator.skipped_samples == bad_count
   assert iterator.get_state()["records"] == bad_count + len(good_numbers)
@@ -118,18 +119,18 @@ def test_bad_samples_are_skipped_and_counted_and_good_ones_all_kept(tmp_path):
   assert iterator.skipped_samples == 2 * bad_count
 
 
-def numbered_config(tmp_path, **changes):
+def numbered_settings(tmp_path, **changes):
   files, _ = write_numbered_shards(tmp_path, [7, 3, 9, 5, 4])
-  return data_config(files=files, **changes)
+  return data_settings(files=files, **changes)
 
 
 @pytest.mark.parametrize("process_count", [1, 2])
 def test_resume_mid_epoch_continues_with_the_next_batch(tmp_path, process_count):
-  config = numbered_config(tmp_path)
+  data = numbered_settings(tmp_path)
   global_batch_size = 4
 
   def iterators(state=None):
-    return [input_pipeline.create_dataset(config, global_batch_size=global_batch_size,
+    return [input_pipeline.create_dataset(data, global_batch_size=global_batch_size,
                                           process_index=index, process_count=process_count,
                                           state=state)
             for index in range(process_count)]
@@ -147,19 +148,19 @@ def test_resume_mid_epoch_continues_with_the_next_batch(tmp_path, process_count)
 
 
 def test_resume_on_another_process_count_is_refused(tmp_path):
-  config = numbered_config(tmp_path)
-  iterator = input_pipeline.create_dataset(config, global_batch_size=4)
+  data = numbered_settings(tmp_path)
+  iterator = input_pipeline.create_dataset(data, global_batch_size=4)
   next(iterator)
   state = input_pipeline.combine_states([iterator.get_state()])
   with pytest.raises(ValueError, match="saved by 1 processes, this run has 2"):
-    input_pipeline.create_dataset(config, global_batch_size=4, process_count=2, state=state)
+    input_pipeline.create_dataset(data, global_batch_size=4, process_count=2, state=state)
 
 
 def test_augmentation_differs_between_epochs(tmp_path):
   files, _ = write_numbered_shards(tmp_path, [4])
-  config = data_config(files=files, crop_scale=(0.3, 0.5))
-  ids = caption_ids(config)
-  first, second = take(input_pipeline.create_dataset(config, global_batch_size=4), 2)
+  data = data_settings(files=files, crop_scale=(0.3, 0.5))
+  ids = caption_ids(data)
+  first, second = take(input_pipeline.create_dataset(data, global_batch_size=4), 2)
   by_id = [dict(zip(ids(batch["text"]), batch["image"])) for batch in (first, second)]
   assert all(not np.array_equal(by_id[0][n], by_id[1][n]) for n in range(4))
 
@@ -179,10 +180,10 @@ def test_tfrecord_and_csv_sources_train_batches(tmp_path):
     (tmp_path / "images" / f"{number}.png").write_bytes(encode(photo(20, 20, number), "PNG"))
     rows.append(f"images/{number}.png\tsample {number}")
   (tmp_path / "table.tsv").write_text("\n".join(rows) + "\n")
-  for config in (data_config(name="tfrecord", files=path),
-                 data_config(name="csv", file=str(tmp_path / "table.tsv"))):
-    batch = next(input_pipeline.create_dataset(config, global_batch_size=6))
-    assert sorted(caption_ids(config)(batch["text"])) == list(range(6))
+  for data in (data_settings(name="tfrecord", files=path),
+               data_settings(name="csv", file=str(tmp_path / "table.tsv"))):
+    batch = next(input_pipeline.create_dataset(data, global_batch_size=6))
+    assert sorted(caption_ids(data)(batch["text"])) == list(range(6))
 
 
 def test_mixture_draws_from_every_source_and_resumes(tmp_path):
@@ -190,22 +191,21 @@ def test_mixture_draws_from_every_source_and_resumes(tmp_path):
   (tmp_path / "b").mkdir()
   files_a, _ = write_numbered_shards(tmp_path / "a", [5, 5])
   files_b, _ = write_numbered_shards(tmp_path / "b", [5])
-  config = data_config(name="mixture", sources={"a": dict(name="webdataset", files=files_a,
-                                                          weight=2.0),
-                                                "b": dict(name="webdataset", files=files_b)})
-  reference = take(input_pipeline.create_dataset(config, global_batch_size=4), 6)
-  interrupted = input_pipeline.create_dataset(config, global_batch_size=4)
+  data = data_settings(name="mixture", sources={"a": data_settings(files=files_a, weight=2.0),
+                                                "b": data_settings(files=files_b)})
+  reference = take(input_pipeline.create_dataset(data, global_batch_size=4), 6)
+  interrupted = input_pipeline.create_dataset(data, global_batch_size=4)
   take(interrupted, 2)
   state = input_pipeline.combine_states([interrupted.get_state()])
-  resumed = take(input_pipeline.create_dataset(config, global_batch_size=4, state=state), 4)
+  resumed = take(input_pipeline.create_dataset(data, global_batch_size=4, state=state), 4)
   for actual, expected in zip(resumed, reference[2:]):
     np.testing.assert_array_equal(actual["text"], expected["text"])
 
 
 def test_mock_tfds_source_trains_batches():
-  config = data_config(name="tfds", dataset="laion400m", split="train", caption_feature="caption",
+  data = data_settings(name="tfds", dataset="laion400m", split="train", caption_feature="caption",
                        mock_examples=8)
-  batch = next(input_pipeline.create_dataset(config, global_batch_size=4))
+  batch = next(input_pipeline.create_dataset(data, global_batch_size=4))
   assert batch["image"].shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3)
 
 
@@ -218,4 +218,4 @@ def test_a_failing_reader_stops_the_run_instead_of_ending_the_data(tmp_path, mon
 
   monkeypatch.setattr(webdataset, "read_tar", broken)
   with pytest.raises(tf.errors.OpError, match="connection reset"):
-    next(input_pipeline.create_dataset(data_config(files=files), global_batch_size=4))
+    next(input_pipeline.create_dataset(data_settings(files=files), global_batch_size=4))

@@ -3,7 +3,6 @@
 import itertools
 import os
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,6 +10,7 @@ import tensorflow_datasets as tfds
 
 from shard_files import write_tar
 
+from clip_jax import settings
 from input_pipeline import sources
 from input_pipeline.sources import csv_table
 from input_pipeline.sources import file_lists
@@ -161,10 +161,10 @@ class TestCsv:
 
 
 def test_tfds_stream_through_mock_data():
-  config = ml_collections.ConfigDict(dict(name="tfds", dataset="laion400m", split="train",
-                                          caption_feature="caption", seed=0, shuffle_window=4))
+  data = settings.Data(name="tfds", dataset="laion400m", split="train", caption_feature="caption",
+                       seed=0, shuffle_window=4)
   with tfds.testing.mock_data(num_examples=6):
-    stream = tfds_datasets.create_stream(config, process_index=0, process_count=1)
+    stream = tfds_datasets.create_stream(data, process_index=0, process_count=1)
     items = list(itertools.islice(stream.iterate(), 8))
     records = [record for record, _ in items]
     # Resuming in the middle of the second window continues with the next record.
@@ -182,14 +182,22 @@ def test_tfds_caption_feature_paths():
   assert tfds_datasets.feature(example, "caption") == b"c"
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(name="laion"), r"data\.name='laion' is unknown; allowed: synthetic, webdataset"),
-    (dict(name="mixture", sources={"a": dict(name="synthetic")}),
-     r"data\.sources\.a\.name='synthetic'; allowed: webdataset, tfrecord, tfds, csv"),
-    (dict(name="mixture", sources={"a": dict(name="csv", weight=0.0)}),
-     r"data\.sources\.a\.weight=0\.0; allowed: numbers > 0"),
+def test_every_stream_source_the_settings_name_is_here():
+  assert tuple(sources.STREAM_SOURCES) == settings.STREAM_SOURCES
+
+
+@pytest.mark.parametrize("changes, parts, message", [
+    (dict(name="laion"), {}, r"^data\.name='laion'; allowed: 'synthetic', 'webdataset', "
+     r"'tfrecord', 'tfds', 'csv', 'mixture'\.$"),
+    (dict(name="mixture"), dict(a=dict(name="synthetic")),
+     r"^data\.sources\.a\.name='synthetic'; allowed: webdataset, tfrecord, tfds, csv\.$"),
+    (dict(name="mixture"), dict(a=dict(name="csv", weight=0.0)),
+     r"^data\.sources\.a\.weight=0\.0; allowed: numbers > 0\.$"),
 ])
-def test_config_errors(changes, message):
-  config = ml_collections.ConfigDict(dict(seed=0, **changes))
+def test_bad_source_settings_name_the_key_value_and_allowed_values(changes, parts, message):
+  config = settings.default_config()
+  config.data.update(changes)
+  for name, part in parts.items():
+    config.data.sources[name] = settings.data_source(**part)
   with pytest.raises(ValueError, match=message):
-    sources.create_stream(config, process_index=0, process_count=1)
+    settings.parse(config)

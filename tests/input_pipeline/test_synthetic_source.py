@@ -3,18 +3,17 @@
 import collections
 import re
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from clip_jax import settings
 from input_pipeline.sources import synthetic
 
 
-def data_config(image_size=32, **knobs) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      name="synthetic", seed=0, image_size=image_size, context_length=16, tokenizer="words",
-      synthetic=knobs))
+def data_settings(image_size=32, seed=0, **knobs) -> settings.Data:
+  return settings.Data(name="synthetic", seed=seed, image_size=image_size, context_length=16,
+                       tokenizer="words", synthetic=settings.Synthetic(**knobs))
 
 
 def render_many(world, split, count):
@@ -23,7 +22,7 @@ def render_many(world, split, count):
 
 @pytest.fixture(scope="module")
 def world():
-  return synthetic.World.from_config(data_config())
+  return synthetic.World.from_settings(data_settings())
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +34,14 @@ def test_samples_depend_only_on_seed_split_and_index(world):
   first, again = synthetic.render(world, "train", 7), synthetic.render(world, "train", 7)
   np.testing.assert_array_equal(first.image, again.image)
   assert first.caption == again.caption
-  reseeded = synthetic.World.from_config(ml_collections.ConfigDict({**data_config(), "seed": 1}))
+  reseeded = synthetic.World.from_settings(data_settings(seed=1))
   for other in (synthetic.render(world, "train", 8), synthetic.render(world, "eval", 7),
                 synthetic.render(reseeded, "train", 7)):
     assert not np.array_equal(first.image, other.image)
 
 
 def test_scene_does_not_depend_on_image_size(world):
-  large = synthetic.World.from_config(data_config(image_size=64))
+  large = synthetic.World.from_settings(data_settings(image_size=64))
   for index in range(20):
     small_sample, large_sample = synthetic.render(world, "train", index), synthetic.render(
         large, "train", index)
@@ -105,14 +104,14 @@ def test_heldout_pairs_never_in_training_but_half_of_eval(world, training_sample
 
 
 def test_no_holdout_is_allowed():
-  world = synthetic.World.from_config(data_config(holdout_diagonals=()))
+  world = synthetic.World.from_settings(data_settings(holdout_diagonals=()))
   assert not world.combinations[True]
   assert not any(sample.heldout for sample in render_many(world, "eval", 20))
 
 
 def test_captions_name_the_true_attributes_only():
-  world = synthetic.World.from_config(data_config(shape_only_captions=0.3,
-                                                  colour_only_captions=0.2))
+  world = synthetic.World.from_settings(data_settings(shape_only_captions=0.3,
+                                                      colour_only_captions=0.2))
   samples = render_many(world, "train", 600)
   mentions = collections.Counter()
   for sample in samples:
@@ -130,7 +129,7 @@ def test_captions_name_the_true_attributes_only():
 
 
 def test_an_before_a_vowel():
-  world = synthetic.World.from_config(data_config(colours=("orange", "red")))
+  world = synthetic.World.from_settings(data_settings(colours=("orange", "red")))
   captions = [sample.caption for sample in render_many(world, "train", 200)]
   assert any("an orange" in caption for caption in captions)
   assert not any("a orange" in caption for caption in captions)
@@ -138,7 +137,7 @@ def test_an_before_a_vowel():
 
 def test_examples_dataset_keeps_index_order(world):
   indices = tf.data.Dataset.from_tensor_slices(tf.constant([5, 3, 70, 3], tf.int64))
-  examples = list(synthetic.examples(data_config(), indices).as_numpy_iterator())
+  examples = list(synthetic.examples(data_settings(), indices).as_numpy_iterator())
   for example, index in zip(examples, [5, 3, 70, 3]):
     expected = synthetic.render(world, "train", index)
     np.testing.assert_array_equal(example["image"], expected.image)
@@ -146,14 +145,39 @@ def test_examples_dataset_keeps_index_order(world):
     assert (example["shape"], example["colour"], example["heldout"]) == expected[2:]
 
 
+def test_the_settings_name_the_shapes_and_colours_drawn_here():
+  """settings spells the names out so as not to import TensorFlow; they must stay in step."""
+  assert tuple(synthetic.SHAPES) == settings.SHAPES
+  assert tuple(synthetic.COLOURS) == settings.COLOURS
+
+
+def test_the_world_is_the_settings():
+  data = data_settings(image_size=24, seed=3, shapes=("star", "ring"), holdout_diagonals=(1,),
+                       shape_only_captions=0.2, colour_only_captions=0.3)
+  assert synthetic.World.from_settings(data) == synthetic.World(
+      seed=3, image_size=24, shapes=("star", "ring"), colours=settings.COLOURS[:6],
+      holdout_diagonals=(1,), shape_only_captions=0.2, colour_only_captions=0.3)
+
+
 @pytest.mark.parametrize("knobs, message", [
-    (dict(shapes=("circle", "blob")), r"data\.synthetic\.shapes.*blob.*allowed: circle"),
-    (dict(colours=("red", "red")), r"data\.synthetic\.colours.*distinct.*allowed: red"),
-    (dict(holdout_diagonals=(6,)), r"data\.synthetic\.holdout_diagonals=\(6,\).*0\.\.5"),
-    (dict(holdout_diagonals=(0, 1, 2, 3, 4, 5)), r"holdout_diagonals.*fewer than 6"),
-    (dict(shape_only_captions=0.95), r"shape_only_captions=0\.95.*sum <= 1"),
-    (dict(shape=("circle",)), r"data\.synthetic.*unknown keys \['shape'\].*allowed: .*shapes"),
+    (dict(shapes=("circle", "blob")), r"^data\.synthetic\.shapes=\('circle', 'blob'\); allowed: "
+     r"two or more distinct names of circle, square, triangle, star, cross, heart, diamond, "
+     r"ring\.$"),
+    (dict(colours=("red", "red")), r"^data\.synthetic\.colours=\('red', 'red'\); allowed: two or "
+     r"more distinct names of red, green, blue"),
+    (dict(holdout_diagonals=(6,)), r"^data\.synthetic\.holdout_diagonals=\(6,\); allowed: fewer "
+     r"than 6 distinct values, each in 0\.\.5"),
+    (dict(holdout_diagonals=(0, 1, 2, 3, 4, 5)),
+     r"^data\.synthetic\.holdout_diagonals=\(0, 1, 2, 3, 4, 5\); allowed: fewer than 6"),
+    (dict(shape_only_captions=0.95), r"^data\.synthetic\.shape_only_captions=0\.95 and "
+     r"colour_only_captions=0\.1; allowed: a sum <= 1\.$"),
+    (dict(colour_only_captions=-0.1),
+     r"^data\.synthetic\.colour_only_captions=-0\.1; allowed: numbers in \[0, 1\)\.$"),
+    (dict(shape=("circle",)), r"^data\.synthetic\.shape=\('circle',\) is not a setting; "
+     r"allowed: shapes, colours, holdout_diagonals, shape_only_captions, colour_only_captions\.$"),
 ])
-def test_bad_knobs_name_the_key(knobs, message):
+def test_bad_knobs_name_the_key_value_and_allowed_values(knobs, message):
+  config = settings.default_config()
+  config.data.synthetic.update(knobs)
   with pytest.raises(ValueError, match=message):
-    synthetic.World.from_config(data_config(**knobs))
+    settings.parse(config)

@@ -1,6 +1,7 @@
 """The tokenizers: id layouts, end-of-text as the largest id, truncation, graph == Python, and the
 CLIP BPE tokenizer id for id against open_clip's on a varied and a fuzzed corpus."""
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import importlib.resources
@@ -8,22 +9,19 @@ import importlib.util
 import random
 import re
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import clip_jax
 import fuzz
+from clip_jax import settings
 from input_pipeline import tokenizers
 from input_pipeline.sources import synthetic
 
 CONTEXT_LENGTH = 16
-
-
-def data_config(**overrides) -> ml_collections.ConfigDict:
-  config = dict(name="synthetic", tokenizer="words", context_length=CONTEXT_LENGTH)
-  return ml_collections.ConfigDict({**config, **overrides})
+DATA = settings.Data(name="synthetic", image_size=8, context_length=CONTEXT_LENGTH,
+                     tokenizer="words")
 
 
 # --- The word tokenizer ------------------------------------------------------------------------
@@ -31,7 +29,7 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-  return tokenizers.create_tokenizer(data_config())
+  return tokenizers.create_tokenizer(DATA)
 
 
 def word_id(word):
@@ -67,7 +65,7 @@ def test_long_text_is_cut_keeping_end_of_text_last(tokenizer):
 
 
 def test_in_graph_equals_python(tokenizer):
-  world = synthetic.World.from_config(ml_collections.ConfigDict(dict(seed=0, image_size=8)))
+  world = synthetic.World.from_settings(DATA)
   captions = [synthetic.render(world, "train", index).caption for index in range(64)]
   captions += ["", "Some UNKNOWN words, 42 times", "a red star " * 20]
   in_graph = tf.data.Dataset.from_tensor_slices(captions).batch(16).map(tokenizer.tf_tokenize)
@@ -76,28 +74,42 @@ def test_in_graph_equals_python(tokenizer):
 
 
 def test_synthetic_captions_fit_the_context_without_unknown_words(tokenizer):
-  config = ml_collections.ConfigDict(dict(seed=0, image_size=8, synthetic=dict(
+  world = synthetic.World.from_settings(dataclasses.replace(DATA, synthetic=settings.Synthetic(
       shapes=tuple(synthetic.SHAPES), colours=tuple(synthetic.COLOURS))))
-  world = synthetic.World.from_config(config)
   captions = [synthetic.render(world, "train", index).caption for index in range(500)]
   tokens = tokenizer.tokenize(captions)
   assert not np.any(tokens == tokenizer.unknown_id)
   assert np.all(tokens[:, -1] == 0)  # never truncated
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(tokenizer="bpe"),
-     r"^data\.tokenizer='bpe' is unknown; allowed: clip_bpe, sentencepiece, words\.$"),
+def test_every_tokenizer_the_settings_name_is_here():
+  assert set(tokenizers.TOKENIZERS) == set(settings.TOKENIZERS)
+
+
+@pytest.mark.parametrize("changes, message", [
     (dict(context_length=1), r"data\.context_length=1"),
     (dict(tokenizer="clip_bpe", context_length=1), r"data\.context_length=1"),
-    (dict(tokenizer="sentencepiece"), r"data\.tokenizer_model=None"),
-    (dict(tokenizer="sentencepiece", tokenizer_model=""), r"data\.tokenizer_model=''"),
     (dict(tokenizer="sentencepiece", tokenizer_model="/no/such/file.model"),
      r"data\.tokenizer_model='/no/such/file\.model': no such file"),
 ])
-def test_bad_arguments_name_the_key(overrides, message):
+def test_bad_arguments_name_the_key(changes, message):
   with pytest.raises(ValueError, match=message):
-    tokenizers.create_tokenizer(data_config(**overrides))
+    tokenizers.create_tokenizer(dataclasses.replace(DATA, **changes))
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(tokenizer="bpe"),
+     r"^data\.tokenizer='bpe'; allowed: 'clip_bpe', 'sentencepiece', 'words'\.$"),
+    (dict(tokenizer="sentencepiece"),
+     r"^data\.tokenizer_model='': data\.tokenizer='sentencepiece' needs the path of a "
+     r"SentencePiece \.model file\.$"),
+    (dict(tokenizer="sentencepiece", tokenizer_model=""), r"^data\.tokenizer_model='': "),
+])
+def test_bad_settings_name_the_key(changes, message):
+  config = settings.default_config()
+  config.data.update(changes)
+  with pytest.raises(ValueError, match=message):
+    settings.parse(config)
 
 
 # --- CLIP BPE against open_clip ----------------------------------------------------------------
@@ -119,7 +131,8 @@ def reference():
 
 @pytest.fixture(scope="module")
 def clip_bpe():
-  return tokenizers.create_tokenizer(data_config(tokenizer="clip_bpe", context_length=77))
+  return tokenizers.create_tokenizer(dataclasses.replace(DATA, tokenizer="clip_bpe",
+                                                        context_length=77))
 
 
 def _token_count(reference, text):
@@ -292,8 +305,8 @@ def sentencepiece_model(tmp_path_factory):
 
 def test_sentencepiece_layout(sentencepiece_model):
   path, processor = sentencepiece_model
-  tokenizer = tokenizers.create_tokenizer(data_config(tokenizer="sentencepiece",
-                                                      tokenizer_model=path))
+  tokenizer = tokenizers.create_tokenizer(dataclasses.replace(DATA, tokenizer="sentencepiece",
+                                                              tokenizer_model=path))
   size = processor.get_piece_size()
   assert tokenizer.vocab_size == size + 2 and tokenizer.end_id == size + 1
   texts = ["a red star", "", "something blue in the top left", "Unseen WORDS: zebra 42!"]
@@ -320,7 +333,7 @@ def test_sentencepiece_cuts_long_text_keeping_end_last(sentencepiece_model):
 def test_sentencepiece_in_graph(sentencepiece_model):
   path, _ = sentencepiece_model
   tokenizer = tokenizers.SentencePieceTokenizer(path, CONTEXT_LENGTH)
-  world = synthetic.World.from_config(ml_collections.ConfigDict(dict(seed=0, image_size=8)))
+  world = synthetic.World.from_settings(DATA)
   captions = [synthetic.render(world, "train", index).caption for index in range(40)] + [""]
   dataset = tf.data.Dataset.from_tensor_slices(captions).batch(8).map(tokenizer.tf_tokenize)
   assert dataset.element_spec.shape.as_list() == [None, CONTEXT_LENGTH]

@@ -8,12 +8,12 @@ import sys
 import tarfile
 
 import braceexpand
-import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
 
+from clip_jax import settings
 from input_pipeline import write_shards as ws
 from input_pipeline.sources import synthetic
 from input_pipeline.sources import tfrecord
@@ -160,7 +160,7 @@ def test_synthetic_samples_read_back_through_the_sources(tmp_path, output_format
                   output_format=output_format)
   assert result.num_samples == 5 and len(result.paths) == 2 and not result.skipped.total
   records = [record for path in result.paths for record, _ in read_shard(path, 0)]
-  world = synthetic.World.from_config(ml_collections.ConfigDict(dict(seed=7, image_size=16)))
+  world = synthetic.World.from_settings(settings.Data(seed=7, image_size=16))
   rendered = [synthetic.render(world, "train", index) for index in range(5)]
   assert [record["captions"] for record in records] == [[r.caption.encode()] for r in rendered]
   for index, record in enumerate(records):

@@ -2,11 +2,11 @@
 right tokens kept; and whole images wherever dropping is not asked for (evaluation included)."""
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
 from clip_jax import flip
+from clip_jax import settings
 from clip_jax import sharding
 from clip_jax.evaluation import evaluators
 from clip_jax.models import vision
@@ -105,7 +105,7 @@ def test_without_dropping_asked_for_the_model_computes_whole_images(tiny_vit):
   np.testing.assert_array_equal(model.apply(variables, images, tokens)["image_features"], whole)
   assert np.abs(encode(train=True, patch_dropout=0.5, rngs=rngs) - whole).max() > 1e-3
 
-  mesh = sharding.create_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1)))
+  mesh = sharding.create_mesh()
   encode_image, _ = evaluators.make_encoders(model, variables, mesh)
   np.testing.assert_allclose(encode_image(np.asarray(images)), whole, atol=1e-6)
 
@@ -119,8 +119,8 @@ def test_a_resnet_refuses_patch_dropout(tiny_rn):
 
 
 def test_the_last_unmasked_steps_train_on_whole_images():
-  given = flip.settings(ml_collections.ConfigDict(dict(mask_ratio=0.5, unmasked_steps=2)))
+  given = settings.Flip(mask_ratio=0.5, unmasked_steps=2)
   assert [flip.mask_ratio_at(step, given, 6) for step in range(1, 7)] == [0.5] * 4 + [0.0] * 2
-  assert flip.mask_ratio_at(6, flip.settings(None), 6) == 0.0
-  everything_masked = flip.settings(ml_collections.ConfigDict(dict(mask_ratio=0.75)))
+  assert flip.mask_ratio_at(6, settings.Flip(), 6) == 0.0
+  everything_masked = settings.Flip(mask_ratio=0.75)
   assert flip.first_unmasked_step(everything_masked, 6) == 7
