@@ -175,7 +175,7 @@ def test_evaluator_and_mixture_keys_are_set_from_the_command_line():
                         "--config.evals.cifar10.templates=simple")
   assert (run.evals["cifar10"].mock_examples, run.evals["cifar10"].batch_size) == (8, 64)
   assert run.evals["cifar10"].templates == "simple" and run.evals["cifar10"].split == "test"
-  with pytest.raises(ValueError, match=r"data\.sources\.laion\.files is empty"):
+  with pytest.raises(ValueError, match=r"data\.sources\.cc12m\.files is empty"):
     load_with_flags(os.path.join(CONFIGS, "mixture.py") + ":tiny")
   run = load_with_flags(os.path.join(CONFIGS, "mixture.py") + ":tiny",
                         "--config.data.sources.laion.files=/a/{0..3}.tar",
