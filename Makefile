@@ -1,8 +1,8 @@
-# The two quickstart commands: `make demo` trains on the built-in synthetic data, `make test` runs the
-# tests. Each creates (or reuses) the virtual environment $(VENV) and installs into it what it needs:
-# `make demo` (and `make install`) the package and its runtime dependencies, `make test` in addition
-# the test extra (PyTorch, transformers and the other references). pip runs with --quiet: its
-# warnings and errors still show, its progress does not.
+# The two quickstart commands: `make demo` trains on the built-in synthetic data, `make test` runs
+# the tests. Each creates (or reuses) the virtual environment $(VENV) and installs into it what it
+# needs: `make demo` (and `make install`) the package and its runtime dependencies, `make test` in
+# addition the test extra (PyTorch, transformers and the other references). pip runs with --quiet:
+# its warnings and errors still show, its progress does not.
 PYTHON ?= python3
 VENV ?= .venv
 DEMO_WORKDIR ?= workdirs/demo
@@ -22,7 +22,7 @@ $(RUNTIME_STAMP): setup.cfg pyproject.toml
 # References for the tests, the last two without torchvision, which their packages import but the
 # tests do not need: open_clip's tokenizer and model code, OpenAI's clip/model.py.
 $(TEST_STAMP): $(RUNTIME_STAMP)
-	@echo "Installing the test extra (PyTorch, transformers, pytest) into $(VENV) (minutes the first time)"
+	@echo "Installing the test extra (PyTorch, transformers, pytest) into $(VENV) (minutes)"
 	@$(PIP) install -e ".[test]"
 	@$(PIP) install --no-deps open_clip_torch==3.3.0 clip-anytorch==2.6.0
 	@touch $@

@@ -85,13 +85,12 @@ def test_load_a_training_workdir(tmp_path):
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from clip_jax import train  # pylint: disable=g-import-not-at-top
-  from configs import synthetic_demo  # pylint: disable=g-import-not-at-top
-  config = synthetic_demo.get_config()
+  import config_files  # pylint: disable=g-import-not-at-top
+  config = config_files.load("synthetic_demo")
   config.total_steps, config.global_batch_size, config.log_every_steps = 3, 16, 1
   config.optim.warmup_steps = 1
   config.model.overrides = ml_collections.ConfigDict(dict(
-      embed_dim=16, vision=dict(image_size=synthetic_demo.IMAGE_SIZE, patch_size=8, width=32,
-                                layers=1, head_width=16),
+      embed_dim=16, vision=dict(image_size=24, patch_size=8, width=32, layers=1, head_width=16),
       text=dict(context_length=16, vocab_size=128, width=32, layers=1, head_width=16)))
   config.evals = ml_collections.ConfigDict()
   workdir = str(tmp_path / "run")
@@ -101,7 +100,7 @@ def test_load_a_training_workdir(tmp_path):
   tokens = tokenize(["a red circle", "a blue square"])
   assert tokens.shape == (2, 16) and tokens.dtype == np.int32
   images = preprocess(np.zeros((40, 30, 3), np.uint8))
-  assert images.shape == (1, synthetic_demo.IMAGE_SIZE, synthetic_demo.IMAGE_SIZE, 3)
+  assert images.shape == (1, 24, 24, 3)
   features = model.apply(variables, images, tokens)
   assert features["image_features"].shape == (1, 16)
   initial = model.init(jax.random.PRNGKey(0), images, tokens)["params"]

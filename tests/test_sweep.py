@@ -9,10 +9,12 @@ import ml_collections
 import pytest
 
 from clip_jax import scaling_laws
+from clip_jax import settings
 from clip_jax import sweep
 from clip_jax import train
+import config_files
 
-DEMO = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "synthetic_demo.py")
+DEMO = config_files.path("synthetic_demo")
 
 
 def tiny_sweep(**changes) -> ml_collections.ConfigDict:
@@ -37,21 +39,18 @@ def test_expansion_builds_one_training_config_per_combination():
   runs = sweep.expand(tiny_sweep())
   assert sorted(run.name for run in runs) == ["large-s100-b16", "large-s64-b16",
                                               "small-s100-b16", "small-s64-b16"]
-  flops = [sweep.training_flops(run.config) for run in runs]
+  flops = [sweep.training_flops(run.training) for run in runs]
   assert flops == sorted(flops)  # Cheapest first.
   run = next(run for run in runs if run.name == "small-s100-b16")
-  config = run.config
-  assert config.total_steps == 7 and run.samples_seen == 7 * 16  # ceil(100 / 16)
-  assert config.global_batch_size == 16
-  assert config.evals.zero_shot.every_steps == 4 and config.checkpoint.every_steps == 4
-  assert config.optim.warmup_steps == 2
-  assert config.model.overrides.vision.width == 32
-  assert config.model.overrides.vision.image_size == 24  # The base's, kept.
-  assert tuple(config.data.synthetic.colours) == ("red", "green", "blue", "orange")
-  assert config.data.seed == 0 and config.data.name == "synthetic"  # The base's, kept.
-  # Every run's config builds its model and passes the training program's checks.
-  for run in runs:
-    train.model_config(run.config)
+  training = run.training  # Parsed: every run's config passed the settings' checks.
+  assert training.total_steps == 7 and run.samples_seen == 7 * 16  # ceil(100 / 16)
+  assert training.global_batch_size == 16
+  assert training.evals["zero_shot"].every_steps == 4 and training.checkpoint.every_steps == 4
+  assert training.optim.warmup_steps == 2
+  assert training.model.architecture.vision.width == 32
+  assert training.model.architecture.vision.image_size == 24  # The base's, kept.
+  assert training.data.synthetic.colours == ("red", "green", "blue", "orange")
+  assert training.data.seed == 0 and training.data.name == "synthetic"  # The base's, kept.
 
 
 @pytest.mark.parametrize("changes,message", [
@@ -90,7 +89,7 @@ def test_interrupted_sweep_resumes_and_feeds_the_analysis(tmp_path, monkeypatch,
         return ml_collections.ConfigDict({tiny_sweep().to_dict()!r})
       """))
   sweep_dir = tmp_path / "runs"
-  runs = sweep.expand(sweep.load_config_file(str(config_file)))[:2]
+  runs = sweep.expand(settings.load_config_file(str(config_file)))[:2]
   first, second = runs
 
   assert sweep.execute(first, str(sweep_dir)) is True
@@ -106,7 +105,7 @@ def test_interrupted_sweep_resumes_and_feeds_the_analysis(tmp_path, monkeypatch,
   monkeypatch.setattr(train._Preemption, "check", check)
   assert sweep.status(first, str(sweep_dir)) == "done"
   assert sweep.status(second, str(sweep_dir)) == (
-      f"partial (step 3 of {second.config.total_steps})")
+      f"partial (step 3 of {second.training.total_steps})")
   capsys.readouterr()
 
   # What a scheduler would be given: the unfinished run only.
@@ -117,8 +116,8 @@ def test_interrupted_sweep_resumes_and_feeds_the_analysis(tmp_path, monkeypatch,
 
   for run in runs:
     result = json.loads((sweep_dir / run.name / sweep.RESULT_FILE).read_text())
-    assert result["samples_seen"] == run.config.total_steps * run.batch_size
-    assert result["train_flops"] == pytest.approx(sweep.training_flops(run.config))
+    assert result["samples_seen"] == run.training.total_steps * run.batch_size
+    assert result["train_flops"] == pytest.approx(sweep.training_flops(run.training))
     assert result["final"]["zero_shot/shape_top1_seen"] >= 0
     records = [json.loads(line) for line in open(sweep_dir / run.name / "metrics.jsonl")]
     logged = [r for r in records if "loss" in r]
@@ -130,7 +129,7 @@ def test_interrupted_sweep_resumes_and_feeds_the_analysis(tmp_path, monkeypatch,
   for run in runs:
     steps = [row["step"] for row in rows if row["run"] == run.name]
     # Every evaluation once, the resumed run's included, in order.
-    assert steps == sorted(set(steps)) and steps[-1] == run.config.total_steps
+    assert steps == sorted(set(steps)) and steps[-1] == run.training.total_steps
   assert all(row["finished"] and row["params"] > 0 and row["loss"] > 0 for row in rows)
   summary = scaling_laws.analyse(rows, "zero_shot/shape_top1_seen", str(tmp_path / "out"))
   assert os.path.exists(tmp_path / "out" / "scaling_error.png")

@@ -12,17 +12,17 @@ import jax.numpy as jnp
 from clip_jax import pretrained
 from clip_jax.models import clip as clip_model
 from clip_jax.models import configs
+import config_files
 
-CONFIG = textwrap.dedent("""
-    import ml_collections
-    from configs import synthetic_demo
+# configs/evaluate.py's CIFAR-10 on mock data, and the synthetic zero-shot evaluation: a config
+# file outside the repository that builds on a shipped one by path.
+CONFIG = textwrap.dedent(f"""
+    from clip_jax import settings
 
     def get_config():
-      config = synthetic_demo.get_config()
-      config.evals = ml_collections.ConfigDict(dict(
-          zero_shot=dict(every_steps=1, num_images=32, batch_size=16),
-          cifar10=dict(type="zero_shot", dataset="cifar10", split="test", mock_examples=24,
-                       every_steps=1, batch_size=16)))
+      config = settings.load_config_file({config_files.path("evaluate")!r}, "cifar10")
+      config.evals.cifar10.mock_examples = 24
+      config.evals.zero_shot = settings.evaluator(num_images=32, batch_size=16)
       return config
     """)
 
@@ -39,7 +39,8 @@ def test_converted_checkpoint_evaluates_from_the_command_line(tmp_path):
   config_file.write_text(CONFIG)
   completed = subprocess.run(
       [sys.executable, "-m", "clip_jax.evaluate", f"--checkpoint={checkpoint}",
-       f"--config={config_file}"], capture_output=True, text=True, check=False)
+       f"--config={config_file}", "--config.evals.cifar10.batch_size=16"],
+      capture_output=True, text=True, check=False, cwd=tmp_path)
   assert completed.returncode == 0, completed.stderr[-3000:]
   results = json.loads((tmp_path / "converted" / "evaluation.json").read_text())
   for name in ("zero_shot/shape_top1_seen", "cifar10/top1", "cifar10/top5",

@@ -1,18 +1,26 @@
-"""The trainer's evaluators: config checks before training, and every evaluator end to end with a
-tiny random model, on synthetic data and on TFDS mock data, encoded over 8 devices."""
+"""The trainer's evaluators: the data checks before training, and every evaluator end to end with
+a tiny random model, on synthetic data and on TFDS mock data, encoded over 8 devices (their keys'
+errors are tests/test_settings.py's)."""
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from clip_jax import models
+from clip_jax import settings
 from clip_jax import sharding
 from clip_jax.evaluation import evaluators
 
-DATA = ml_collections.ConfigDict(dict(name="synthetic", seed=0, image_size=32, context_length=16,
-                                      tokenizer="words"))
+DATA = settings.Data(name="synthetic", image_size=32, context_length=16, tokenizer="words")
+
+
+def parse(evals: dict) -> dict[str, settings.Evaluator]:
+  """The evaluators of a tiny-vit run on the synthetic data, as training parses them."""
+  run = settings.parse(dict(model=dict(name="tiny-vit"), data=dict(tokenizer="words"),
+                            total_steps=10, optim=dict(warmup_steps=1), evals=evals))
+  assert run.data == DATA
+  return run.evals
 BATCH_SIZE = 12  # not a multiple of the 8 devices: the encoders pad
 
 
@@ -21,7 +29,7 @@ def tiny_model():
   model = models.create_model("tiny-vit")
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
                                   jnp.zeros((1, 16), jnp.int32))
-  mesh = sharding.create_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1)))
+  mesh = sharding.create_mesh()
   return model, variables, mesh
 
 
@@ -39,9 +47,9 @@ def encoders(tiny_model):
 
 
 def run(evals, encoders, step=10):
-  evals = ml_collections.ConfigDict(evals)
-  evaluators.check(evals, DATA)
-  return evaluators.run_evaluators(evals, *encoders[:2], step, data_config=DATA)
+  evals = parse(evals)
+  evaluators.check_data(evals)
+  return evaluators.run_evaluators(evals, *encoders[:2], step, data=DATA)
 
 
 def assert_metrics(results, expected_names):
@@ -71,9 +79,8 @@ def test_synthetic_zero_shot_and_retrieval(encoders):
       *(f"shapes/{direction}_R@{k}" for direction in ("image_to_text", "text_to_image")
         for k in (1, 5, 10))])
   lines = evaluators.summary_lines(
-      ml_collections.ConfigDict({"zero_shot": dict(every_steps=10),
-                                 "shapes": dict(type="retrieval", dataset="synthetic",
-                                                every_steps=5)}), results)
+      parse({"zero_shot": dict(every_steps=10),
+             "shapes": dict(type="retrieval", dataset="synthetic", every_steps=5)}), results)
   assert sorted(line.split(" ")[0] for line in lines) == ["shapes:", "zero-shot"]
   assert any(line.startswith("zero-shot top-1 on new images: shape ") for line in lines)
 
@@ -102,68 +109,36 @@ def test_coco_captions_retrieval_on_mock_data(encoders):
 
 
 def test_each_evaluator_runs_at_its_own_steps_and_at_the_end():
-  evals = ml_collections.ConfigDict({"zero_shot": dict(every_steps=4),
-                                     "coco": dict(type="retrieval", dataset="coco_captions",
-                                                  split="val", every_steps=6)})
+  evals = parse({"zero_shot": dict(every_steps=4),
+                 "coco": dict(type="retrieval", dataset="coco_captions", split="val",
+                              every_steps=6),
+                 "final": dict(type="retrieval", num_images=16)})
   assert [sorted(evaluators.due(evals, step, total_steps=10)) for step in (4, 6, 7, 10, 12)] == [
-      ["zero_shot"], ["coco"], [], ["coco", "zero_shot"], ["coco", "zero_shot"]]
-
-
-def test_defaults_fill_in_and_the_quickstart_evaluator_needs_no_type():
-  settings = evaluators.settings("zero_shot", ml_collections.ConfigDict(dict(every_steps=5)))
-  assert settings == dict(type="zero_shot", dataset="synthetic", every_steps=5, num_images=1000,
-                          batch_size=256)
-  settings = evaluators.settings("imagenet", dict(type="zero_shot", dataset="imagenet2012",
-                                                  split="validation", every_steps=5))
-  assert settings["classnames"] == settings["templates"] == "" and settings["data_dir"] == ""
+      ["zero_shot"], ["coco"], [], ["coco", "final", "zero_shot"], ["coco", "zero_shot"]]
 
 
 @pytest.mark.parametrize("evaluator, message", [
-    (dict(type="zeroshot", dataset="cifar10", split="test", every_steps=5),
-     r"evals\.bad\.type='zeroshot'; allowed: zero_shot, retrieval, linear_probe\."),
-    (dict(dataset="cifar10", split="test", every_steps=5),
-     r"evals\.bad\.type is missing; allowed: zero_shot, retrieval, linear_probe\."),
-    (dict(type="zero_shot", dataset="cifar10", split="test"),
-     r"evals\.bad\.every_steps is missing; allowed: a positive number of steps\."),
-    (dict(type="zero_shot", dataset="cifar10", split="test", every_steps=0),
-     r"evals\.bad\.every_steps=0; allowed: positive integers\."),
-    (dict(type="zero_shot", dataset="cifar10", every_steps=5),
-     r"evals\.bad\.split is missing; allowed: a split of 'cifar10'"),
-    (dict(type="retrieval", dataset="coco_captions", splt="val", split="val", every_steps=5),
-     r"evals\.bad\.splt='val' is not a key of a retrieval evaluator on 'coco_captions'; "
-     r"allowed: type, every_steps, dataset, split, data_dir, .*caption_feature, batch_size\."),
-    (dict(type="linear_probe", dataset="synthetic", every_steps=5),
-     r"evals\.bad\.dataset='synthetic' with type='linear_probe'; allowed: a TFDS image-label"),
-    (dict(type="zero_shot", dataset="cifar10", split="test", every_steps=5, templates="fancy"),
+    (dict(type="zero_shot", dataset="cifar10", split="test", templates="fancy"),
      r"evals\.bad\.templates='fancy'; allowed: imagenet80, imagenet7, cifar, simple, or ''"),
-    (dict(type="zero_shot", dataset="no_such_dataset", split="test", every_steps=5),
+    (dict(type="zero_shot", dataset="no_such_dataset", split="test"),
      r"evals\.bad\.dataset='no_such_dataset' is neither a TFDS dataset nor one in data_dir "
      r"''; allowed: 'synthetic' or a TFDS dataset name\."),
-    (dict(type="zero_shot", dataset="cifar10", split="test", every_steps=5, mock_examples=4,
+    (dict(type="zero_shot", dataset="cifar10", split="test", mock_examples=4,
           classnames="imagenet"),
      r"evals\.bad\.classnames='imagenet' gives 1000 class names, but 'cifar10' has 10 classes"),
-    (dict(type="zero_shot", dataset="cifar10", split="test", every_steps=5, mock_examples=4,
+    (dict(type="zero_shot", dataset="cifar10", split="test", mock_examples=4,
           label_feature="fine_label"),
      r"evals\.bad\.label_feature='fine_label' is not a feature of 'cifar10'; allowed: id, image, "
      r"label\."),
 ])
-def test_bad_evaluator_configs_name_the_key_the_value_and_what_is_allowed(evaluator, message):
+def test_data_checks_name_the_key_the_value_and_what_is_allowed(evaluator, message):
   with pytest.raises(ValueError, match=message):
-    evaluators.check(ml_collections.ConfigDict({"bad": evaluator}), DATA)
+    evaluators.check_data(parse({"bad": evaluator}))
 
 
 def test_data_that_is_not_there_fails_at_the_check(tmp_path):
-  evals = ml_collections.ConfigDict({"cifar": dict(type="zero_shot", dataset="cifar10",
-                                                   split="test", every_steps=5,
-                                                   data_dir=str(tmp_path))})
+  evals = parse({"cifar": dict(type="zero_shot", dataset="cifar10", split="test",
+                               data_dir=str(tmp_path))})
   with pytest.raises(ValueError, match=r"evals\.cifar\.split='test' of 'cifar10' .*allowed: "
                                        r"none: the data is not prepared\."):
-    evaluators.check(evals, DATA)
-
-
-def test_synthetic_evaluators_need_synthetic_training_data():
-  evals = ml_collections.ConfigDict({"zero_shot": dict(every_steps=5)})
-  with pytest.raises(ValueError, match=r"evals\.zero_shot\.dataset='synthetic' evaluates with "
-                                       r"the synthetic data's world and words, but "
-                                       r"data\.name='tfds'; allowed: a TFDS dataset"):
-    evaluators.check(evals, ml_collections.ConfigDict(dict(name="tfds")))
+    evaluators.check_data(evals)
