@@ -1,0 +1,86 @@
+"""The import graph of the packages: no cycles, and the settings layer at the bottom.
+
+Read from the source (every import statement, those inside functions too), so that a lazy import
+added to dodge a cycle still counts as the dependency it is.
+"""
+
+import ast
+import os
+
+REPOSITORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+PACKAGES = ("clip_jax", "input_pipeline")
+
+
+def project_modules() -> dict[str, str]:
+  """Dotted module name -> file, for every module of the packages."""
+  modules = {}
+  for package in PACKAGES:
+    for directory, _, files in os.walk(os.path.join(REPOSITORY, package)):
+      for file in files:
+        if file.endswith(".py"):
+          path = os.path.join(directory, file)
+          name = os.path.relpath(path, REPOSITORY)[:-3].replace(os.sep, ".")
+          modules[name.removesuffix(".__init__")] = path
+  return modules
+
+
+def import_graph() -> dict[str, set[str]]:
+  """Module -> the project modules it imports (`from a import b` imports a.b if that is one)."""
+  modules = project_modules()
+  graph = {}
+  for name, path in modules.items():
+    imported = set()
+    with open(path) as file:
+      tree = ast.parse(file.read())
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Import):
+        imported.update(alias.name for alias in node.names)
+      elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+        for alias in node.names:
+          full_name = f"{node.module}.{alias.name}"
+          imported.add(full_name if full_name in modules else node.module)
+    graph[name] = {module for module in imported if module in modules and module != name}
+  return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+  """The strongly connected components of more than one module (Tarjan's algorithm)."""
+  index, low, stack, on_stack, components = {}, {}, [], set(), []
+
+  def visit(module):
+    index[module] = low[module] = len(index)
+    stack.append(module)
+    on_stack.add(module)
+    for imported in sorted(graph[module]):
+      if imported not in index:
+        visit(imported)
+        low[module] = min(low[module], low[imported])
+      elif imported in on_stack:
+        low[module] = min(low[module], index[imported])
+    if low[module] == index[module]:
+      component = []
+      while not component or component[-1] != module:
+        component.append(stack.pop())
+        on_stack.discard(component[-1])
+      if len(component) > 1:
+        components.append(sorted(component))
+
+  for module in sorted(graph):
+    if module not in index:
+      visit(module)
+  return components
+
+
+def test_the_packages_have_no_import_cycles():
+  assert cycles(import_graph()) == []
+
+
+def test_a_planted_cycle_is_found():
+  assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_settings_import_nothing_of_the_project_but_the_model_table():
+  graph = import_graph()
+  assert graph["clip_jax.settings"] == {"clip_jax.models.configs"}
+  assert graph["clip_jax.models.configs"] == {"clip_jax.models.layers"}
+  assert graph["clip_jax.models.layers"] == set()
