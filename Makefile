@@ -6,6 +6,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 DEMO_WORKDIR ?= workdirs/demo
+DEMO_FLAGS ?=  # e.g. --config.total_steps=100, as on the command line of clip_jax.train
 PIP := $(VENV)/bin/python -m pip --quiet
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 TEST_STAMP := $(VENV)/.installed-test
@@ -33,7 +34,8 @@ install-test: $(TEST_STAMP)
 
 demo: $(RUNTIME_STAMP)
 	rm -rf $(DEMO_WORKDIR)
-	$(VENV)/bin/python -m clip_jax.train --config=configs/synthetic_demo.py --workdir=$(DEMO_WORKDIR)
+	$(VENV)/bin/python -m clip_jax.train --config=configs/synthetic_demo.py \
+	    --workdir=$(DEMO_WORKDIR) $(DEMO_FLAGS)
 
 test: $(TEST_STAMP)
 	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests
