@@ -331,11 +331,11 @@ _SECTIONS = dict(data=Data, loss=Loss, optim=Optim, flip=Flip, finetune=Finetune
 
 def _placeholder_type(annotation: Any) -> type:
   """The type ml_collections parses a command-line value of an unset key as."""
-  options = [option for option in typing.get_args(annotation) if option is not type(None)]
   if annotation in (int, float, str, bool):
     return annotation
   if typing.get_origin(annotation) is tuple:
     return tuple
+  options = [option for option in typing.get_args(annotation) if option is not type(None)]
   if len(options) == 1:
     return _placeholder_type(options[0])
   return object  # Several types: a Python literal (12, (3, 4, 6, 3)), or else a string.
@@ -353,7 +353,8 @@ def _fields_config(cls, given: Mapping[str, Any], unset_defaults: bool) -> ml_co
   for field in dataclasses.fields(cls):
     if field.name in given:
       value = given[field.name]
-    elif field.name == "sources" or dataclasses.is_dataclass(hints[field.name]) and unset_defaults:
+    elif field.name == "sources" or (dataclasses.is_dataclass(hints[field.name])
+                                     and unset_defaults):
       value = ml_collections.ConfigDict()
     elif dataclasses.is_dataclass(hints[field.name]):
       value = _fields_config(hints[field.name], {}, unset_defaults=False)
