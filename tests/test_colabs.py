@@ -1,11 +1,14 @@
-"""The Colab notebooks run top to bottom in a fresh kernel, with small settings, so they never rot.
+"""The Colab notebooks run top to bottom in a fresh kernel with their defaults, so they never rot.
 
-Each notebook reads its settings from environment variables (see its "settings" cell); the tests
-set them so that training takes seconds: colabs/train.ipynb trains the synthetic demo model for a
-few steps, then colabs/zero_shot.ipynb loads that workdir as its checkpoint, and once more a
-converted checkpoint (tiny, random weights). The kernel is the Python running the tests (the
-repository's .venv under `make test`), whatever kernels Jupyter has registered elsewhere; it
-inherits the environment, so it sees the same 8 virtual CPU devices (tests/conftest.py).
+Each notebook reads its settings from environment variables (see its "settings" cell). The tests
+set only two kinds: fewer training steps (for colabs/train.ipynb also smaller batches and
+evaluations), so that training takes seconds, both in colabs/train.ipynb and for the demo model
+that colabs/zero_shot.ipynb trains itself by default; and workdirs in a temporary directory, so
+that a run writes nothing into the checkout and always starts afresh. colabs/zero_shot.ipynb also runs on a converted checkpoint (tiny, random weights),
+and once on a missing one for its message; colabs/scaling.ipynb runs as it is. The kernel is the
+Python running the tests (the repository's .venv under `make test`), whatever kernels Jupyter has
+registered elsewhere; it inherits the environment, so it sees the same 8 virtual CPU devices
+(tests/conftest.py).
 """
 
 import json
@@ -86,13 +89,15 @@ def images_of(cell):
 
 @pytest.mark.parametrize("name", ["train.ipynb", "zero_shot.ipynb", "scaling.ipynb"])
 def test_notebooks_are_committed_clean(name):
-  """Valid nbformat 4, no outputs or execution counts, a settings cell for the tests to drive."""
+  """Valid nbformat 4, no outputs or execution counts, a setup cell with the REPOSITORY form
+  field for Colab, a settings cell for the tests to drive."""
   notebook = read_notebook(name)
   assert notebook.nbformat == 4
   for cell in notebook.cells:
     if cell.cell_type == "code":
       assert not cell.outputs and cell.execution_count is None, cell.source[:80]
-  assert "google.colab" in tagged(notebook, "setup").source
+  assert 'REPOSITORY = "https://github.com/<org>/clip_jax"  # @param' in tagged(notebook,
+                                                                              "setup").source
   assert "os.environ.get" in tagged(notebook, "settings").source
 
 
@@ -118,10 +123,15 @@ def test_train_notebook(trained):
   assert "get their own caption" in text_of(prompts) and images_of(prompts)
 
 
-def test_zero_shot_notebook_on_the_trained_model(trained, kernel_dir):
-  _, workdir = trained
+def test_zero_shot_notebook_with_its_defaults(kernel_dir, tmp_path):
+  """No checkpoint given: the notebook trains its demo model of the synthetic shapes and uses it."""
+  workdir = tmp_path / "zero_shot_demo"
   notebook = execute(read_notebook("zero_shot.ipynb"), kernel_dir,
-                     {"CLIP_JAX_CHECKPOINT": str(workdir)}, "zero_shot.ipynb")
+                     {"CLIP_JAX_WORKDIR": str(workdir), "CLIP_JAX_TRAIN_STEPS": str(TRAIN_STEPS)},
+                     "zero_shot.ipynb")
+  demo = text_of(tagged(notebook, "demo"))
+  assert f"step {TRAIN_STEPS}/{TRAIN_STEPS}" in demo and "zero-shot top-1 on new images" in demo
+  assert str(workdir) in text_of(tagged(notebook, "load"))
   assert "A model of the synthetic shapes" in text_of(tagged(notebook, "load"))
   predictions = text_of(tagged(notebook, "classify"))
   for name in ("astronaut", "chelsea", "coffee", "rocket", "synthetic 0"):
