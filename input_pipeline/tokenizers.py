@@ -21,9 +21,9 @@ open_clip does ~12k captions/s):
   pattern), exact by construction. `text_cleaning` skips ftfy (~35 us a caption) where it would
   change nothing or only curly quotes, deciding so from ftfy's own tables and mojibake test; ids
   are cached per space-free chunk of the cleaned text (no pre-split piece contains a space); Hugging
-  Face's Rust BPE runs once per batch for the pieces never seen before. benchmarks/tokenizer.py:
-  ~76k/s from cold caches (6.3x open_clip), ~96k/s after 100k captions of the same stream (6.8x),
-  ~120k/s with every word cached (8.1x). In tf.data it runs as one `tf.numpy_function` per batch.
+  Face's Rust BPE runs once per batch for the pieces never seen before (benchmarks/tokenizer.py;
+  its figures are in benchmarks/RESULTS.md). In tf.data it runs as one `tf.numpy_function` per
+  batch.
 
 `sentencepiece` runs a user's SentencePiece model in the graph with tensorflow_text; `words` is the
 word-level tokenizer of the built-in synthetic dataset.

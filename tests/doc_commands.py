@@ -167,7 +167,7 @@ def add_stand_ins(workspace: str, *names: str) -> None:
       import torch  # pylint: disable=g-import-not-at-top
       convert.export_weights(architecture, variables, at("openai"), "open_clip")
       tensors = tensor_files.read(at("openai", convert.OPEN_CLIP_WEIGHTS))
-      torch.save({key: torch.from_numpy(np.asarray(value)) for key, value in tensors.items()},
+      torch.save({key: torch.from_numpy(np.array(value)) for key, value in tensors.items()},
                  at(name))
     elif name == "clip-vit-base-patch32":
       convert.export_weights(architecture, variables, at(name), "hf")

@@ -275,14 +275,16 @@ def test_bad_config_fails_at_once_naming_the_key(tmp_path, changes, message):
 
 
 def test_sigterm_to_the_command_line_program_saves_and_exits_cleanly(tmp_path):
-  """The real preemption path: the CLI process gets SIGTERM mid-run."""
+  """The real preemption path: the CLI process gets SIGTERM mid-run. It runs outside the
+  repository, with the config file's path: configs work from any directory."""
   workdir = str(tmp_path)
   command = [sys.executable, "-m", "clip_jax.train",
              f"--config={config_files.path('synthetic_demo')}",
              f"--workdir={workdir}", "--config.total_steps=100000", "--config.log_every_steps=1",
              "--config.global_batch_size=16", "--config.model.overrides.vision.layers=1",
              "--config.model.overrides.text.layers=1"]
-  process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             cwd=tmp_path)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   deadline = time.time() + 120
   while time.time() < deadline and not (os.path.exists(metrics_path)

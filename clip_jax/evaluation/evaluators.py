@@ -4,7 +4,7 @@ named "<name>/<metric>":
 
   config.evals.imagenet = settings.evaluator(type="zero_shot", dataset="imagenet2012",
                                              split="validation", every_steps=5_000)
-  config.evals.coco = settings.evaluator(type="retrieval", dataset="coco_captions", split="val")
+  config.evals.coco = settings.evaluator(type="retrieval", dataset="coco_captions", split="test")
   config.evals.cifar10_probe = settings.evaluator(
       type="linear_probe", dataset="cifar10", train_split="train[:45000]",
       validation_split="train[45000:]", test_split="test")

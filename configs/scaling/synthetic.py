@@ -3,7 +3,7 @@
   python -m clip_jax.sweep --config=configs/scaling/synthetic.py --sweep_dir=workdirs/scaling
   python -m clip_jax.scaling_laws --sweep_dir=workdirs/scaling
 
-Under an hour on a 2-core CPU. The world has all eight shapes and eight colours (two of them close
+The world has all eight shapes and eight colours (two of them close
 to their neighbours). The error fitted is that of zero-shot text-to-image retrieval among 500 new
 images, Recall@10: a caption such as "a small orange diamond in the top left" must rank its image
 among the first ten, which rewards knowing all four attributes (shape, colour, size and

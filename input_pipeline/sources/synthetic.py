@@ -27,7 +27,7 @@ captions are built decides where the model stores it, and so whether a red star 
     caption names: they teach colour-free shape features and a shape word that means only the
     shape. With the defaults (40% of them, 10% colour-only), that model reached 0.39 on seen and
     0.36 on held-out pairs after 600 steps, and 0.82 and 0.67 after 1500 (chance 0.17). Today's
-    quickstart (24x24 images, 1000 steps) reaches 0.66 and 0.40; 0.84 and 0.52 after 1500.
+    quickstart's figures are in benchmarks/RESULTS.md.
   * Colour-only captions ("something red") name coloured shapes: colour is so easy to see that
     held-out colour accuracy stays near 1.0 whatever the mix.
   * Full captions vary word order and phrasing ("a red star", "a star, coloured red", "a star that
