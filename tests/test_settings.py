@@ -401,3 +401,25 @@ def test_defaults_are_written_once():
                     ("checkpoint", settings.Checkpoint)):
     for field in dataclasses.fields(cls):
       assert defaults[name][field.name] == field.default, (name, field.name)
+
+
+def test_the_command_line_test_covers_every_key_of_these_sections():
+  """COMMAND_LINE above sets every key of the sections the docs list, the architecture included:
+  a key added to settings without a command-line test fails here."""
+  keys = {f"{section}.{field.name}"
+          for section, cls in (("data", settings.Data), ("loss", settings.Loss),
+                               ("optim", settings.Optim), ("flip", settings.Flip),
+                               ("finetune", settings.Finetune), ("mesh", settings.Mesh),
+                               ("checkpoint", settings.Checkpoint))
+          for field in dataclasses.fields(cls) if field.name not in ("synthetic", "sources",
+                                                                       "weight")}
+  keys |= {f"data.synthetic.{field.name}" for field in dataclasses.fields(settings.Synthetic)}
+  overrides = settings.default_config().model.overrides
+  keys |= {f"model.overrides.{key}" for key in overrides.keys() if key not in ("vision", "text")}
+  keys |= {f"model.overrides.{tower}.{key}" for tower in ("vision", "text")
+           for key in overrides[tower].keys()}
+  keys |= {"model.name"} | {field.name for field in dataclasses.fields(settings.Run)
+                            if field.name not in ("model", "evals", "data", "loss", "optim",
+                                                  "flip", "finetune", "mesh", "checkpoint",
+                                                  "distributed")}
+  assert keys == set(COMMAND_LINE)
