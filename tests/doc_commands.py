@@ -17,6 +17,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 
 REPOSITORY = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 # Every page that shows commands or snippets, each run by one test (tests/test_docs_*.py).
@@ -34,6 +35,10 @@ SHORT_TRAINING = ("--config.total_steps=2", "--config.log_every_steps=1",
 # The stand-in checkpoints' architecture, for commands that train or convert ViT-B/32.
 TINY_MODEL = ("--config.model.name=tiny-vit", "--config.model.overrides.text.vocab_size=49408")
 SHARD_SAMPLES = 8
+# Many commands compile the same tiny models: they share XLA's persistent compilation cache.
+ENVIRONMENT = {"JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(),
+                                                         "clip_jax_doc_commands_xla_cache"),
+               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
 
 def blocks(page: str, language: str) -> list[str]:
@@ -102,7 +107,7 @@ def run(argv: list[str], workspace: str, label: str) -> str:
   """Runs one command in the workspace; fails the test with its output if it fails."""
   completed = subprocess.run(argv, cwd=workspace, capture_output=True, text=True,
                              timeout=TIMEOUT_SECONDS, check=False,
-                             env={**os.environ, "PYTHONPATH": workspace})
+                             env={**os.environ, **ENVIRONMENT, "PYTHONPATH": workspace})
   output = completed.stdout + completed.stderr
   assert completed.returncode == 0, f"{label}: {shlex.join(argv)}\n{output[-4000:]}"
   return output
