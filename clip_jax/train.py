@@ -1,9 +1,10 @@
 """Trains a CLIP model: `python -m clip_jax.train --config=configs/<name>.py --workdir=<dir>`.
 
-One loop: build everything from the config (failing at once on a bad value), restore the latest
-checkpoint of the workdir if there is one, then step, log, evaluate and checkpoint until
-`total_steps`. SIGTERM (preemption) saves a checkpoint and exits cleanly; the next start with the
-same workdir resumes from it with the very next batch.
+The config is parsed once (`clip_jax.settings`, failing at once on a bad value) and what needs
+files is checked (`check_resources`); `build` makes the mesh, model, optimiser and compiled step
+and restores the workdir's latest checkpoint if there is one; `train_loop` steps, logs,
+evaluates and checkpoints until `total_steps`. SIGTERM (preemption) saves a checkpoint and exits
+cleanly; the next start with the same workdir resumes from it with the very next batch.
 """
 
 from __future__ import annotations
