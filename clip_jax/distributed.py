@@ -45,11 +45,7 @@ def initialize_arguments(distributed: settings.Distributed) -> dict[str, Any] | 
   """
   if distributed.mode == "off":
     return None
-  unset = settings.Distributed()
-  arguments = {key: getattr(distributed, key)
-               for key in ("coordinator_address", "num_processes", "process_id",
-                           "local_device_ids")
-               if getattr(distributed, key) != getattr(unset, key)}
+  arguments = settings.distributed_keys_set(distributed)
   if distributed.mode == "explicit":
     arguments["cluster_detection_method"] = "deactivate"
   if "local_device_ids" in arguments:

@@ -9,7 +9,6 @@ section still names the synthetic world for synthetic evaluators.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
@@ -24,7 +23,6 @@ from clip_jax import settings
 from clip_jax import sharding
 from clip_jax.evaluation import evaluators
 from clip_jax.models import clip as clip_model
-from clip_jax.models import configs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config whose `evals` (and `data`) to "
                                           "use; by default the workdir's own.")
@@ -44,13 +42,6 @@ def evaluate(model, variables, evals: evaluators.Evaluators, data: settings.Data
                                    total_steps=step)
 
 
-def checkpoint_data(data: settings.Data, architecture: configs.CLIPConfig) -> settings.Data:
-  """The data settings a converted checkpoint is evaluated with: CLIP's BPE at the model's
-  context length and image size (the rest, e.g. the synthetic world, from the config)."""
-  return dataclasses.replace(data, tokenizer="clip_bpe", image_size=architecture.vision.image_size,
-                             context_length=architecture.text.context_length)
-
-
 def main(argv):
   del argv
   if bool(_WORKDIR.value) == bool(_CHECKPOINT.value):
@@ -65,7 +56,7 @@ def main(argv):
       raise app.UsageError("--checkpoint needs --config, for the evaluators to run.")
     architecture, variables = pretrained.read(_CHECKPOINT.value)
     model, evals, step = clip_model.CLIP(architecture), given.evals, 0
-    data, directory = checkpoint_data(given.data, architecture), _CHECKPOINT.value
+    data, directory = pretrained.checkpoint_data(architecture, given.data), _CHECKPOINT.value
   results = evaluate(model, variables, evals, data, step)
   output = _OUTPUT.value or os.path.join(directory, "evaluation.json")
   with open(output, "w") as file:

@@ -8,6 +8,7 @@ preprocessing and the tokenizer of the model's vocabulary.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any, Callable, NamedTuple, Sequence
@@ -105,6 +106,14 @@ def read_workdir(workdir: str) -> tuple[settings.Run, clip_model.CLIP, dict[str,
   return run, clip_model.CLIP(run.model.architecture), variables
 
 
+def checkpoint_data(architecture: configs.CLIPConfig,
+                    data: settings.Data = settings.Data()) -> settings.Data:
+  """The data settings a converted checkpoint is used with: CLIP's BPE at the model's context
+  length and image size, the rest (e.g. the synthetic world of evaluators) from `data`."""
+  return dataclasses.replace(data, tokenizer="clip_bpe", image_size=architecture.vision.image_size,
+                             context_length=architecture.text.context_length)
+
+
 def load(path: str) -> Pretrained:
   """(model, variables, preprocess, tokenize) of a converted checkpoint or a training workdir.
 
@@ -114,8 +123,7 @@ def load(path: str) -> Pretrained:
   if is_converted(path):
     architecture, variables = read(path)
     model = clip_model.CLIP(architecture)
-    data = settings.Data(tokenizer="clip_bpe", image_size=architecture.vision.image_size,
-                         context_length=architecture.text.context_length)
+    data = checkpoint_data(architecture)
   elif is_workdir(path):
     run, model, variables = read_workdir(path)
     data = run.data

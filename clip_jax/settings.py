@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import os
 import typing
 from typing import Any, Callable, Mapping
@@ -73,7 +74,7 @@ LOSSES = ("softmax", "sigmoid")
 # own settings (model.overrides) take precedence.
 LOSS_MODEL_FIELDS = {
     "softmax": {},
-    "sigmoid": dict(init_logit_scale=2.302585092994046, init_logit_bias=-10.0),  # log(10)
+    "sigmoid": dict(init_logit_scale=math.log(10.0), init_logit_bias=-10.0),
 }
 
 
@@ -679,10 +680,15 @@ _UNSET_DISTRIBUTED = Distributed()
 EXPLICIT_DISTRIBUTED_KEYS = ("coordinator_address", "num_processes", "process_id")
 
 
+def distributed_keys_set(distributed: Distributed) -> dict[str, Any]:
+  """The keys besides `mode` that are set (not "", 0, -1 or ()), with their values."""
+  return {field.name: getattr(distributed, field.name) for field in dataclasses.fields(Distributed)
+          if field.name != "mode"
+          and getattr(distributed, field.name) != getattr(_UNSET_DISTRIBUTED, field.name)}
+
+
 def _check_distributed(distributed: Distributed) -> None:
-  given = [key for key in ("coordinator_address", "num_processes", "process_id",
-                           "local_device_ids")
-           if getattr(distributed, key) != getattr(_UNSET_DISTRIBUTED, key)]
+  given = list(distributed_keys_set(distributed))
   if distributed.mode == "off" and given:
     raise ValueError(f"distributed.{given[0]}={getattr(distributed, given[0])!r} with "
                      f"distributed.mode='off'; allowed: {getattr(_UNSET_DISTRIBUTED, given[0])!r}, "

@@ -1,6 +1,7 @@
 """The settings layer: every documented key settable from the command line, defaults written once,
 bad values named with what is allowed, and a workdir's config.json read back to the same run."""
 
+import ast
 import dataclasses
 import glob
 import json
@@ -131,7 +132,10 @@ BASE_FLAGS = ["--config.model.name=tiny-vit", "--config.total_steps=100",
 
 
 def expected_value(text: str):
-  return eval(text) if text[:1] in "(0123456789-" or text in ("True", "False") else text  # pylint: disable=eval-used
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):  # a plain string, as ml_collections takes it
+    return text
 
 
 @pytest.mark.parametrize("key", sorted(COMMAND_LINE))
