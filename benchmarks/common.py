@@ -10,6 +10,11 @@ import sys
 RESULTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
 
+def repository_path(relative: str) -> str:
+  """A file of the repository, e.g. "configs/webdataset.py", wherever the command runs."""
+  return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), relative)
+
+
 def machine_description() -> str:
   import jax  # pylint: disable=g-import-not-at-top
   processor = platform.processor() or platform.machine()

@@ -10,6 +10,10 @@ from typing import Sequence
 
 import numpy as np
 
+from clip_jax import accelerators
+
+accelerators.libtpu_as_compiler_only()  # Before anything starts JAX's backends.
+
 from clip_jax.models import create_model
 from clip_jax.models import list_models
 from clip_jax.pretrained import load

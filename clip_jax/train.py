@@ -1,18 +1,17 @@
 """Trains a CLIP model: `python -m clip_jax.train --config=configs/<name>.py --workdir=<dir>`.
 
 The config is parsed once (`clip_jax.settings`, failing at once on a bad value) and what needs
-files is checked (`check_resources`); `build` makes the mesh, model, optimiser and compiled step
-and restores the workdir's latest checkpoint if there is one; `train_loop` steps, logs,
+files is checked (`check_resources`); `build` makes the mesh and the run's program on it
+(clip_jax.program: model, optimiser, compiled step) and restores the workdir's latest checkpoint if there is one; `train_loop` steps, logs,
 evaluates and checkpoints until `total_steps`. SIGTERM (preemption) saves a checkpoint and exits
 cleanly; the next start with the same workdir resumes from it with the very next batch.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 # TensorFlow (tf.data only, here) logs its C++ start-up chatter unless told before it is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -24,7 +23,6 @@ import jax
 from jax.experimental import multihost_utils
 import ml_collections
 from ml_collections import config_flags
-import optax
 
 import input_pipeline
 from clip_jax import checkpoint
@@ -32,11 +30,9 @@ from clip_jax import distributed
 from clip_jax import finetune
 from clip_jax import flip
 from clip_jax import flops
-from clip_jax import losses
 from clip_jax import metrics as metrics_lib
-from clip_jax import models
-from clip_jax import optim
 from clip_jax import pretrained
+from clip_jax import program as program_lib
 from clip_jax import settings
 from clip_jax import sharding
 from clip_jax import train_step as train_step_lib
@@ -87,22 +83,6 @@ def check_resources(run: settings.Run) -> None:
   evaluators.check_data(run.evals)
 
 
-def create_optimizer(run: settings.Run) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """The optimiser, which leaves the parameters that config.finetune locks alone, and its
-  learning-rate schedule."""
-  optimizer, schedule = optim.create_optimizer(run.optim, run.total_steps)
-  return finetune.lock(optimizer, run.finetune), schedule
-
-
-def state_initializer(run: settings.Run, model: models.CLIP, optimizer: optax.GradientTransformation
-                      ) -> Callable[..., train_step_lib.TrainState]:
-  """`init(rng, variables=None) -> TrainState` for the configured global batch's shapes."""
-  return functools.partial(
-      train_step_lib.create_train_state, model=model, optimizer=optimizer,
-      image_shape=(run.global_batch_size, run.data.image_size, run.data.image_size, 3),
-      text_shape=(run.global_batch_size, run.data.context_length))
-
-
 def evaluate(run: settings.Run, model, state: train_step_lib.TrainState, mesh,
              step: int) -> dict[str, float]:
   """The metrics of the evaluators due at `step`, sharded over the training mesh."""
@@ -143,60 +123,40 @@ class Training(NamedTuple):
   """A run, built and restored: everything its loop needs."""
   run: settings.Run
   workdir: str
-  model: models.CLIP
+  program: program_lib.Program
   mesh: jax.sharding.Mesh
   state: train_step_lib.TrainState
   dataset: input_pipeline.DataIterator
   manager: Any  # orbax.checkpoint.CheckpointManager
-  step_function: Callable[[float], Callable]  # FLIP mask ratio -> the compiled step
 
 
 def build(run: settings.Run, workdir: str) -> Training:
-  """Mesh, model, optimiser, the compiled step's factory, and the state and data stream: restored
-  from the workdir's latest checkpoint if it has one, else initialised (or fine-tuned from)."""
-  model = models.CLIP(run.model.architecture)
+  """The mesh and the program on it, and the state and data stream: restored from the workdir's
+  latest checkpoint if it has one, else initialised (or fine-tuned from)."""
   if jax.process_index() == 0:
     save_config(run, workdir)
   mesh = sharding.create_mesh(run.mesh)
   sharding.check_batch_size(run.global_batch_size, mesh, jax.process_count())
-  loss_fn = losses.make_loss_fn(run.loss.name, mesh, sharding.BATCH_AXES,
-                                blockwise=run.loss.blockwise, tile_size=run.loss.tile_size)
-  optimizer, schedule = create_optimizer(run)
-  init = state_initializer(run, model, optimizer)
-  abstract_state = jax.eval_shape(init, jax.random.PRNGKey(run.seed))
-  state_shardings = sharding.tree_shardings(abstract_state, mesh, run.mesh.min_shard_size)
+  program = program_lib.make_program(run, mesh)
 
   manager = checkpoint.create_manager(workdir, run.checkpoint)
   data_state = None
   if manager.latest_step() is not None:
     state, data_state, restored_step = checkpoint.restore(
-        manager, checkpoint.abstract_like(abstract_state, state_shardings))
+        manager, checkpoint.abstract_like(program.abstract_state, program.state_shardings))
     if jax.process_index() == 0:
       print(f"Resumed from the checkpoint of step {restored_step} in {workdir}.", flush=True)
   else:
-    pretrained_variables = finetune.initial_variables(run.finetune, abstract_state)
-    state = jax.jit(init, out_shardings=state_shardings)(jax.random.PRNGKey(run.seed),
-                                                         pretrained_variables)
+    pretrained_variables = finetune.initial_variables(run.finetune, program.abstract_state)
+    state = jax.jit(program.init, out_shardings=program.state_shardings)(
+        jax.random.PRNGKey(run.seed), pretrained_variables)
     if pretrained_variables is not None and jax.process_index() == 0:
       print(f"Fine-tuning from {run.finetune.checkpoint}.", flush=True)
   dataset = input_pipeline.create_dataset(
       run.data, global_batch_size=run.global_batch_size, process_index=jax.process_index(),
       process_count=jax.process_count(), state=data_state)
-
-  @functools.cache
-  def step_function(mask_ratio: float):
-    """The compiled step for one FLIP mask ratio: the masked phase's, then the unmasked one's."""
-    return jax.jit(train_step_lib.make_train_step(
-                       model, optimizer, loss_fn, schedule,
-                       trainable=functools.partial(finetune.trainable, finetune=run.finetune),
-                       train_image_tower=finetune.image_tower_trains(run.finetune),
-                       mask_ratio=mask_ratio),
-                   in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-                   out_shardings=(state_shardings, sharding.replicated(mesh)),
-                   donate_argnums=0)
-
-  return Training(run=run, workdir=workdir, model=model, mesh=mesh, state=state, dataset=dataset,
-                  manager=manager, step_function=step_function)
+  return Training(run=run, workdir=workdir, program=program, mesh=mesh, state=state,
+                  dataset=dataset, manager=manager)
 
 
 def train_loop(training: Training) -> dict[str, float]:
@@ -237,7 +197,7 @@ def train_loop(training: Training) -> dict[str, float]:
   try:
     for step in range(start_step + 1, run.total_steps + 1):
       batch = sharding.global_batch(next(dataset), mesh)
-      step_fn = training.step_function(flip.mask_ratio_at(step, run.flip, run.total_steps))
+      step_fn = training.program.step_function(flip.mask_ratio_at(step, run.flip, run.total_steps))
       state, step_metrics = step_fn(state, batch)
       if pending:
         check_finite(*pending)
@@ -257,7 +217,7 @@ def train_loop(training: Training) -> dict[str, float]:
         last_scalars.update(scalars)
       if evaluators.due(run.evals, step, run.total_steps):
         check_finite(*pending)
-        results = evaluate(run, training.model, state, mesh, step)
+        results = evaluate(run, training.program.model, state, mesh, step)
         logger.write(step, {**results, **compute_scalars(step)})
         last_scalars.update(results)
         if is_main:

@@ -20,6 +20,7 @@ from clip_jax import checkpoint
 from clip_jax import finetune
 from clip_jax import models
 from clip_jax import pretrained
+from clip_jax import program
 from clip_jax import settings
 from clip_jax import sharding
 from clip_jax import train
@@ -57,8 +58,8 @@ def restore_params(workdir, config, devices):
   run = settings.parse(config)
   mesh = sharding.create_mesh(devices=devices)
   model = models.CLIP(run.model.architecture)
-  optimizer, _ = train.create_optimizer(run)
-  init = train.state_initializer(run, model, optimizer)
+  optimizer, _ = program.create_optimizer(run)
+  init = program.state_initializer(run, model, optimizer)
   abstract_state = jax.eval_shape(init, jax.random.PRNGKey(0))
   target = checkpoint.abstract_like(abstract_state, sharding.tree_shardings(abstract_state, mesh, 1))
   manager = checkpoint.create_manager(workdir, run.checkpoint)

@@ -1,0 +1,330 @@
+"""Whether a run fits, and how fast it would go, before it gets a chip: compiles its train step.
+
+  python -m clip_jax.plan --config=configs/webdataset.py --topology=v5p-128
+  python -m clip_jax.plan --config=configs/webdataset.py --topology=v5e-16 --max_batch
+
+`--topology` names a TPU slice (v4, v5e, v5p, v6e); libtpu compiles for it on any machine, the
+TPU compiler's own verdict on memory included. Without it the plan is for this machine's devices
+(its GPUs, say). The step is built by the code that builds it for training (clip_jax.program's
+`make_program`: mesh, shardings, loss, FLIP, remat, scan, dtype, optimiser), so what compiles
+here compiles there.
+
+Per chip it prints the parameters and optimiser state, the batch, the temporaries and the total
+against the chip's HBM; the model FLOPs of a step (clip_jax.flops: XLA counts a scanned loop's
+body once); and a roofline estimate: the step takes at least its FLOPs over the chip's peak and
+its HBM traffic over the chip's bandwidth (XLA's bytes accessed, scaled by the same undercount as
+its FLOPs), which bounds samples/s and MFU from above. Communication is left out. The exit status
+is 1 when the run does not fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from clip_jax import accelerators  # pylint: disable=g-import-not-at-top,wrong-import-position
+from clip_jax import flip
+from clip_jax import flops
+from clip_jax import settings
+from clip_jax import sharding
+
+GIB = accelerators.GIB
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPlan:
+  """One compiled step (one FLIP phase) on one chip."""
+  mask_ratio: float
+  steps: int  # of the run that take this step
+  state_bytes: float  # parameters, optimiser state, the rest of the train state
+  batch_bytes: float
+  temp_bytes: float
+  total_bytes: float  # arguments, outputs not donated, temporaries and code, as compiled
+  model_flops: float  # of the whole step, over all chips
+  hardware_flops: float  # model FLOPs plus what remat recomputes
+  hbm_traffic: float | None  # bytes per chip
+  out_of_memory: str = ""  # the compiler's message when it rejected the step
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  run: settings.Run
+  target: str  # "v5p-128 (64 x TPU v5)"
+  chips: int
+  hosts: int
+  chip: accelerators.Chip | None
+  mesh: dict[str, int]  # axis -> size
+  hbm_bytes: float | None  # each chip's memory
+  steps: tuple[StepPlan, ...]
+
+  @property
+  def fits(self) -> bool:
+    return all(not step.out_of_memory and (self.hbm_bytes is None
+                                            or step.total_bytes <= self.hbm_bytes)
+               for step in self.steps)
+
+  @property
+  def peak_bytes(self) -> float:
+    return max(step.total_bytes for step in self.steps)
+
+  def step_seconds(self, step: StepPlan) -> float | None:
+    """The roofline's lower bound on the step's time (compute or HBM, whichever is slower)."""
+    if self.chip is None:
+      return None
+    compute = step.hardware_flops / self.chips / self.chip.peak_bf16_flops
+    memory = (step.hbm_traffic or 0.0) / self.chip.hbm_bytes_per_s
+    return max(compute, memory)
+
+  def samples_per_second_per_chip(self) -> float | None:
+    """Over the whole run, each FLIP phase at its own speed."""
+    if self.chip is None:
+      return None
+    seconds = sum(step.steps * self.step_seconds(step) for step in self.steps)
+    return self.run.total_steps * self.run.global_batch_size / seconds / self.chips
+
+  def mfu(self) -> float | None:
+    if self.chip is None:
+      return None
+    seconds = sum(step.steps * self.step_seconds(step) for step in self.steps)
+    model_flops = sum(step.steps * step.model_flops for step in self.steps)
+    return model_flops / seconds / self.chips / self.chip.peak_bf16_flops
+
+
+def _shard_bytes(tree) -> float:
+  """Bytes of one device's shards of a pytree of sharded ShapeDtypeStructs."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return float(sum(math.prod(leaf.sharding.shard_shape(leaf.shape)) * leaf.dtype.itemsize
+                   for leaf in jax.tree.leaves(tree)))
+
+
+def _phases(run: settings.Run) -> dict[float, int]:
+  """FLIP's mask ratios and how many steps of the run take each."""
+  unmasked = flip.first_unmasked_step(run.flip, run.total_steps)
+  phases = {}
+  for ratio, steps in ((flip.mask_ratio_at(1, run.flip, run.total_steps), unmasked - 1),
+                       (0.0, run.total_steps - unmasked + 1)):
+    if steps:
+      phases[ratio] = phases.get(ratio, 0) + steps
+  return phases
+
+
+def _out_of_memory(error: Exception) -> tuple[str, float]:
+  """The compiler's sentence when it rejected a step for memory ('' if it did not), and the bytes
+  of temporaries it said the step needs (NaN where it did not say)."""
+  text = str(error)
+  if "RESOURCE_EXHAUSTED" not in text and "out of memory" not in text.lower():
+    return "", math.nan
+  sentence = next(line for line in text.splitlines() if line.strip()).strip()
+  needed = re.search(r"temporaries \(([\d.]+)([KMGT])\)", sentence)
+  scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+  return sentence, float(needed.group(1)) * scale[needed.group(2)] if needed else math.nan
+
+
+def plan_run(run: settings.Run, devices: list, target: str,
+             hbm_bytes: float | None = None) -> Plan:
+  """Compiles every FLIP phase's train step of `run` for `devices` and reads its costs."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from clip_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from clip_jax import program as program_lib  # pylint: disable=g-import-not-at-top
+  chip = accelerators.chip_of(devices[0].device_kind)
+  if hbm_bytes is None and chip is not None:
+    hbm_bytes = chip.hbm_bytes
+  hosts = len({device.process_index for device in devices})
+  mesh = sharding.create_mesh(run.mesh, devices)
+  sharding.check_batch_size(run.global_batch_size, mesh, hosts)
+  program = program_lib.make_program(run, mesh)
+  state = checkpoint.abstract_like(program.abstract_state, program.state_shardings)
+  size, context = run.data.image_size, run.data.context_length
+  batch_sharding = sharding.batch_sharding(mesh)
+  batch = {"image": jax.ShapeDtypeStruct((run.global_batch_size, size, size, 3), "uint8",
+                                         sharding=batch_sharding),
+           "text": jax.ShapeDtypeStruct((run.global_batch_size, context), "int32",
+                                        sharding=batch_sharding)}
+  step_plans = []
+  for mask_ratio, steps in _phases(run).items():
+    costs = dict(
+        mask_ratio=mask_ratio, steps=steps, state_bytes=_shard_bytes(state),
+        batch_bytes=_shard_bytes(batch),
+        **{kind: run.global_batch_size * flops.train_flops_per_sample(
+               run.model.architecture, run.global_batch_size, mask_ratio,
+               hardware=kind == "hardware_flops")["total"].total
+           for kind in ("model_flops", "hardware_flops")})
+    try:
+      compiled = program.step_function(mask_ratio).lower(state, batch).compile()
+    except Exception as error:  # pylint: disable=broad-except
+      message, temporaries = _out_of_memory(error)
+      if not message:
+        raise
+      step_plans.append(StepPlan(
+          **costs, temp_bytes=temporaries,
+          total_bytes=costs["state_bytes"] + costs["batch_bytes"] + temporaries,
+          hbm_traffic=None, out_of_memory=message))
+      continue
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    undercount = costs["hardware_flops"] / len(devices) / max(cost.get("flops", 0.0), 1.0)
+    total = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+             - memory.alias_size_in_bytes + memory.temp_size_in_bytes
+             + memory.generated_code_size_in_bytes)
+    step_plans.append(StepPlan(
+        **costs, temp_bytes=float(memory.temp_size_in_bytes), total_bytes=float(total),
+        hbm_traffic=cost.get("bytes accessed", 0.0) * undercount if cost.get("flops") else None))
+  return Plan(run=run, target=target, chips=len(devices), hosts=hosts, chip=chip,
+              mesh=dict(mesh.shape), hbm_bytes=hbm_bytes, steps=tuple(step_plans))
+
+
+def largest_batch(run: settings.Run, devices: list, target: str,
+                  hbm_bytes: float | None = None) -> Plan:
+  """The plan of the largest global batch that fits, to within 1/16.
+
+  Each probe compiles, so the search aims rather than bisects: memory grows with the batch
+  almost linearly (activations; the plain loss's logits add a square term), so the next probe
+  goes where the line through the two probes nearest the boundary reaches the chip's memory,
+  kept inside the bracket of the largest batch that fits and the smallest that does not.
+  """
+  unit = math.lcm(len(devices), len({device.process_index for device in devices}))
+  probes: dict[int, Plan] = {}
+
+  def probe(batch: int) -> Plan:
+    batch = max(unit, batch // unit * unit)
+    if batch not in probes:
+      probes[batch] = plan_run(dataclasses.replace(run, global_batch_size=batch), devices, target,
+                               hbm_bytes)
+    return probes[batch]
+
+  first = probe(run.global_batch_size)
+  if first.hbm_bytes is None:
+    raise ValueError(f"--max_batch: the memory of {target}'s devices is not known.")
+  probe(first.run.global_batch_size * 2 if first.fits else first.run.global_batch_size // 2)
+  while True:
+    fitting = [batch for batch, plan in probes.items() if plan.fits]
+    failing = [batch for batch, plan in probes.items() if not plan.fits]
+    low, high = max(fitting, default=0), min(failing, default=math.inf)
+    if not fitting and high == unit:
+      return probes[unit]  # Not even one sample per chip fits.
+    if high - low <= max(unit, low // 16):
+      return probes[low]
+    # The line through the two probes nearest the boundary, aimed a little under the memory.
+    if not failing:
+      b0, b1 = sorted(fitting)[-2:]
+    elif not fitting:
+      b0, b1 = sorted(failing)[:2]
+    else:
+      b0, b1 = low, high
+    m0, m1 = probes[b0].peak_bytes, probes[b1].peak_bytes
+    capacity = 0.98 * probes[b0].hbm_bytes
+    slope = (m1 - m0) / (b1 - b0) if math.isfinite(m0 + m1) else math.nan
+    aim = b0 + (capacity - m0) / slope if slope > 0 else math.nan
+    if not math.isfinite(aim):
+      aim = low * 2 if not math.isfinite(high) else (low + high) / 2
+    if math.isfinite(high):  # Keep inside the bracket, a sixteenth of it from each end.
+      margin = (high - low) / 16
+      aim = min(max(aim, low + margin), high - margin)
+    else:
+      aim = min(max(aim, low * 1.25), low * 16)
+    batch = max(unit, int(aim) // unit * unit)
+    if batch in probes:  # Rounding landed on a probe: step one unit inside the bracket.
+      batch = low + unit
+    probe(batch)
+
+
+def _gib(value: float) -> str:
+  return "-" if value is None or math.isnan(value) else f"{value / GIB:.2f} GiB"
+
+
+def describe(plan: Plan) -> str:
+  """The printed plan: the run, then per step the memory per chip and the roofline estimate."""
+  run, architecture = plan.run, plan.run.model.architecture
+  loss = run.loss.name + (f", blockwise (tiles of {run.loss.tile_size})" if run.loss.blockwise
+                          else "")
+  lines = [
+      f"{run.model.name} | global batch {run.global_batch_size:,} "
+      f"({run.global_batch_size // plan.chips:,} per chip) | {plan.target}",
+      f"mesh {' x '.join(f'{axis} {size}' for axis, size in plan.mesh.items())} | loss {loss} | {architecture.dtype} | "
+      f"remat {'on' if architecture.remat else 'off'} | scan {'on' if architecture.scan else 'off'}"
+      + (f" | FLIP {run.flip.mask_ratio:g}" if run.flip.mask_ratio else ""),
+  ]
+  for step in plan.steps:
+    if len(plan.steps) > 1:
+      lines.append(f"-- FLIP mask ratio {step.mask_ratio:g} ({step.steps:,} steps)")
+    capacity = f" of {_gib(plan.hbm_bytes)}" if plan.hbm_bytes else ""
+    lines += [
+        "per chip:",
+        f"  parameters and optimiser state  {_gib(step.state_bytes)}",
+        f"  batch                           {_gib(step.batch_bytes)}",
+        f"  temporaries                     {_gib(step.temp_bytes)}",
+        f"  total                           {_gib(step.total_bytes)}{capacity}",
+        f"model FLOPs per step              {step.model_flops:.3e} "
+        f"(with remat's recompute {step.hardware_flops:.3e})",
+    ]
+    if step.out_of_memory or (plan.hbm_bytes and step.total_bytes > plan.hbm_bytes):
+      over = (f"{_gib(step.total_bytes)} per chip, {_gib(step.total_bytes - plan.hbm_bytes)} "
+              f"over its {_gib(plan.hbm_bytes)}")
+      lines.append(f"DOES NOT FIT: {over}" + (f". The compiler: {step.out_of_memory}"
+                                               if step.out_of_memory else ""))
+    elif (seconds := plan.step_seconds(step)) is not None:
+      compute = step.hardware_flops / plan.chips / plan.chip.peak_bf16_flops
+      bound = "compute" if seconds == compute else "HBM bandwidth"
+      lines.append(f"roofline step time                {seconds:.3f} s ({bound} bound, "
+                   f"{run.global_batch_size / plan.chips / seconds:,.0f} samples/s per chip, "
+                   f"MFU at most {step.model_flops / plan.chips / seconds / plan.chip.peak_bf16_flops:.0%})")
+  if plan.chip is not None:
+    lines.append(f"chip: {plan.chip.source}")
+  lines.append("fits" if plan.fits else "does not fit")
+  return "\n".join(lines)
+
+
+def target_devices(topology: str) -> tuple[list, str, float | None]:
+  """(devices, their description, each one's memory if known): a TPU slice's compile-only devices,
+  or this machine's."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if topology:
+    devices = accelerators.topology_devices(topology)
+    return devices, f"{topology} ({len(devices)} x {devices[0].device_kind})", None
+  devices = jax.devices()
+  stats = devices[0].memory_stats() or {}
+  return (devices, f"this machine ({len(devices)} x {devices[0].device_kind})",
+          stats.get("bytes_limit"))
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS["verbosity"].present:  # JAX's INFO lines about absent backends: noise here.
+    logging.set_verbosity(logging.WARNING)
+  try:
+    run = settings.parse(_CONFIG.value)
+    devices, target, hbm_bytes = target_devices(_TOPOLOGY.value)
+  except ValueError as error:
+    raise app.UsageError(str(error)) from None
+  try:
+    plan = (largest_batch if _MAX_BATCH.value else plan_run)(run, devices, target, hbm_bytes)
+  except ValueError as error:  # A mesh or batch the devices cannot take, say.
+    raise app.UsageError(str(error)) from None
+  if _MAX_BATCH.value and plan.fits:
+    print(f"Largest global batch that fits (to within 1/16): {plan.run.global_batch_size:,}")
+  print(describe(plan))
+  if not plan.fits:
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Training configuration file.",
+                                            lock_config=True)
+  _TOPOLOGY = flags.DEFINE_string(
+      "topology", "", f"TPU slice to compile for: {accelerators.SLICE_EXAMPLES}. Default: this "
+      "machine's devices.")
+  _MAX_BATCH = flags.DEFINE_bool("max_batch", False,
+                                 "Search for the largest global batch that fits.")
+  flags.mark_flags_as_required(["config"])
+  app.run(main)
