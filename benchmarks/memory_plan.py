@@ -51,11 +51,7 @@ def table_row(model: str, slice_name: str, setting: str, result: plan.Plan) -> l
   step = result.steps[0]
   fits = result.fits
   rate, mfu = result.samples_per_second_per_chip(), result.mfu()
-  bound = ""
-  if fits:
-    seconds = result.step_seconds(step)
-    bound = ("compute" if math.isclose(seconds, step.hardware_flops / result.chips
-                                       / result.chip.peak_bf16_flops) else "HBM")
+  bound = result.roofline(step)[1] if fits else ""
   gib = lambda value: "-" if math.isnan(value) else f"{value / accelerators.GIB:.1f}"
   return [model, slice_name, result.chips, GLOBAL_BATCH // result.chips, setting,
           gib(step.state_bytes), gib(step.temp_bytes), gib(step.total_bytes),
@@ -86,8 +82,9 @@ def main():
         "Memory plan of the paper's runs on TPU slices (compiled by libtpu, no TPU used)", table,
         f"Global batch {GLOBAL_BATCH:,}, bfloat16 compute, float32 parameters and AdamW state, "
         "scanned blocks, data parallel (fsdp=1). state = parameters + optimiser state per chip; "
-        "total = the TPU compiler's peak per chip; a row that does not fit shows the compiler's "
-        "refusal. Estimates are clip_jax.plan's roofline (compute or HBM bound, communication "
+        "total = arguments + outputs not donated + temporaries + code, as compiled, per chip; "
+        "where the compiler refused, temporaries are the figure it gave and total adds state and "
+        "batch to it. Estimates are clip_jax.plan's roofline (compute or HBM bound, communication "
         "left out): upper bounds. Chip figures: "
         + "; ".join(chip.source for chip in accelerators.CHIPS[:4]) + ".")
 

@@ -1,8 +1,7 @@
 """TPU and GPU chips: their peak figures, TPU slice names, and TPU topologies to compile for.
 
 clip_jax.plan compiles a run's train step for a TPU slice on any machine (libtpu compiles for a
-topology without its chips) and estimates its speed from the figures below; benchmarks.accelerator
-measures MFU against the same figures.
+topology without its chips) and estimates its speed from the figures below.
 """
 
 from __future__ import annotations

@@ -77,13 +77,16 @@ class Plan:
   def peak_bytes(self) -> float:
     return max(step.total_bytes for step in self.steps)
 
-  def step_seconds(self, step: StepPlan) -> float | None:
-    """The roofline's lower bound on the step's time (compute or HBM, whichever is slower)."""
+  def roofline(self, step: StepPlan) -> tuple[float, str] | None:
+    """The roofline's lower bound on the step's time, and what bounds it: "compute" or "HBM"."""
     if self.chip is None:
       return None
     compute = step.hardware_flops / self.chips / self.chip.peak_bf16_flops
     memory = (step.hbm_traffic or 0.0) / self.chip.hbm_bytes_per_s
-    return max(compute, memory)
+    return (compute, "compute") if compute >= memory else (memory, "HBM")
+
+  def step_seconds(self, step: StepPlan) -> float | None:
+    return None if self.chip is None else self.roofline(step)[0]
 
   def samples_per_second_per_chip(self) -> float | None:
     """Over the whole run, each FLIP phase at its own speed."""
@@ -251,8 +254,9 @@ def describe(plan: Plan) -> str:
   lines = [
       f"{run.model.name} | global batch {run.global_batch_size:,} "
       f"({run.global_batch_size // plan.chips:,} per chip) | {plan.target}",
-      f"mesh {' x '.join(f'{axis} {size}' for axis, size in plan.mesh.items())} | loss {loss} | {architecture.dtype} | "
-      f"remat {'on' if architecture.remat else 'off'} | scan {'on' if architecture.scan else 'off'}"
+      f"mesh {' x '.join(f'{axis} {size}' for axis, size in plan.mesh.items())} | "
+      f"loss {loss} | {architecture.dtype} | remat {'on' if architecture.remat else 'off'} | "
+      f"scan {'on' if architecture.scan else 'off'}"
       + (f" | FLIP {run.flip.mask_ratio:g}" if run.flip.mask_ratio else ""),
   ]
   for step in plan.steps:
@@ -273,12 +277,12 @@ def describe(plan: Plan) -> str:
               f"over its {_gib(plan.hbm_bytes)}")
       lines.append(f"DOES NOT FIT: {over}" + (f". The compiler: {step.out_of_memory}"
                                                if step.out_of_memory else ""))
-    elif (seconds := plan.step_seconds(step)) is not None:
-      compute = step.hardware_flops / plan.chips / plan.chip.peak_bf16_flops
-      bound = "compute" if seconds == compute else "HBM bandwidth"
+    elif (roofline := plan.roofline(step)) is not None:
+      seconds, bound = roofline
+      mfu = step.model_flops / plan.chips / seconds / plan.chip.peak_bf16_flops
       lines.append(f"roofline step time                {seconds:.3f} s ({bound} bound, "
                    f"{run.global_batch_size / plan.chips / seconds:,.0f} samples/s per chip, "
-                   f"MFU at most {step.model_flops / plan.chips / seconds / plan.chip.peak_bf16_flops:.0%})")
+                   f"MFU at most {mfu:.0%})")
   if plan.chip is not None:
     lines.append(f"chip: {plan.chip.source}")
   lines.append("fits" if plan.fits else "does not fit")

@@ -2,8 +2,8 @@
 
 The config is parsed once (`clip_jax.settings`, failing at once on a bad value) and what needs
 files is checked (`check_resources`); `build` makes the mesh and the run's program on it
-(clip_jax.program: model, optimiser, compiled step) and restores the workdir's latest checkpoint if there is one; `train_loop` steps, logs,
-evaluates and checkpoints until `total_steps`. SIGTERM (preemption) saves a checkpoint and exits
+(clip_jax.program: model, optimiser, jitted step) and restores the workdir's latest checkpoint
+if there is one; `train_loop` steps, logs, evaluates and checkpoints until `total_steps`. SIGTERM (preemption) saves a checkpoint and exits
 cleanly; the next start with the same workdir resumes from it with the very next batch.
 """
 
