@@ -7,14 +7,16 @@ into place, so a checkpoint written on one mesh restores onto any other (8 devic
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from clip_jax import files
 from clip_jax import settings
+
+DIRECTORY = "checkpoints"  # in the workdir, a folder per checkpointed step
 
 
 def create_manager(workdir: str, checkpoint: settings.Checkpoint = settings.Checkpoint()
@@ -23,8 +25,8 @@ def create_manager(workdir: str, checkpoint: settings.Checkpoint = settings.Chec
   options = ocp.CheckpointManagerOptions(
       max_to_keep=checkpoint.max_to_keep, enable_async_checkpointing=checkpoint.async_save,
       create=True)
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  return ocp.CheckpointManager(directory, options=options, item_names=("state", "data"))
+  return ocp.CheckpointManager(files.path(workdir) / DIRECTORY, options=options,
+                               item_names=("state", "data"))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict,

@@ -18,7 +18,8 @@ from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-positio
 from absl import flags
 from ml_collections import config_flags
 
-from clip_jax import pretrained  # pylint: disable=g-import-not-at-top,wrong-import-position
+from clip_jax import files  # pylint: disable=g-import-not-at-top,wrong-import-position
+from clip_jax import pretrained
 from clip_jax import settings
 from clip_jax import sharding
 from clip_jax.evaluation import evaluators
@@ -59,8 +60,7 @@ def main(argv):
     data, directory = pretrained.checkpoint_data(architecture, given.data), _CHECKPOINT.value
   results = evaluate(model, variables, evals, data, step)
   output = _OUTPUT.value or os.path.join(directory, "evaluation.json")
-  with open(output, "w") as file:
-    json.dump(results, file, indent=2, sort_keys=True)
+  files.write_text(output, json.dumps(results, indent=2, sort_keys=True))
   print("\n".join(evaluators.summary_lines(evals, results)))
   print("\n".join(f"{name:<40} {value:.4f}" for name, value in sorted(results.items())))
   print(f"Wrote {output}")

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 
 from clu import metric_writers
 # A Figure without pyplot draws to a file on any machine and leaves the caller's backend (a
 # notebook's inline figures) alone.
 from matplotlib import figure as figure_lib
+
+from clip_jax import files
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "training_curves.png"
@@ -23,28 +27,42 @@ def format_duration(seconds: float) -> str:
 
 
 class MetricsLogger:
-  """Writes every scalar to TensorBoard and to `metrics.jsonl`; only process 0 writes."""
+  """Writes every scalar to TensorBoard and to `metrics.jsonl`; only process 0 writes.
+
+  For a remote workdir the TensorBoard events are written to a local folder and copied to the
+  workdir after each write: TensorFlow's summary writer knows gs:// but not s3:// or az://, and
+  this way every file of the run goes through the one file-system layer (clip_jax.files).
+  """
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, METRICS_FILE)
+    self.workdir = workdir
+    self.path = files.path(workdir) / METRICS_FILE
+    self.staging = (tempfile.mkdtemp(prefix="clip_jax_events_")
+                    if enabled and files.is_remote(workdir) else "")
     if enabled:
-      os.makedirs(workdir, exist_ok=True)
+      files.path(workdir).mkdir(parents=True, exist_ok=True)
       # TensorBoard only: the console gets progress_line, not clu's logging writer.
-      self.writer = metric_writers.SummaryWriter(workdir)
+      self.writer = metric_writers.SummaryWriter(self.staging or workdir)
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self.enabled:
       return
     scalars = {name: float(value) for name, value in scalars.items()}
     self.writer.write_scalars(step, scalars)
-    with open(self.path, "a") as file:
-      file.write(json.dumps({"step": step, **scalars}) + "\n")
+    files.append_text(self.path, json.dumps({"step": step, **scalars}) + "\n")
+    if self.staging:
+      self.writer.flush()
+      files.copy_tree(self.staging, self.workdir)
 
   def close(self) -> None:
     if self.enabled:
       self.writer.flush()
       self.writer.close()
+      if self.staging:
+        files.copy_tree(self.staging, self.workdir)
+    if self.staging:
+      shutil.rmtree(self.staging, ignore_errors=True)
 
 
 class Throughput:
@@ -77,11 +95,10 @@ def progress_line(step: int, total_steps: int, scalars: dict[str, float]) -> str
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
+  path = files.path(workdir) / METRICS_FILE
+  if not path.exists():
     return []
-  with open(path) as file:
-    return [json.loads(line) for line in file if line.strip()]
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def accuracy_names(records: list[dict]) -> list[str]:
@@ -115,5 +132,5 @@ def plot_training_curves(workdir: str) -> str:
       axes.legend(fontsize=8)
   figure.tight_layout()
   path = os.path.join(workdir, PLOT_FILE)
-  figure.savefig(path, dpi=120)
+  files.save_figure(figure, path, dpi=120)
   return path

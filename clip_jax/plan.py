@@ -1,7 +1,7 @@
 """Whether a run fits, and how fast it would go, before it gets a chip: compiles its train step.
 
   python -m clip_jax.plan --config=configs/webdataset.py --topology=v5p-128
-  python -m clip_jax.plan --config=configs/webdataset.py --topology=v5e-16 --max_batch
+  python -m clip_jax.plan --config=configs/webdataset.py --topology=v5e-16 --max_batch --hbm_gib=14
 
 `--topology` names a TPU slice (v4, v5e, v5p, v6e); libtpu compiles for it on any machine, the
 TPU compiler's own verdict on memory included. Without it the plan is for this machine's devices
@@ -24,6 +24,7 @@ import math
 import os
 import re
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -194,7 +195,8 @@ def largest_batch(run: settings.Run, devices: list, target: str,
   Each probe compiles, so the search aims rather than bisects: memory grows with the batch
   almost linearly (activations; the plain loss's logits add a square term), so the next probe
   goes where the line through the two probes nearest the boundary reaches the chip's memory,
-  kept inside the bracket of the largest batch that fits and the smallest that does not.
+  or, where that lies near or outside the bracket of the largest batch that fits and the
+  smallest that does not, halfway between them.
   """
   unit = math.lcm(len(devices), len({device.process_index for device in devices}))
   probes: dict[int, Plan] = {}
@@ -202,8 +204,12 @@ def largest_batch(run: settings.Run, devices: list, target: str,
   def probe(batch: int) -> Plan:
     batch = max(unit, batch // unit * unit)
     if batch not in probes:
+      start = time.perf_counter()
       probes[batch] = plan_run(dataclasses.replace(run, global_batch_size=batch), devices, target,
                                hbm_bytes)
+      print(f"global batch {batch:,}: {_gib(probes[batch].peak_bytes)} per chip, "
+            f"{'fits' if probes[batch].fits else 'does not fit'} "
+            f"(compiled in {time.perf_counter() - start:.0f} s)", flush=True)
     return probes[batch]
 
   first = probe(run.global_batch_size)
@@ -231,9 +237,10 @@ def largest_batch(run: settings.Run, devices: list, target: str,
     aim = b0 + (capacity - m0) / slope if slope > 0 else math.nan
     if not math.isfinite(aim):
       aim = low * 2 if not math.isfinite(high) else (low + high) / 2
-    if math.isfinite(high):  # Keep inside the bracket, a sixteenth of it from each end.
+    if math.isfinite(high):  # A line that aims near or past an end of the bracket: bisect.
       margin = (high - low) / 16
-      aim = min(max(aim, low + margin), high - margin)
+      if not low + margin <= aim <= high - margin:
+        aim = (low + high) / 2
     else:
       aim = min(max(aim, low * 1.25), low * 16)
     batch = max(unit, int(aim) // unit * unit)
@@ -294,6 +301,9 @@ def target_devices(topology: str) -> tuple[list, str, float | None]:
   or this machine's."""
   import jax  # pylint: disable=g-import-not-at-top
   if topology:
+    # An executable compiled for chips that are not here cannot be read back from JAX's
+    # persistent compilation cache: writing it there would only cost time.
+    jax.config.update("jax_enable_compilation_cache", False)
     devices = accelerators.topology_devices(topology)
     return devices, f"{topology} ({len(devices)} x {devices[0].device_kind})", None
   devices = jax.devices()
@@ -309,6 +319,10 @@ def main(argv):
   try:
     run = settings.parse(_CONFIG.value)
     devices, target, hbm_bytes = target_devices(_TOPOLOGY.value)
+    if _HBM_GIB.value is not None:
+      if _HBM_GIB.value <= 0:
+        raise ValueError(f"--hbm_gib={_HBM_GIB.value:g}; allowed: a number of GiB above 0.")
+      hbm_bytes = _HBM_GIB.value * GIB
   except ValueError as error:
     raise app.UsageError(str(error)) from None
   try:
@@ -330,5 +344,8 @@ if __name__ == "__main__":
       "machine's devices.")
   _MAX_BATCH = flags.DEFINE_bool("max_batch", False,
                                  "Search for the largest global batch that fits.")
+  _HBM_GIB = flags.DEFINE_float(
+      "hbm_gib", None, "Plan against this many GiB per chip instead of the chip's memory "
+      "(headroom for what the plan leaves out).")
   flags.mark_flags_as_required(["config"])
   app.run(main)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -18,6 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from clip_jax import checkpoint
+from clip_jax import files
 from clip_jax import settings
 from clip_jax.models import clip as clip_model
 from clip_jax.models import configs
@@ -37,31 +37,31 @@ class Pretrained(NamedTuple):
 def save(directory: str, config: configs.CLIPConfig, variables: dict[str, Any],
          source: dict[str, Any] | None = None) -> None:
   """Writes `variables` and the architecture `config` to a new `directory`."""
-  directory = os.path.abspath(directory)
-  if os.path.exists(os.path.join(directory, VARIABLES_DIR)):
+  directory = files.path(directory)
+  if (directory / VARIABLES_DIR).exists():
     raise FileExistsError(f"{directory} already holds a checkpoint; choose a new --dst.")
-  os.makedirs(directory, exist_ok=True)
+  directory.mkdir(parents=True, exist_ok=True)
   with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(os.path.join(directory, VARIABLES_DIR), variables)
-  with open(os.path.join(directory, MODEL_FILE), "w") as file:
-    json.dump({"model": configs.config_to_dict(config), "source": source or {}}, file, indent=2)
+    checkpointer.save(directory / VARIABLES_DIR, variables)
+  files.write_text(directory / MODEL_FILE, json.dumps(
+      {"model": configs.config_to_dict(config), "source": source or {}}, indent=2))
 
 
 def is_converted(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, MODEL_FILE))
+  return (files.path(path) / MODEL_FILE).is_file()
 
 
 def read_config(directory: str) -> configs.CLIPConfig:
   """The architecture of a directory written by `save`."""
-  with open(os.path.join(directory, MODEL_FILE)) as file:
-    return configs.config_from_dict(json.load(file)["model"])
+  return configs.config_from_dict(
+      json.loads(files.read_text(files.path(directory) / MODEL_FILE))["model"])
 
 
 def read(directory: str) -> tuple[configs.CLIPConfig, dict[str, Any]]:
   """(architecture, variables as numpy arrays) of a directory written by `save`."""
   config = read_config(directory)
   with ocp.StandardCheckpointer() as checkpointer:
-    variables = checkpointer.restore(os.path.join(os.path.abspath(directory), VARIABLES_DIR))
+    variables = checkpointer.restore(files.path(directory) / VARIABLES_DIR)
   return config, jax.tree.map(np.asarray, variables)
 
 
@@ -90,8 +90,8 @@ def make_preprocess(image_size: int) -> Callable[[Any], np.ndarray]:
 
 
 def is_workdir(path: str) -> bool:
-  return (os.path.isfile(os.path.join(path, WORKDIR_CONFIG))
-          and os.path.isdir(os.path.join(path, "checkpoints")))
+  return ((files.path(path) / WORKDIR_CONFIG).is_file()
+          and (files.path(path) / checkpoint.DIRECTORY).is_dir())
 
 
 def read_workdir(workdir: str) -> tuple[settings.Run, clip_model.CLIP, dict[str, Any]]:
@@ -100,8 +100,7 @@ def read_workdir(workdir: str) -> tuple[settings.Run, clip_model.CLIP, dict[str,
   Only the run's config is parsed: nothing that training checks at start-up (a fine-tuning
   source, the evaluators' data) needs to be there.
   """
-  with open(os.path.join(workdir, WORKDIR_CONFIG)) as file:
-    run = settings.parse(json.load(file))
+  run = settings.parse(json.loads(files.read_text(files.path(workdir) / WORKDIR_CONFIG)))
   variables, _ = checkpoint.restore_variables(workdir)
   return run, clip_model.CLIP(run.model.architecture), variables
 

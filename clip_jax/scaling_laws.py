@@ -22,6 +22,7 @@ saturating one, E = e_inf + beta * x^alpha, whose floor e_inf the task's irreduc
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -34,6 +35,7 @@ import numpy as np
 from scipy import optimize
 from scipy import stats
 
+from clip_jax import files
 from clip_jax import flops
 from clip_jax import metrics as metrics_lib
 from clip_jax import settings
@@ -52,13 +54,12 @@ AXES = {"compute": ("train_flops", "training compute (FLOPs)"),
 def read_run(workdir: str) -> list[dict]:
   """One row per evaluation in a run's metrics.jsonl, with the run's size and the training loss
   (the mean of the losses logged since the previous evaluation: one batch's loss is noisy)."""
-  with open(os.path.join(workdir, "config.json")) as file:
-    run = settings.parse(json.load(file))
+  run = settings.parse(json.loads(files.read_text(os.path.join(workdir, "config.json"))))
   params = flops.parameter_count(run.model.architecture)
   name = os.path.basename(os.path.normpath(workdir))
   base = dict(run=name, model=sweep_lib.model_label(name), batch_size=run.global_batch_size,
               total_steps=run.total_steps,
-              finished=os.path.exists(os.path.join(workdir, sweep_lib.RESULT_FILE)),
+              finished=(files.path(workdir) / sweep_lib.RESULT_FILE).exists(),
               params=params["total"], params_image=params["image"], params_text=params["text"])
   rows, losses = {}, []
   # Training logs a record with the loss every log_every_steps, and the evaluations a record of
@@ -79,9 +80,9 @@ def read_run(workdir: str) -> list[dict]:
 def collect(sweep_dir: str) -> list[dict]:
   """The rows of every run under `sweep_dir` (each subdirectory with a config.json)."""
   rows = []
-  for entry in sorted(os.listdir(sweep_dir)):
-    if os.path.exists(os.path.join(sweep_dir, entry, "config.json")):
-      rows.extend(read_run(os.path.join(sweep_dir, entry)))
+  for entry in sorted(files.path(sweep_dir).iterdir()):
+    if (entry / "config.json").exists():
+      rows.extend(read_run(os.fspath(entry)))
   return rows
 
 
@@ -89,21 +90,20 @@ def write_table(rows: Sequence[dict], out_dir: str) -> tuple[str, str]:
   """scaling_table.csv and scaling_table.json; returns their paths."""
   columns = list(LEADING_COLUMNS) + sorted({key for row in rows for key in row}
                                            - set(LEADING_COLUMNS))
+  table = io.StringIO()
+  writer = csv.DictWriter(table, columns)
+  writer.writeheader()
+  writer.writerows(rows)
   csv_path = os.path.join(out_dir, TABLE_FILE + ".csv")
-  with open(csv_path, "w", newline="") as file:
-    writer = csv.DictWriter(file, columns)
-    writer.writeheader()
-    writer.writerows(rows)
+  files.write_text(csv_path, table.getvalue())
   json_path = os.path.join(out_dir, TABLE_FILE + ".json")
-  with open(json_path, "w") as file:
-    json.dump(list(rows), file, indent=1)
+  files.write_text(json_path, json.dumps(list(rows), indent=1))
   return csv_path, json_path
 
 
 def read_table(path: str) -> list[dict]:
   """The rows of a scaling_table.json."""
-  with open(path) as file:
-    return json.load(file)
+  return json.loads(files.read_text(path))
 
 
 class PowerLaw(NamedTuple):
@@ -305,14 +305,13 @@ def summarise(rows: Sequence[dict], metric: str) -> dict:
 
 def analyse(rows: Sequence[dict], metric: str, out_dir: str) -> dict:
   """Writes the table, the fits and the plots of a sweep's rows into `out_dir`; returns the fits."""
-  os.makedirs(out_dir, exist_ok=True)
+  files.path(out_dir).mkdir(parents=True, exist_ok=True)
   write_table(rows, out_dir)
   summary = summarise(rows, metric)
-  with open(os.path.join(out_dir, FITS_FILE), "w") as file:
-    json.dump(summary, file, indent=2)
+  files.write_text(os.path.join(out_dir, FITS_FILE), json.dumps(summary, indent=2))
   for quantity, label in quantity_labels(metric).items():
-    draw_laws(with_error(rows, metric), quantity, label).savefig(
-        os.path.join(out_dir, f"scaling_{quantity}.png"), dpi=110)
+    files.save_figure(draw_laws(with_error(rows, metric), quantity, label),
+                      os.path.join(out_dir, f"scaling_{quantity}.png"), dpi=110)
   return summary
 
 
@@ -348,8 +347,7 @@ def main(argv):
   sweep_dir = flags.FLAGS.sweep_dir
   metric = flags.FLAGS.metric
   if metric is None:
-    with open(os.path.join(sweep_dir, sweep_lib.SWEEP_FILE)) as file:
-      metric = json.load(file)["metric"]
+    metric = json.loads(files.read_text(os.path.join(sweep_dir, sweep_lib.SWEEP_FILE)))["metric"]
   rows = collect(sweep_dir)
   if not rows:
     raise ValueError(f"--sweep_dir={sweep_dir!r} holds no evaluated runs; allowed: the directory "

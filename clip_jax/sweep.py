@@ -44,7 +44,9 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
+from clip_jax import checkpoint
 from clip_jax import distributed
+from clip_jax import files
 from clip_jax import flops
 from clip_jax import settings
 from clip_jax import train
@@ -163,16 +165,16 @@ def expand(sweep: ml_collections.ConfigDict) -> list[Run]:
 
 def checkpointed_steps(workdir: str) -> list[int]:
   """The steps of the checkpoints in a training workdir (orbax names their folders by step)."""
-  directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory):
+  directory = files.path(workdir) / checkpoint.DIRECTORY
+  if not directory.is_dir():
     return []
-  return sorted(int(entry) for entry in os.listdir(directory) if entry.isdigit())
+  return sorted(int(entry.name) for entry in directory.iterdir() if entry.name.isdigit())
 
 
 def status(run: Run, sweep_dir: str) -> str:
   """"done", "partial (step S of T)" or "pending", from what the run's workdir holds."""
   workdir = os.path.join(sweep_dir, run.name)
-  if os.path.exists(os.path.join(workdir, RESULT_FILE)):
+  if (files.path(workdir) / RESULT_FILE).exists():
     return "done"
   steps = checkpointed_steps(workdir)
   return f"partial (step {steps[-1]} of {run.training.total_steps})" if steps else "pending"
@@ -189,10 +191,8 @@ def write_result(run: Run, workdir: str, final_scalars: dict[str, float]) -> Non
       train_flops_per_sample={part: cost.total for part, cost in per_sample.items()},
       train_flops=training_flops(run.training),
       final=final_scalars)
-  path = os.path.join(workdir, RESULT_FILE)
-  with open(path + ".tmp", "w") as file:
-    json.dump(result, file, indent=2, sort_keys=True)
-  os.replace(path + ".tmp", path)  # Never a half-written marker.
+  # Written whole (files.write_text): a half-written marker would pass a run as done.
+  files.write_text(files.path(workdir) / RESULT_FILE, json.dumps(result, indent=2, sort_keys=True))
 
 
 def execute(run: Run, sweep_dir: str) -> bool:
@@ -277,9 +277,8 @@ def main(argv):
   else:
     distributed.initialize(runs[0].training.distributed)
     if jax.process_index() == 0:
-      os.makedirs(sweep_dir, exist_ok=True)
-      with open(os.path.join(sweep_dir, SWEEP_FILE), "w") as file:
-        file.write(options.config.to_json_best_effort(indent=2) + "\n")
+      files.write_text(files.path(sweep_dir) / SWEEP_FILE,
+                       options.config.to_json_best_effort(indent=2) + "\n")
     for index, run in enumerate(runs):
       state = status(run, sweep_dir)
       if state == "done":

@@ -27,6 +27,7 @@ from ml_collections import config_flags
 import input_pipeline
 from clip_jax import checkpoint
 from clip_jax import distributed
+from clip_jax import files
 from clip_jax import finetune
 from clip_jax import flip
 from clip_jax import flops
@@ -51,10 +52,15 @@ class _Preemption:
   may reach them at different steps, or only some of them. So under `jax.distributed` the notice
   comes from JAX's preemption sync manager instead, which listens for SIGTERM in every process
   and names one step, the same for all, at which `check` turns true.
+
+  The manager counts in the steps this start has taken, not the run's steps: a notice that
+  arrives before the first step (while a resumed run restores and compiles) names the manager's
+  step 1, which a run resumed at step 1,001 would otherwise never reach.
   """
 
-  def __init__(self):
+  def __init__(self, start_step: int):
     self.requested = False
+    self._start_step = start_step
     self._synchronised = jax.distributed.is_initialized()
     if not self._synchronised:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
@@ -66,7 +72,8 @@ class _Preemption:
 
   def check(self, step: int) -> bool:
     """Whether to save and exit after `step`; every process must call it at every step."""
-    if self._synchronised and multihost_utils.reached_preemption_sync_point(step):
+    if (self._synchronised
+        and multihost_utils.reached_preemption_sync_point(step - self._start_step)):
       logging.warning("A process received SIGTERM: all save step %d, then exit.", step)
       self.requested = True
     return self.requested
@@ -97,9 +104,8 @@ def evaluate(run: settings.Run, model, state: train_step_lib.TrainState, mesh,
 def save_config(run: settings.Run, workdir: str) -> None:
   """The run's whole settings as workdir/config.json, so that the workdir alone can be loaded and
   evaluated (`settings.parse` reads it back)."""
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, pretrained.WORKDIR_CONFIG), "w") as file:
-    file.write(settings.to_config(run).to_json_best_effort(indent=2, sort_keys=True) + "\n")
+  files.write_text(files.path(workdir) / pretrained.WORKDIR_CONFIG,
+                   settings.to_config(run).to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
 def gather_data_state(dataset: input_pipeline.DataIterator) -> dict:
@@ -178,7 +184,7 @@ def train_loop(training: Training) -> dict[str, float]:
   logger = metrics_lib.MetricsLogger(workdir, enabled=is_main)
   start_step = int(state.step)
   throughput = metrics_lib.Throughput(start_step, run.total_steps, run.global_batch_size)
-  preemption = _Preemption()
+  preemption = _Preemption(start_step)
   last_scalars: dict[str, float] = {}
   pending = None  # (step, metrics) of the step in flight: checked after the next is dispatched.
 

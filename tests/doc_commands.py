@@ -23,7 +23,7 @@ REPOSITORY = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__fil
 # Every page that shows commands or snippets, each run by one test (tests/test_docs_*.py).
 PAGES = ("README.md", "docs/training.md", "docs/several_hosts.md", "docs/data.md",
          "docs/models.md", "docs/evaluation.md", "docs/scaling.md", "docs/performance.md",
-         "docs/design.md")
+         "docs/accelerators.md", "docs/design.md")
 # `make test` runs this very suite (and is what CI runs); every other command runs here.
 NOT_RUN = ("make test",)
 TIMEOUT_SECONDS = 600
@@ -35,6 +35,7 @@ SHORT_TRAINING = ("--config.total_steps=2", "--config.log_every_steps=1",
 # The stand-in checkpoints' architecture, for commands that train or convert ViT-B/32.
 TINY_MODEL = ("--config.model.name=tiny-vit", "--config.model.overrides.text.vocab_size=49408")
 SHARD_SAMPLES = 8
+PLAN_HBM_GIB = 0.11
 # Many commands compile the same tiny models: they share XLA's persistent compilation cache.
 ENVIRONMENT = {"JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(),
                                                          "clip_jax_doc_commands_xla_cache"),
@@ -83,6 +84,13 @@ def shortened(command: str, workspace: str) -> list[str]:
       arguments += TINY_MODEL
     if _value(arguments, "config.flip.unmasked_steps"):
       arguments.append("--config.flip.unmasked_steps=1")
+  elif program == "clip_jax.plan":
+    if ":tiny" not in (_value(arguments, "config") or ""):
+      arguments += TINY_MODEL
+    if "--max_batch" in arguments:
+      # A tiny model fits a chip's memory many times over: from a small batch, against a little
+      # memory, the search ends after a few compiles.
+      arguments += [f"--hbm_gib={PLAN_HBM_GIB}", "--config.global_batch_size=1024"]
   elif program == "input_pipeline.write_shards" and _value(arguments, "synthetic"):
     # As many shards as documented, of a few samples each.
     shards = int(_value(arguments, "synthetic")) // int(_value(arguments, "samples_per_shard"))

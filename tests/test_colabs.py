@@ -65,6 +65,10 @@ def execute(notebook, kernel_dir, settings, name):
   try:
     client.execute(env={**os.environ, **settings})
   finally:
+    # nbclient shuts down only kernels it started itself; this one would idle on (gigabytes of
+    # memory and a share of a core) until the test run ends.
+    if kernel_manager.has_kernel:
+      kernel_manager.shutdown_kernel(now=True)
     if os.environ.get("CLIP_JAX_EXECUTED_NOTEBOOKS"):
       os.makedirs(os.environ["CLIP_JAX_EXECUTED_NOTEBOOKS"], exist_ok=True)
       nbformat.write(notebook, os.path.join(os.environ["CLIP_JAX_EXECUTED_NOTEBOOKS"], name))

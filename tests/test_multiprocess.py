@@ -191,11 +191,25 @@ def test_sigterm_to_one_process_stops_both_at_one_checkpoint_then_they_resume_ex
   processes[0].send_signal(signal.SIGTERM)
   wait_for(processes, workdir)
   stopped_at = max(losses_by_step(workdir))
-  assert stopped_at < TOTAL_STEPS and saved_steps(workdir)[-1] == stopped_at, logs(workdir)
+  assert stopped_at < TOTAL_STEPS - 1 and saved_steps(workdir)[-1] == stopped_at, logs(workdir)
+  assert not os.path.exists(os.path.join(workdir, "training_curves.png"))
+
+  # Again, to the other process, while the resumed run starts: before its first step.
+  processes = start_processes(training_commands(workdir), workdir, environment)
+  deadline = time.time() + PROCESS_TIMEOUT_SECONDS
+  while f"Resumed from the checkpoint of step {stopped_at}" not in output(workdir, 0):
+    if time.time() > deadline or any(process.poll() is not None for process in processes):
+      stop(processes, workdir, "Process 0 never resumed.")
+    time.sleep(0.1)
+  processes[1].send_signal(signal.SIGTERM)
+  wait_for(processes, workdir)
+  stopped_again_at = saved_steps(workdir)[-1]
+  assert stopped_at < stopped_again_at < TOTAL_STEPS, logs(workdir)
+  assert max(losses_by_step(workdir)) == stopped_again_at
   assert not os.path.exists(os.path.join(workdir, "training_curves.png"))
 
   train_in_processes(workdir, environment)
-  assert f"Resumed from the checkpoint of step {stopped_at}" in output(workdir, 0)
+  assert f"Resumed from the checkpoint of step {stopped_again_at}" in output(workdir, 0)
   assert losses_by_step(workdir) == losses_by_step(two_process_run)
   config = tiny_config()
   resumed, resumed_data_state, _ = restore_params(workdir, config, jax.devices())
