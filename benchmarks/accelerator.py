@@ -149,17 +149,14 @@ def main():
     run = dataclasses.replace(run, global_batch_size=per_chip * len(devices))
     rows.append(table_row(model, devices, per_chip, measure(run, args.steps), run))
     print(common.format_table(header, rows[-1:]), flush=True)
-  table = common.format_table(header, rows)
-  print(table)
   chip = accelerators.chip_of(devices[0].device_kind)
-  if not args.no_record:
-    common.append_results(
-        "Train step on accelerators", table,
-        "The paper's ViT training (AdamW, float32 parameters, softmax loss over the global batch) "
-        "with bfloat16 compute and scanned blocks, data parallel over the host's devices. MFU = "
-        "clip_jax.flops' model FLOPs / step time / chips / peak bfloat16 FLOP/s ("
-        + (chip.source if chip else "chip not in clip_jax.accelerators.CHIPS") + "). Loss and "
-        "AdamW timed alone; towers = step - loss - AdamW.")
+  common.report(
+      "Train step on accelerators", header, rows,
+      "The paper's ViT training (AdamW, float32 parameters, softmax loss over the global batch) "
+      "with bfloat16 compute and scanned blocks, data parallel over the host's devices. MFU = "
+      "clip_jax.flops' model FLOPs / step time / chips / peak bfloat16 FLOP/s ("
+      + (chip.source if chip else "chip not in clip_jax.accelerators.CHIPS") + "). Loss and "
+      "AdamW timed alone; towers = step - loss - AdamW.", record=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,15 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
   return "\n".join(lines)
 
 
+def report(title: str, header: list[str], rows: list[list[str]], notes: str = "",
+           record: bool = True) -> None:
+  """Prints a benchmark's table and, with `record`, appends it to RESULTS.md."""
+  table = format_table(header, rows)
+  print(table)
+  if record:
+    append_results(title, table, notes)
+
+
 def append_results(title: str, table: str, notes: str = "") -> None:
   """Appends one dated section (machine, command, table) to benchmarks/RESULTS.md."""
   module = os.path.splitext(os.path.relpath(sys.argv[0]))[0].replace(os.sep, ".")

@@ -279,22 +279,19 @@ def main():
         f"{result['samples_per_s'] / reference['samples_per_s']:.2f}x")
     rows.append([label, args.cores, args.batch_size, f"{result['samples_per_s']:.1f}",
                  f"{result['samples_per_s'] / args.cores:.1f}", ratio])
-  table = common.format_table(header, rows)
-  print(table)
-  if not args.no_record:
-    common.append_results(
-        "Input pipeline", table,
-        " ".join(notes + [
-            f"{args.num_images} generated photo-like JPEGs (300-700 px a side, quality 90) with "
-            "LAION-length captions, in WebDataset shards; both sides read the same shards, "
-            "decode, random-resized-crop to 224, tokenise to 77 and batch, each "
-            f"pinned to {args.cores} core(s) (open_clip: get_wds_dataset, DataLoader with "
-            f"{args.cores} worker(s)). open_clip standardises the pixels on the host (float32 "
-            "batches); clip_jax hands uint8 pixels to the device, which standardises them. "
-            "clip_jax's default training resize (libjpeg draft scale, bicubic without "
-            "antialiasing) is timed; data.exact_resize=True (PIL's pixels) is about half as fast. "
-            f"{args.warmup_batches} warm-up batches, then {args.batches} timed.",
-            args.notes]).strip())
+  common.report(
+      "Input pipeline", header, rows,
+      " ".join(notes + [
+          f"{args.num_images} generated photo-like JPEGs (300-700 px a side, quality 90) with "
+          "LAION-length captions, in WebDataset shards; both sides read the same shards, "
+          "decode, random-resized-crop to 224, tokenise to 77 and batch, each "
+          f"pinned to {args.cores} core(s) (open_clip: get_wds_dataset, DataLoader with "
+          f"{args.cores} worker(s)). open_clip standardises the pixels on the host (float32 "
+          "batches); clip_jax hands uint8 pixels to the device, which standardises them. "
+          "clip_jax's default training resize (libjpeg draft scale, bicubic without "
+          "antialiasing) is timed; data.exact_resize=True (PIL's pixels) is about half as fast. "
+          f"{args.warmup_batches} warm-up batches, then {args.batches} timed.",
+          args.notes]).strip(), record=not args.no_record)
 
 
 if __name__ == "__main__":

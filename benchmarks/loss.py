@@ -91,16 +91,13 @@ def main():
           f"{abs(blockwise['loss'] - plain['loss']) / abs(plain['loss']):.1e}" if both_ran else
           "-"])
       print(common.format_table(header, rows[-1:]), flush=True)
-  table = common.format_table(header, rows)
-  print(table)
-  if not args.no_record:
-    common.append_results(
-        "Contrastive loss memory and time", table,
-        f"Loss + gradients with respect to both embeddings [N, {args.width}] (float32), the "
-        f"temperature and the bias, on {args.devices} device(s) of this machine. GiB = XLA's "
-        "temporary buffers for the compiled computation (the embeddings, their gradients and the "
-        f"outputs excluded); blockwise tiles of {args.tile_size}. Plans above "
-        f"{args.memory_limit_gib:g} GiB are not run.")
+  common.report(
+      "Contrastive loss memory and time", header, rows,
+      f"Loss + gradients with respect to both embeddings [N, {args.width}] (float32), the "
+      f"temperature and the bias, on {args.devices} device(s) of this machine. GiB = XLA's "
+      "temporary buffers for the compiled computation (the embeddings, their gradients and the "
+      f"outputs excluded); blockwise tiles of {args.tile_size}. Plans above "
+      f"{args.memory_limit_gib:g} GiB are not run.", record=not args.no_record)
 
 
 if __name__ == "__main__":

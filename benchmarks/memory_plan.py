@@ -75,18 +75,15 @@ def main():
     result = plan.plan_run(paper_run(model, setting), devices, slice_name)
     rows.append(table_row(model, slice_name, setting, result))
     print(common.format_table(header, rows[-1:]), flush=True)
-  table = common.format_table(header, rows)
-  print(table)
-  if not args.no_record:
-    common.append_results(
-        "Memory plan of the paper's runs on TPU slices (compiled by libtpu, no TPU used)", table,
-        f"Global batch {GLOBAL_BATCH:,}, bfloat16 compute, float32 parameters and AdamW state, "
-        "scanned blocks, data parallel (fsdp=1). state = parameters + optimiser state per chip; "
-        "total = arguments + outputs not donated + temporaries + code, as compiled, per chip; "
-        "where the compiler refused, temporaries are the figure it gave and total adds state and "
-        "batch to it. Estimates are clip_jax.plan's roofline (compute or HBM bound, communication "
-        "left out): upper bounds. Chip figures: "
-        + "; ".join(chip.source for chip in accelerators.CHIPS[:4]) + ".")
+  common.report(
+      "Memory plan of the paper's runs on TPU slices (compiled by libtpu, no TPU used)", header, rows,
+      f"Global batch {GLOBAL_BATCH:,}, bfloat16 compute, float32 parameters and AdamW state, "
+      "scanned blocks, data parallel (fsdp=1). state = parameters + optimiser state per chip; "
+      "total = arguments + outputs not donated + temporaries + code, as compiled, per chip; "
+      "where the compiler refused, temporaries are the figure it gave and total adds state and "
+      "batch to it. Estimates are clip_jax.plan's roofline (compute or HBM bound, communication "
+      "left out): upper bounds. Chip figures: "
+      + "; ".join(chip.source for chip in accelerators.CHIPS[:4]) + ".", record=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -218,18 +218,15 @@ def main():
                                   flops.get(mask_ratio), peaks[dtype], timings[0.0]["step_s"],
                                   reference if mask_ratio == 0.0 else None))
             print(common.format_table(header, rows[-1:]), flush=True)
-  table = common.format_table(header, rows)
-  print(table)
-  if not args.no_record:
-    common.append_results("Train step", table,
-                          f"Matmul peaks (2048^3, float32 sums) measured in the same run, "
-                          f"GFLOP/s: {peaks_text}. MFU = XLA's FLOP count of the compiled step "
-                          "/ step time / the peak of its compute dtype. Speed-up = open_clip "
-                          "s/step / clip_jax s/step (open_clip: the same architecture, ClipLoss "
-                          "and AdamW in the row's dtype: float32, or for bfloat16 its amp_bf16, "
-                          "torch.autocast). FLIP: that fraction of each image's patches "
-                          "dropped; speed-up vs unmasked = the unmasked step's s/step (same "
-                          "model, batch and scan) / this one's.")
+  common.report("Train step", header, rows,
+                        f"Matmul peaks (2048^3, float32 sums) measured in the same run, "
+                        f"GFLOP/s: {peaks_text}. MFU = XLA's FLOP count of the compiled step "
+                        "/ step time / the peak of its compute dtype. Speed-up = open_clip "
+                        "s/step / clip_jax s/step (open_clip: the same architecture, ClipLoss "
+                        "and AdamW in the row's dtype: float32, or for bfloat16 its amp_bf16, "
+                        "torch.autocast). FLIP: that fraction of each image's patches "
+                        "dropped; speed-up vs unmasked = the unmasked step's s/step (same "
+                        "model, batch and scan) / this one's.", record=not args.no_record)
 
 
 if __name__ == "__main__":

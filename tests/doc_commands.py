@@ -35,7 +35,6 @@ SHORT_TRAINING = ("--config.total_steps=2", "--config.log_every_steps=1",
 # The stand-in checkpoints' architecture, for commands that train or convert ViT-B/32.
 TINY_MODEL = ("--config.model.name=tiny-vit", "--config.model.overrides.text.vocab_size=49408")
 SHARD_SAMPLES = 8
-PLAN_HBM_GIB = 0.11
 # Many commands compile the same tiny models: they share XLA's persistent compilation cache.
 ENVIRONMENT = {"JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(),
                                                          "clip_jax_doc_commands_xla_cache"),
@@ -87,10 +86,6 @@ def shortened(command: str, workspace: str) -> list[str]:
   elif program == "clip_jax.plan":
     if ":tiny" not in (_value(arguments, "config") or ""):
       arguments += TINY_MODEL
-    if "--max_batch" in arguments:
-      # A tiny model fits a chip's memory many times over: from a small batch, against a little
-      # memory, the search ends after a few compiles.
-      arguments += [f"--hbm_gib={PLAN_HBM_GIB}", "--config.global_batch_size=1024"]
   elif program == "input_pipeline.write_shards" and _value(arguments, "synthetic"):
     # As many shards as documented, of a few samples each.
     shards = int(_value(arguments, "synthetic")) // int(_value(arguments, "samples_per_shard"))

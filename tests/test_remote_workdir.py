@@ -27,6 +27,7 @@ os.environ.update(EMULATOR_CLIENT)
 import gcsfs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import config_files
+from test_multiprocess import free_port
 
 BUCKET = "clip-runs"
 # A tiny run: 4 steps of 16, an evaluation and a checkpoint at the end.
@@ -34,12 +35,6 @@ TINY = ("--config.total_steps=4", "--config.global_batch_size=16", "--config.log
         "--config.optim.warmup_steps=1", "--config.checkpoint.every_steps=2",
         "--config.model.overrides.vision.layers=1", "--config.model.overrides.text.layers=1",
         "--config.evals.zero_shot.num_images=32")
-
-
-def free_port() -> int:
-  with socket.socket() as probe:
-    probe.bind(("localhost", 0))
-    return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
