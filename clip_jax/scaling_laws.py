@@ -38,6 +38,7 @@ from scipy import stats
 from clip_jax import files
 from clip_jax import flops
 from clip_jax import metrics as metrics_lib
+from clip_jax import pretrained
 from clip_jax import settings
 from clip_jax import sweep as sweep_lib
 
@@ -54,7 +55,8 @@ AXES = {"compute": ("train_flops", "training compute (FLOPs)"),
 def read_run(workdir: str) -> list[dict]:
   """One row per evaluation in a run's metrics.jsonl, with the run's size and the training loss
   (the mean of the losses logged since the previous evaluation: one batch's loss is noisy)."""
-  run = settings.parse(json.loads(files.read_text(os.path.join(workdir, "config.json"))))
+  config_path = os.path.join(workdir, pretrained.WORKDIR_CONFIG)
+  run = settings.parse(json.loads(files.read_text(config_path)))
   params = flops.parameter_count(run.model.architecture)
   name = os.path.basename(os.path.normpath(workdir))
   base = dict(run=name, model=sweep_lib.model_label(name), batch_size=run.global_batch_size,
@@ -81,7 +83,7 @@ def collect(sweep_dir: str) -> list[dict]:
   """The rows of every run under `sweep_dir` (each subdirectory with a config.json)."""
   rows = []
   for entry in sorted(files.path(sweep_dir).iterdir()):
-    if (entry / "config.json").exists():
+    if (entry / pretrained.WORKDIR_CONFIG).exists():
       rows.extend(read_run(os.fspath(entry)))
   return rows
 
