@@ -40,7 +40,7 @@ def evaluate(model, variables, evals: evaluators.Evaluators, data: settings.Data
   mesh = sharding.create_mesh()
   encode_image, encode_text = evaluators.make_encoders(model, variables, mesh)
   return evaluators.run_evaluators(evals, encode_image, encode_text, step, data=data,
-                                   total_steps=step)
+                                   view=model.config.preprocessing, total_steps=step)
 
 
 def main(argv):

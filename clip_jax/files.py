@@ -30,8 +30,8 @@ def read_text(location: str | os.PathLike) -> str:
   return path(location).read_text()
 
 
-def write_text(location: str | os.PathLike, text: str) -> None:
-  """Writes the whole file at once: a reader sees the old text or the new, never half of it.
+def write_bytes(location: str | os.PathLike, data: bytes) -> None:
+  """Writes the whole file at once: a reader sees the old content or the new, never half of it.
 
   A bucket publishes an object only once its upload is complete; a local file is written beside
   its place and then renamed into it.
@@ -39,11 +39,16 @@ def write_text(location: str | os.PathLike, text: str) -> None:
   target = path(location)
   target.parent.mkdir(parents=True, exist_ok=True)
   if is_remote(location):
-    target.write_text(text)
+    target.write_bytes(data)
     return
   partial = target.parent / f"{target.name}.partial"
-  partial.write_text(text)
+  partial.write_bytes(data)
   partial.replace(target)
+
+
+def write_text(location: str | os.PathLike, text: str) -> None:
+  """`write_bytes` of UTF-8 text."""
+  write_bytes(location, text.encode())
 
 
 def append_text(location: str | os.PathLike, text: str) -> None:

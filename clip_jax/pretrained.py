@@ -65,28 +65,35 @@ def read(directory: str) -> tuple[configs.CLIPConfig, dict[str, Any]]:
   return config, jax.tree.map(np.asarray, variables)
 
 
-def make_preprocess(image_size: int) -> Callable[[Any], np.ndarray]:
+def image_views(images, image_size: int,
+                view: configs.Preprocessing = configs.Preprocessing()) -> np.ndarray:
+  """One image or a list of them (PIL images or uint8 arrays [H, W, 3]) -> their evaluation
+  views, uint8 [N, S, S, 3], exactly as evaluation makes them: what the model takes, and a
+  quarter of the bytes of standardised floats."""
+  # Imported here: TensorFlow is only needed once images are preprocessed.
+  from input_pipeline import preprocessing  # pylint: disable=g-import-not-at-top
+  is_batch = isinstance(images, (list, tuple)) or np.ndim(images) == 4
+  views = []
+  for image in images if is_batch else [images]:
+    if hasattr(image, "convert"):  # PIL
+      image = image.convert("RGB")
+    pixels = np.asarray(image)
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[-1] != 3:
+      raise ValueError(f"preprocess takes PIL images or uint8 arrays [H, W, 3]; got "
+                       f"{pixels.dtype} {pixels.shape}.")
+    views.append(np.asarray(preprocessing.eval_view(pixels, image_size, view.resize_mode,
+                                                    view.interpolation)))
+  return np.stack(views)
+
+
+def make_preprocess(image_size: int, view: configs.Preprocessing = configs.Preprocessing()
+                    ) -> Callable[[Any], np.ndarray]:
   """A function from one image or a list of them (PIL images or uint8 arrays [H, W, 3]) to the
-  model's input: float32 [N, S, S, 3], OpenAI's evaluation view standardised with CLIP's
-  statistics, exactly as evaluation computes it."""
-
-  def preprocess(images) -> np.ndarray:
-    # Imported here: TensorFlow is only needed once images are preprocessed.
-    from input_pipeline import preprocessing  # pylint: disable=g-import-not-at-top
-    is_batch = isinstance(images, (list, tuple)) or np.ndim(images) == 4
-    images = images if is_batch else [images]
-    views = []
-    for image in images:
-      if hasattr(image, "convert"):  # PIL
-        image = image.convert("RGB")
-      pixels = np.asarray(image)
-      if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[-1] != 3:
-        raise ValueError(f"preprocess takes PIL images or uint8 arrays [H, W, 3]; got "
-                         f"{pixels.dtype} {pixels.shape}.")
-      views.append(np.asarray(preprocessing.eval_view(pixels, image_size)))
-    return np.asarray(clip_model.standardize_images(np.stack(views)))
-
-  return preprocess
+  model's float input: float32 [N, S, S, 3], the evaluation view standardised with the
+  checkpoint's statistics, as open_clip's `preprocess` gives them (the model also takes the
+  uint8 views of `image_views` and standardises them itself, to the same features)."""
+  return lambda images: np.asarray(clip_model.standardize_images(
+      image_views(images, image_size, view), view))
 
 
 def is_workdir(path: str) -> bool:
@@ -134,4 +141,5 @@ def load(path: str) -> Pretrained:
   from input_pipeline import tokenizers  # pylint: disable=g-import-not-at-top
   tokenizer = tokenizers.create_tokenizer(data)
   tokenize = lambda texts: tokenizer.tokenize([texts] if isinstance(texts, str) else list(texts))
-  return Pretrained(model, variables, make_preprocess(data.image_size), tokenize)
+  return Pretrained(model, variables,
+                    make_preprocess(data.image_size, model.config.preprocessing), tokenize)

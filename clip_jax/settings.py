@@ -382,10 +382,10 @@ def _architecture_config() -> ml_collections.ConfigDict:
       vision_fields[name] = object if name in vision_fields else _placeholder_type(annotation)
   overrides = ml_collections.ConfigDict()
   for name, annotation in typing.get_type_hints(model_configs.CLIPConfig).items():
-    if name in ("vision", "text"):
+    if name in model_configs.RECORDS:
       fields = (vision_fields if name == "vision" else
                 {key: _placeholder_type(value) for key, value in
-                 typing.get_type_hints(model_configs.TextConfig).items()})
+                 typing.get_type_hints(annotation).items()})
       overrides[name] = ml_collections.ConfigDict(
           {key: config_dict.placeholder(kind) for key, kind in fields.items()})
     else:
@@ -499,11 +499,11 @@ def _architecture(model: Mapping[str, Any], loss_name: str) -> Model:
     raise ValueError(f"model.{unknown[0]}={given[unknown[0]]!r} is not a setting; allowed: name, "
                      "overrides.")
   overrides = _given(given.get("overrides"))
-  for tower in ("vision", "text"):
-    if tower in overrides:
-      overrides[tower] = _given(overrides[tower])
-      if not overrides[tower]:
-        del overrides[tower]
+  for record in model_configs.RECORDS:
+    if record in overrides:
+      overrides[record] = _given(overrides[record])
+      if not overrides[record]:
+        del overrides[record]
   name = given.get("name", DEFAULT_MODEL)
   architecture = model_configs.get_model_config(
       name, **{**LOSS_MODEL_FIELDS[loss_name], **overrides})

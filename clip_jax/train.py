@@ -98,6 +98,7 @@ def evaluate(run: settings.Run, model, state: train_step_lib.TrainState, mesh,
     variables["batch_stats"] = state.batch_stats
   encode_image, encode_text = evaluators.make_encoders(model, variables, mesh)
   return evaluators.run_evaluators(run.evals, encode_image, encode_text, step, data=run.data,
+                                   view=model.config.preprocessing,
                                    total_steps=run.total_steps)
 
 

@@ -1,7 +1,8 @@
 """Evaluation data: labelled images and images with several captions, in a fixed order.
 
-Every image gets the evaluation view (`preprocessing.eval_image`: shorter side to the image size,
-bicubic, centre crop; uint8, the model standardises). Nothing is shuffled, repeated or dropped:
+Every image gets the model's evaluation view (`preprocessing.eval_image` with the checkpoint's
+resize mode and filter, by default OpenAI's: shorter side to the image size, bicubic, centre crop;
+uint8, the model standardises). Nothing is shuffled, repeated or dropped:
 an image that does not decode stops the evaluation rather than quietly changing the test set.
 Every process reads the whole split (the evaluators gather features on every process anyway).
 
@@ -18,6 +19,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from clip_jax import settings
+from clip_jax.models import configs
 from input_pipeline import BatchIterator
 from input_pipeline import preprocessing
 from input_pipeline.sources import synthetic
@@ -61,12 +63,18 @@ def _read_tfds(dataset: str, split: str, *, data_dir: str, mock_examples: int,
                                        image_feature: tf.io.encode_png(example[image_feature])})
 
 
+def _eval_image(image_bytes: tf.Tensor, image_size: int,
+                view: configs.Preprocessing) -> tf.Tensor:
+  return preprocessing.eval_image(image_bytes, image_size, view.resize_mode, view.interpolation)
+
+
 def image_label_batches(dataset: str, split: str, *, image_size: int, batch_size: int,
+                        view: configs.Preprocessing = configs.Preprocessing(),
                         data_dir: str = "", mock_examples: int = 0, image_feature: str = "image",
                         label_feature: str = "label") -> BatchIterator:
   """{"image": uint8 [b, size, size, 3], "label": int32 [b]}; the last batch may be shorter."""
   def preprocess(example):
-    return {"image": preprocessing.eval_image(example[image_feature], image_size),
+    return {"image": _eval_image(example[image_feature], image_size, view),
             "label": tf.cast(example[label_feature], tf.int32)}
 
   examples = _read_tfds(dataset, split, data_dir=data_dir, mock_examples=mock_examples,
@@ -75,7 +83,7 @@ def image_label_batches(dataset: str, split: str, *, image_size: int, batch_size
 
 
 def caption_batches(dataset: str, split: str, *, image_size: int, batch_size: int,
-                    data_dir: str = "", mock_examples: int = 0, image_feature: str = "image",
+                    view: configs.Preprocessing = configs.Preprocessing(), data_dir: str = "", mock_examples: int = 0, image_feature: str = "image",
                     caption_feature: str = tfds_datasets.CAPTION_FEATURE) -> BatchIterator:
   """Images with all their captions: {"image": uint8 [b, size, size, 3], "captions": bytes [b, K]}.
 
@@ -84,7 +92,7 @@ def caption_batches(dataset: str, split: str, *, image_size: int, batch_size: in
   """
   def preprocess(example):
     captions = tfds_datasets.feature(example, caption_feature)
-    return {"image": preprocessing.eval_image(example[image_feature], image_size),
+    return {"image": _eval_image(example[image_feature], image_size, view),
             "captions": tf.reshape(captions, [-1])}
 
   examples = _read_tfds(dataset, split, data_dir=data_dir, mock_examples=mock_examples,

@@ -120,15 +120,26 @@ def train_image(image_bytes: tf.Tensor, image_size: int, seed: tf.Tensor,
   return tf.ensure_shape(resized, [image_size, image_size, 3])
 
 
-def eval_image(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
-  """An encoded image -> OpenAI's evaluation view of it (`eval_view`), uint8 [S, S, 3]."""
-  return eval_view(decode_image(image_bytes), image_size)
+def eval_image(image_bytes: tf.Tensor, image_size: int, resize_mode: str = "shortest",
+               interpolation: str = "bicubic") -> tf.Tensor:
+  """An encoded image -> its evaluation view (`eval_view`), uint8 [S, S, 3]."""
+  return eval_view(decode_image(image_bytes), image_size, resize_mode, interpolation)
 
 
-def eval_view(image: tf.Tensor, image_size: int) -> tf.Tensor:
-  """OpenAI's evaluation view of uint8 [H, W, 3]: shorter side to `image_size` (bicubic), centre
-  crop. Sizes and offsets follow torchvision's Resize(int) and CenterCrop exactly.
+def eval_view(image: tf.Tensor, image_size: int, resize_mode: str = "shortest",
+              interpolation: str = "bicubic") -> tf.Tensor:
+  """The evaluation view of uint8 [H, W, 3], as torchvision makes it from a PIL image.
+
+  "shortest" (OpenAI's): the shorter side to `image_size`, then the centre crop, sizes and offsets
+  as torchvision's Resize(int) and CenterCrop compute them. "squash" (open_clip's
+  `resize_mode="squash"`): both sides to `image_size`. `interpolation` is PIL's antialiased
+  "bicubic" or "bilinear" filter (`clip_jax.models.configs.INTERPOLATIONS`).
   """
+  if resize_mode == "squash":
+    return tf.ensure_shape(_resize(image, image_size, image_size, interpolation),
+                           [image_size, image_size, 3])
+  if resize_mode != "shortest":
+    raise ValueError(f"resize_mode={resize_mode!r}; allowed: shortest, squash.")
   height, width = tf.unstack(tf.shape(image)[:2])
   short, long = tf.minimum(height, width), tf.maximum(height, width)
   # int(size * long / short), with the product exact in float64 as in Python.
@@ -136,7 +147,7 @@ def eval_view(image: tf.Tensor, image_size: int) -> tf.Tensor:
                      tf.int32)
   new_height = tf.where(height <= width, image_size, new_long)
   new_width = tf.where(height <= width, new_long, image_size)
-  image = _resize(image, new_height, new_width)  # [new_height, new_width, 3]
+  image = _resize(image, new_height, new_width, interpolation)  # [new_height, new_width, 3]
   top = _round_half_even((new_height - image_size) / 2)
   left = _round_half_even((new_width - image_size) / 2)
   crop = image[top:top + image_size, left:left + image_size]
@@ -245,8 +256,9 @@ def _round_half_even(value: tf.Tensor) -> tf.Tensor:
   return tf.cast(tf.round(value), tf.int32)
 
 
-def _resize(image: tf.Tensor, height, width) -> tf.Tensor:
-  """PIL's bicubic resize of uint8 [H, W, 3]: antialiased, rounded to uint8 after each pass.
+def _resize(image: tf.Tensor, height, width, interpolation: str = "bicubic") -> tf.Tensor:
+  """PIL's resize of uint8 [H, W, 3] (bicubic or bilinear): antialiased, rounded to uint8 after
+  each pass.
 
   PIL resamples in two passes and stores uint8 in between; Pillow 13 runs the vertical pass
   first when it removes more than twice as many rows as the horizontal pass removes columns
@@ -257,12 +269,14 @@ def _resize(image: tf.Tensor, height, width) -> tf.Tensor:
   in_height, in_width = tf.shape(image)[0], tf.shape(image)[1]
   rows_removed, columns_removed = in_height - height, in_width - width
   vertical_first = (rows_removed > 0) & (rows_removed > 2 * columns_removed)
+  rows = lambda image, height: _resize_rows(image, height, interpolation)  # noqa: E731
+  columns = lambda image, width: _resize_columns(image, width, interpolation)  # noqa: E731
   return tf.cond(vertical_first,
-                 lambda: _resize_columns(_resize_rows(image, height), width),
-                 lambda: _resize_rows(_resize_columns(image, width), height))
+                 lambda: columns(rows(image, height), width),
+                 lambda: rows(columns(image, width), height))
 
 
-def _resize_rows(image: tf.Tensor, height) -> tf.Tensor:
+def _resize_rows(image: tf.Tensor, height, interpolation: str) -> tf.Tensor:
   """One vertical pass over [H, W, C] -> uint8 [height, W, C].
 
   The columns are stacked into the channels of a one-pixel-wide image, so `tf.image.resize`
@@ -270,11 +284,12 @@ def _resize_rows(image: tf.Tensor, height) -> tf.Tensor:
   """
   shape = tf.shape(image)
   stacked = tf.reshape(image, [1, shape[0], 1, shape[1] * shape[2]])
-  resized = tf.image.resize(stacked, tf.stack([height, 1]), method="bicubic", antialias=True)
+  resized = tf.image.resize(stacked, tf.stack([height, 1]), method=interpolation, antialias=True)
   resized = tf.reshape(resized, [height, shape[1], shape[2]])
   return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
-def _resize_columns(image: tf.Tensor, width) -> tf.Tensor:
+def _resize_columns(image: tf.Tensor, width, interpolation: str) -> tf.Tensor:
   """One horizontal pass over [H, W, C] -> uint8 [H, width, C]."""
-  return tf.transpose(_resize_rows(tf.transpose(image, [1, 0, 2]), width), [1, 0, 2])
+  return tf.transpose(_resize_rows(tf.transpose(image, [1, 0, 2]), width, interpolation),
+                      [1, 0, 2])

@@ -17,13 +17,12 @@ import re
 import shlex
 import subprocess
 import sys
-import tempfile
 
 REPOSITORY = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 # Every page that shows commands or snippets, each run by one test (tests/test_docs_*.py).
 PAGES = ("README.md", "docs/training.md", "docs/several_hosts.md", "docs/data.md",
-         "docs/models.md", "docs/evaluation.md", "docs/scaling.md", "docs/performance.md",
-         "docs/accelerators.md", "docs/design.md")
+         "docs/models.md", "docs/evaluation.md", "docs/pretrained.md", "docs/scaling.md",
+         "docs/performance.md", "docs/accelerators.md", "docs/design.md")
 # `make test` runs this very suite (and is what CI runs); every other command runs here.
 NOT_RUN = ("make test",)
 TIMEOUT_SECONDS = 600
@@ -35,10 +34,6 @@ SHORT_TRAINING = ("--config.total_steps=2", "--config.log_every_steps=1",
 # The stand-in checkpoints' architecture, for commands that train or convert ViT-B/32.
 TINY_MODEL = ("--config.model.name=tiny-vit", "--config.model.overrides.text.vocab_size=49408")
 SHARD_SAMPLES = 8
-# Many commands compile the same tiny models: they share XLA's persistent compilation cache.
-ENVIRONMENT = {"JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(),
-                                                         "clip_jax_doc_commands_xla_cache"),
-               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
 
 def blocks(page: str, language: str) -> list[str]:
@@ -110,7 +105,7 @@ def run(argv: list[str], workspace: str, label: str) -> str:
   """Runs one command in the workspace; fails the test with its output if it fails."""
   completed = subprocess.run(argv, cwd=workspace, capture_output=True, text=True,
                              timeout=TIMEOUT_SECONDS, check=False,
-                             env={**os.environ, **ENVIRONMENT, "PYTHONPATH": workspace})
+                             env={**os.environ, "PYTHONPATH": workspace})
   output = completed.stdout + completed.stderr
   assert completed.returncode == 0, f"{label}: {shlex.join(argv)}\n{output[-4000:]}"
   return output
@@ -157,7 +152,8 @@ def tiny_weights():
 def add_stand_ins(workspace: str, *names: str) -> None:
   """What the docs tell users to bring, made up: "ViT-B-32.pt" (OpenAI's state dict layout),
   "open_clip_model.safetensors", "clip-vit-base-patch32" (a transformers directory),
-  "ckpt/vit-b-32" (converted), "cat.jpg", "data/train.tsv" (a table of images and captions)."""
+  "ckpt/vit-b-32" (converted), "cat.jpg", "photos/" (a folder of photographs),
+  "data/train.tsv" (a table of images and captions)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from clip_jax import convert  # pylint: disable=g-import-not-at-top
@@ -182,6 +178,12 @@ def add_stand_ins(workspace: str, *names: str) -> None:
     elif name == "cat.jpg":
       from skimage import data as skimage_data  # pylint: disable=g-import-not-at-top
       Image.fromarray(skimage_data.chelsea()).save(at(name))
+    elif name == "photos/":
+      from skimage import data as skimage_data  # pylint: disable=g-import-not-at-top
+      os.makedirs(at(name, "2024"), exist_ok=True)
+      for photo in ("astronaut", "coffee", "rocket", "chelsea", "hubble_deep_field"):
+        folder = "2024" if photo in ("chelsea", "rocket") else ""
+        Image.fromarray(getattr(skimage_data, photo)()).save(at(name, folder, f"{photo}.jpg"))
     elif name == "data/train.tsv":
       os.makedirs(at("data", "images"), exist_ok=True)
       rows = ["filepath\ttitle"]

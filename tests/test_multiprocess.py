@@ -55,12 +55,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def environment(tmp_path_factory):
-  """4 CPU devices per process, and a compilation cache that the runs after the first share."""
+def environment():
+  """4 CPU devices per process (and the suite's compilation cache, see conftest.py)."""
   return {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-          "JAX_PLATFORMS": "cpu",
-          "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("compilation_cache")),
-          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+          "JAX_PLATFORMS": "cpu"}
 
 
 def training_commands(workdir: str) -> list[list[str]]:

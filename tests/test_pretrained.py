@@ -1,11 +1,13 @@
-"""clip_jax.load's preprocessing against OpenAI's (PIL bicubic resize, centre crop, CLIP's
-statistics) on real photographs, and its input contract."""
+"""clip_jax.load's preprocessing against open_clip's on real photographs, for OpenAI's view
+(shorter side, bicubic, centre crop, OpenAI's statistics) and for a squashing one (both sides,
+bilinear, 0.5/0.5: SigLIP's), and its input contract."""
 
 import numpy as np
 import pytest
 
 from clip_jax import pretrained
 from clip_jax.models import clip as clip_model
+from clip_jax.models import configs
 
 skimage_data = pytest.importorskip("skimage.data")
 PIL_Image = pytest.importorskip("PIL.Image")
@@ -15,7 +17,11 @@ IMAGE_SIZE = 224
 # Measured on these photos: 0.03% of the values differ, each by one level of 8 bits (1/255/std,
 # <= 0.0151 standardised); mean |difference| 4e-6 (at most 2e-5 a photo); features' cosine
 # similarity (random ViT-B-32) >= 0.9999999. The bounds:
-MAX_ABS_DIFFERENCE = 1 / 255 / min(clip_model.CLIP_STD) + 1e-6  # one level
+MAX_LEVELS = 1  # of 8 bits; standardised, 1 / 255 / std
+SQUASH = configs.Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="squash",
+                               interpolation="bilinear")
+VIEWS = {"openai": configs.Preprocessing(), "squash_bilinear": SQUASH,
+         "squash_bicubic": configs.Preprocessing(resize_mode="squash")}
 MAX_MEAN_ABS_DIFFERENCE = 1e-4
 MIN_FEATURE_COSINE = 0.99999
 
@@ -25,19 +31,26 @@ def photo(name):
   return np.stack([pixels] * 3, axis=-1) if pixels.ndim == 2 else pixels  # camera is grey
 
 
-def openai_preprocess(pixels):
-  """OpenAI's `_transform`: Resize(n, BICUBIC) on a PIL image, CenterCrop(n), ToTensor,
-  Normalize; written out with PIL, as torchvision computes it (sizes truncated, offsets rounded)."""
+def open_clip_preprocess(pixels, view):
+  """open_clip's `image_transform(size, is_train=False, mean, std, resize_mode, interpolation)`:
+  torchvision's Resize (an int: the shorter side; a pair: both) on a PIL image, which calls
+  PIL's resize with that filter, CenterCrop, ToTensor, Normalize. Written out with PIL as
+  torchvision computes it (sizes truncated, offsets rounded), since torchvision itself is not in
+  the test extra."""
   image = PIL_Image.fromarray(pixels)
   width, height = image.size
-  short, long = min(width, height), max(width, height)
-  new_long = int(IMAGE_SIZE * long / short)
-  size = (IMAGE_SIZE, new_long) if width <= height else (new_long, IMAGE_SIZE)
-  image = np.asarray(image.resize(size, PIL_Image.BICUBIC), np.float32) / 255.0
+  if view.resize_mode == "squash":
+    size = (IMAGE_SIZE, IMAGE_SIZE)
+  else:
+    short, long = min(width, height), max(width, height)
+    new_long = int(IMAGE_SIZE * long / short)
+    size = (IMAGE_SIZE, new_long) if width <= height else (new_long, IMAGE_SIZE)
+  resample = {"bicubic": PIL_Image.BICUBIC, "bilinear": PIL_Image.BILINEAR}[view.interpolation]
+  image = np.asarray(image.resize(size, resample), np.float32) / 255.0
   top = int(round((image.shape[0] - IMAGE_SIZE) / 2.0))
   left = int(round((image.shape[1] - IMAGE_SIZE) / 2.0))
   image = image[top:top + IMAGE_SIZE, left:left + IMAGE_SIZE]
-  return (image - np.array(clip_model.CLIP_MEAN)) / np.array(clip_model.CLIP_STD)
+  return (image - np.array(view.mean)) / np.array(view.std)
 
 
 @pytest.fixture(scope="module")
@@ -45,22 +58,44 @@ def preprocess():
   return pretrained.make_preprocess(IMAGE_SIZE)
 
 
-def test_preprocessing_matches_openai_on_photographs(preprocess):
-  ours = preprocess([photo(name) for name in PHOTOS])  # [N, S, S, 3]
-  theirs = np.stack([openai_preprocess(photo(name)) for name in PHOTOS])
+@pytest.fixture(scope="module")
+def encode():
+  import jax  # pylint: disable=g-import-not-at-top
+  model = clip_model.create_model("ViT-B-32")
+  variables = model.init(jax.random.PRNGKey(0), np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3)),
+                         np.zeros((1, 77), np.int32))
+  return jax.jit(lambda images: model.apply(variables, images, method=model.encode_image))
+
+
+@pytest.mark.parametrize("view_name", VIEWS)
+def test_preprocessing_matches_open_clip_on_photographs(view_name, encode):
+  view = VIEWS[view_name]
+  ours = pretrained.make_preprocess(IMAGE_SIZE, view)([photo(name) for name in PHOTOS])
+  theirs = np.stack([open_clip_preprocess(photo(name), view) for name in PHOTOS])
   assert ours.shape == theirs.shape == (len(PHOTOS), IMAGE_SIZE, IMAGE_SIZE, 3)
   assert ours.dtype == np.float32
   differences = np.abs(ours - theirs)
-  assert differences.max() < MAX_ABS_DIFFERENCE
+  assert differences.max() < MAX_LEVELS / 255 / min(view.std) + 1e-6
   means = differences.mean(axis=(1, 2, 3))
   assert np.all(means < MAX_MEAN_ABS_DIFFERENCE), dict(zip(PHOTOS, means))
-
-  model = clip_model.create_model("ViT-B-32")
-  import jax  # pylint: disable=g-import-not-at-top
-  variables = model.init(jax.random.PRNGKey(0), ours[:1], np.zeros((1, 77), np.int32))
-  encode = jax.jit(lambda images: model.apply(variables, images, method=model.encode_image))
   cosines = np.sum(np.asarray(encode(ours)) * np.asarray(encode(theirs)), axis=-1)
   assert np.all(cosines > MIN_FEATURE_COSINE), dict(zip(PHOTOS, cosines))
+
+
+def test_the_model_standardises_uint8_views_with_its_own_statistics():
+  """uint8 views into a model whose config has 0.5/0.5 give the features of the float input
+  standardised with 0.5/0.5, not with OpenAI's statistics."""
+  import jax  # pylint: disable=g-import-not-at-top
+  model = clip_model.create_model("tiny-vit", preprocessing=dict(mean=SQUASH.mean, std=SQUASH.std))
+  views = pretrained.image_views([photo("coffee"), photo("camera")], 32, SQUASH)  # uint8
+  assert views.dtype == np.uint8 and views.shape == (2, 32, 32, 3)
+  floats = pretrained.make_preprocess(32, SQUASH)([photo("coffee"), photo("camera")])
+  np.testing.assert_allclose(floats, (views / 255 - 0.5) / 0.5, atol=1e-6)
+  variables = model.init(jax.random.PRNGKey(0), views, np.zeros((1, 16), np.int32))
+  encode = lambda images: model.apply(variables, images, method=model.encode_image)  # noqa: E731
+  np.testing.assert_allclose(encode(views), encode(floats), atol=1e-5)
+  openai_floats = clip_model.standardize_images(views, configs.Preprocessing())
+  assert np.abs(np.asarray(encode(views)) - np.asarray(encode(openai_floats))).max() > 1e-3
 
 
 def test_preprocess_takes_pil_images_arrays_and_lists(preprocess):

@@ -38,7 +38,7 @@ TINY = ("--config.total_steps=4", "--config.global_batch_size=16", "--config.log
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
+def emulator():
   """The emulator's URL, and the environment that sends every gs:// access of a child there."""
   url = f"http://localhost:{free_port()}"
   server = subprocess.Popen(
@@ -56,9 +56,7 @@ def emulator(tmp_path_factory):
       time.sleep(0.2)
   environment = {**os.environ, **EMULATOR_CLIENT, "EPATH_USE_TF": "false", "STORAGE_EMULATOR_HOST": url,
                  "TENSORSTORE_GCS_HTTP_URL": url, "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test",
-                 "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-                 "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("compilation_cache")),
-                 "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+                 "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
   yield url, environment
   server.kill()
   server.wait()

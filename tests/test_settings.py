@@ -55,6 +55,14 @@ COMMAND_LINE = {
     "model.overrides.text.layers": ("3", lambda run: run.model.architecture.text.layers),
     "model.overrides.text.head_width": ("32", lambda run: run.model.architecture.text.head_width),
     "model.overrides.text.mlp_dim": ("100", lambda run: run.model.architecture.text.mlp_dim),
+    "model.overrides.preprocessing.mean": (
+        "(0.5,0.5,0.5)", lambda run: run.model.architecture.preprocessing.mean),
+    "model.overrides.preprocessing.std": (
+        "(0.25,0.25,0.25)", lambda run: run.model.architecture.preprocessing.std),
+    "model.overrides.preprocessing.resize_mode": (
+        "squash", lambda run: run.model.architecture.preprocessing.resize_mode),
+    "model.overrides.preprocessing.interpolation": (
+        "bilinear", lambda run: run.model.architecture.preprocessing.interpolation),
     "data.name": ("webdataset", lambda run: run.data.name),
     "data.image_size": ("48", lambda run: run.data.image_size),
     "data.context_length": ("20", lambda run: run.data.context_length),
@@ -156,6 +164,16 @@ def test_a_resnet_takes_its_stages_from_the_command_line():
   assert run.model.architecture.vision == model_configs.ModifiedResNetConfig(
       image_size=32, layers=(2, 1, 1), width=8)
   assert run.data.image_size == 32  # follows the model
+
+
+def test_the_model_takes_its_preprocessing_from_the_command_line():
+  run = load_with_flags(DEMO, "--config.model.overrides.preprocessing.mean=(0.5,0.5,0.5)",
+                        "--config.model.overrides.preprocessing.resize_mode=squash")
+  assert run.model.architecture.preprocessing == model_configs.Preprocessing(
+      mean=(0.5, 0.5, 0.5), resize_mode="squash")
+  with pytest.raises(ValueError, match=r"model\.overrides\.preprocessing\.interpolation="
+                                       r"'nearest'; allowed: bicubic, bilinear"):
+    load_with_flags(DEMO, "--config.model.overrides.preprocessing.interpolation=nearest")
 
 
 def test_the_readme_training_command_parses_to_bfloat16():
@@ -419,9 +437,10 @@ def test_the_command_line_test_covers_every_key_of_these_sections():
                                                                        "weight")}
   keys |= {f"data.synthetic.{field.name}" for field in dataclasses.fields(settings.Synthetic)}
   overrides = settings.default_config().model.overrides
-  keys |= {f"model.overrides.{key}" for key in overrides.keys() if key not in ("vision", "text")}
-  keys |= {f"model.overrides.{tower}.{key}" for tower in ("vision", "text")
-           for key in overrides[tower].keys()}
+  keys |= {f"model.overrides.{key}" for key in overrides.keys()
+           if key not in model_configs.RECORDS}
+  keys |= {f"model.overrides.{record}.{key}" for record in model_configs.RECORDS
+           for key in overrides[record].keys()}
   keys |= {"model.name"} | {field.name for field in dataclasses.fields(settings.Run)
                             if field.name not in ("model", "evals", "data", "loss", "optim",
                                                   "flip", "finetune", "mesh", "checkpoint",

@@ -10,18 +10,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from clip_jax.convert import hf_layout
 from clip_jax.convert import openai_layout
+from clip_jax.convert import preprocessing_layout
 from clip_jax.convert import tensor_files
 from clip_jax.models import configs
 
 EXPORT_FORMATS = ("open_clip", "hf")
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
-OPEN_CLIP_CONFIG = "open_clip_config.json"
+OPEN_CLIP_CONFIG = preprocessing_layout.OPEN_CLIP_CONFIG
+HF_PREPROCESSOR_CONFIG = preprocessing_layout.HF_PREPROCESSOR_CONFIG
 HF_WEIGHTS = "model.safetensors"
 HF_CONFIG = "config.json"
 
@@ -37,8 +39,8 @@ def _is_hf(tensors: dict[str, np.ndarray]) -> bool:
   return any(name.startswith(("text_model.", "vision_model.")) for name in tensors)
 
 
-def import_weights(src: str, model: str | None = None,
-                   activation: str | None = None) -> Imported:
+def import_weights(src: str, model: str | None = None, activation: str | None = None,
+                   preprocessing: Mapping[str, Any] | None = None) -> Imported:
   """Reads a checkpoint and returns clip_jax's config and variables for it.
 
   The architecture is, in order of precedence: the named `model`; a Hugging Face directory's
@@ -46,6 +48,10 @@ def import_weights(src: str, model: str | None = None,
   which shapes cannot tell: OpenAI's TorchScript archives are QuickGELU; a plain state dict takes
   that of the named model with its shapes (QuickGELU for OpenAI's sizes, although LAION's
   ViT-B-32 for one was trained with GELU: pass activation="gelu" for such weights).
+
+  The image preprocessing (`configs.Preprocessing`) is OpenAI's, changed by what the source
+  publishes beside the weights (open_clip's or Hugging Face's config, `preprocessing_layout`),
+  changed in turn by the fields of `preprocessing`.
   """
   tensors = tensor_files.read(src)
   source = {"path": os.path.abspath(src)}
@@ -69,6 +75,13 @@ def import_weights(src: str, model: str | None = None,
       config = dataclasses.replace(config, activation="quick_gelu")
   if activation is not None:
     config = dataclasses.replace(config, activation=activation)
+  published, published_in = preprocessing_layout.read(src)
+  given = {key: value for key, value in (preprocessing or {}).items() if value is not None}
+  config = dataclasses.replace(config, preprocessing=configs.Preprocessing(
+      **{**published, **given}))
+  source["preprocessing"] = {
+      key: ("flag" if key in given else published_in if key in published else "OpenAI's default")
+      for key in ("mean", "std", "resize_mode", "interpolation")}
   configs.check(config)
   if "logit_scale" in tensors:
     config = dataclasses.replace(config, init_logit_scale=float(tensors["logit_scale"]))
@@ -104,12 +117,17 @@ def export_weights(config: configs.CLIPConfig, variables: dict[str, Any], dst: s
     raise ValueError(f"--to={to!r}; allowed: {', '.join(EXPORT_FORMATS)}.")
   state_dict = openai_layout.to_state_dict(variables)
   os.makedirs(dst, exist_ok=True)
+  image_size = config.vision.image_size
   if to == "open_clip":
     files = {OPEN_CLIP_WEIGHTS: state_dict,
-             OPEN_CLIP_CONFIG: {"model_cfg": open_clip_model_config(config)}}
+             OPEN_CLIP_CONFIG: {"model_cfg": open_clip_model_config(config),
+                                "preprocess_cfg": preprocessing_layout.to_open_clip(
+                                    config.preprocessing, image_size)}}
   else:
     files = {HF_WEIGHTS: hf_layout.to_hf(state_dict),
-             HF_CONFIG: hf_layout.hf_config(config, float(state_dict["logit_scale"]))}
+             HF_CONFIG: hf_layout.hf_config(config, float(state_dict["logit_scale"])),
+             HF_PREPROCESSOR_CONFIG: preprocessing_layout.to_hf(config.preprocessing,
+                                                                image_size)}
   paths = []
   for name, content in files.items():
     path = os.path.join(dst, name)

@@ -28,6 +28,14 @@ _MODEL = flags.DEFINE_enum("model", None, configs.list_models(),
 _ACTIVATION = flags.DEFINE_enum("activation", None, ["quick_gelu", "gelu"],
                                 "Activation the weights were trained with, where the default "
                                 "guess is wrong (e.g. gelu for LAION's ViT-B-32).")
+_MEAN = flags.DEFINE_list("mean", None, "Per-channel (R, G, B) mean the weights were trained with, "
+                          "where the source does not publish it (open_clip_config.json, "
+                          "preprocessor_config.json); default OpenAI's. E.g. 0.5,0.5,0.5.")
+_STD = flags.DEFINE_list("std", None, "Per-channel standard deviation, as --mean.")
+_RESIZE_MODE = flags.DEFINE_enum("resize_mode", None, list(configs.RESIZE_MODES),
+                                 "How evaluation resizes images, as --mean (default shortest).")
+_INTERPOLATION = flags.DEFINE_enum("interpolation", None, list(configs.INTERPOLATIONS),
+                                   "The resize filter, as --mean (default bicubic).")
 _TO = flags.DEFINE_enum("to", None, list(convert.EXPORT_FORMATS),
                         "Export a clip_jax checkpoint for this library instead of importing.")
 
@@ -39,11 +47,18 @@ def main(argv):
     for path in convert.export_weights(config, variables, _DST.value, _TO.value):
       print(f"Wrote {path}")
     return
-  imported = convert.import_weights(_SRC.value, _MODEL.value, _ACTIVATION.value)
+  channels = lambda flag: flag.value and tuple(float(value) for value in flag.value)  # noqa: E731
+  imported = convert.import_weights(_SRC.value, _MODEL.value, _ACTIVATION.value, dict(
+      mean=channels(_MEAN), std=channels(_STD), resize_mode=_RESIZE_MODE.value,
+      interpolation=_INTERPOLATION.value))
   pretrained.save(_DST.value, imported.config, imported.variables, imported.source)
   source = imported.source
   print(f"Read {source['path']} ({source['format']}); architecture from "
         f"{source['architecture']}, activation {source['activation']}.")
+  preprocessing = imported.config.preprocessing
+  print("Preprocessing: " + ", ".join(
+      f"{key} {getattr(preprocessing, key)} ({where})"
+      for key, where in source["preprocessing"].items()) + ".")
   print(f"Wrote {os.path.abspath(_DST.value)}: load it with clip_jax.load({_DST.value!r}).")
 
 

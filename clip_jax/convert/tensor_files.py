@@ -66,8 +66,10 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 
 def _read_directory(path: str) -> dict[str, np.ndarray]:
-  """A Hugging Face model directory: one weights file, or shards listed by an index."""
-  for name in ("model.safetensors", "pytorch_model.bin"):
+  """A Hugging Face model directory (as the hub's repositories and `convert --to` lay them out,
+  for transformers or open_clip): one weights file, or shards listed by an index."""
+  for name in ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
+               "open_clip_pytorch_model.bin"):
     if os.path.exists(os.path.join(path, name)):
       return read(os.path.join(path, name))
   for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
@@ -76,8 +78,9 @@ def _read_directory(path: str) -> dict[str, np.ndarray]:
         shards = sorted(set(json.load(file)["weight_map"].values()))
       return {name: value for shard in shards
               for name, value in read(os.path.join(path, shard)).items()}
-  raise FileNotFoundError(f"{path} holds no model.safetensors, pytorch_model.bin or sharded "
-                          "index of either.")
+  raise FileNotFoundError(f"{path} holds no model.safetensors, pytorch_model.bin, "
+                          "open_clip_model.safetensors, open_clip_pytorch_model.bin or sharded "
+                          "index.")
 
 
 def read(path: str) -> dict[str, np.ndarray]:

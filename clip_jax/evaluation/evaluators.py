@@ -34,6 +34,7 @@ from clip_jax.evaluation import linear_probe
 from clip_jax.evaluation import prompts
 from clip_jax.evaluation import retrieval
 from clip_jax.evaluation import zero_shot
+from clip_jax.models import configs
 from input_pipeline import eval_data
 from input_pipeline import tokenizers
 
@@ -93,16 +94,19 @@ def due(evals: Evaluators, step: int, total_steps: int | None = None) -> list[st
 
 
 def run_evaluators(evals: Evaluators, encode_image: Encoder, encode_text: Encoder, step: int, *,
-                   data: settings.Data, total_steps: int | None = None) -> dict[str, float]:
+                   data: settings.Data, view: configs.Preprocessing,
+                   total_steps: int | None = None) -> dict[str, float]:
   """Runs the evaluators due at `step`; returns their metrics, named "<name>/<metric>".
 
   The encoders map numpy inputs [b, ...] to features [b, E] (`make_encoders`); `data` is the
-  training data's settings: its tokenizer, image size and, for synthetic evaluators, its world.
+  training data's settings: its tokenizer, image size and, for synthetic evaluators, its world;
+  `view` is the model's preprocessing (`CLIPConfig.preprocessing`): how images are resized.
   """
   results = {}
   for name in due(evals, step, total_steps):
     evaluator = evals[name]
-    results.update(_RUNNERS[evaluator.type](name, evaluator, encode_image, encode_text, data))
+    results.update(_RUNNERS[evaluator.type](name, evaluator, encode_image, encode_text, data,
+                                            view))
   return results
 
 
@@ -160,9 +164,10 @@ def _tfds_options(evaluator: settings.Evaluator) -> dict[str, Any]:
   return dict(data_dir=evaluator.data_dir, mock_examples=evaluator.mock_examples)
 
 
-def _reader_options(evaluator: settings.Evaluator, data: settings.Data) -> dict[str, Any]:
+def _reader_options(evaluator: settings.Evaluator, data: settings.Data,
+                    view: configs.Preprocessing) -> dict[str, Any]:
   return dict(**_tfds_options(evaluator), image_feature=evaluator.image_feature,
-              image_size=data.image_size, batch_size=evaluator.batch_size)
+              image_size=data.image_size, view=view, batch_size=evaluator.batch_size)
 
 
 def _classnames(evaluator: settings.Evaluator) -> list[str]:
@@ -177,40 +182,40 @@ def _prefixed(name: str, metrics: dict[str, float]) -> dict[str, float]:
   return {f"{name}/{metric}": value for metric, value in metrics.items()}
 
 
-def _run_zero_shot(name, evaluator, encode_image, encode_text, data):
+def _run_zero_shot(name, evaluator, encode_image, encode_text, data, view):
   if evaluator.dataset == settings.SYNTHETIC:
     return zero_shot.evaluate_synthetic(encode_image, encode_text, data,
                                         num_images=evaluator.num_images,
                                         batch_size=evaluator.batch_size, prefix=name)
   batches = eval_data.image_label_batches(
       evaluator.dataset, evaluator.split, label_feature=evaluator.label_feature,
-      **_reader_options(evaluator, data))
+      **_reader_options(evaluator, data, view))
   templates = evaluator.templates or prompts.dataset_prompts(evaluator.dataset)[1]
   return _prefixed(name, zero_shot.evaluate_classification(
       encode_image, encode_text, tokenizers.create_tokenizer(data).tokenize, batches,
       _classnames(evaluator), prompts.templates(templates), batch_size=evaluator.batch_size))
 
 
-def _run_retrieval(name, evaluator, encode_image, encode_text, data):
+def _run_retrieval(name, evaluator, encode_image, encode_text, data, view):
   if evaluator.dataset == settings.SYNTHETIC:
     batches = eval_data.synthetic_caption_batches(data, num_images=evaluator.num_images,
                                                   batch_size=evaluator.batch_size)
   else:
     batches = eval_data.caption_batches(
         evaluator.dataset, evaluator.split, caption_feature=evaluator.caption_feature,
-        **_reader_options(evaluator, data))
+        **_reader_options(evaluator, data, view))
   return _prefixed(name, retrieval.evaluate(
       encode_image, encode_text, tokenizers.create_tokenizer(data).tokenize, batches,
       batch_size=evaluator.batch_size))
 
 
-def _run_linear_probe(name, evaluator, encode_image, encode_text, data):
+def _run_linear_probe(name, evaluator, encode_image, encode_text, data, view):
   del encode_text
 
   def features_and_labels(split):  # [N, E], [N]
     batches = eval_data.image_label_batches(
         evaluator.dataset, split, label_feature=evaluator.label_feature,
-        **_reader_options(evaluator, data))
+        **_reader_options(evaluator, data, view))
     encoded = [(zero_shot.encode_in_batches(encode_image, batch["image"], evaluator.batch_size),
                 batch["label"]) for batch in batches]
     return tuple(np.concatenate(arrays) for arrays in zip(*encoded))

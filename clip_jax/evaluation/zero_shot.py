@@ -65,6 +65,15 @@ def predict(image_features: np.ndarray, class_embeddings: np.ndarray) -> np.ndar
   return np.argmax(image_features @ class_embeddings.T, axis=-1)
 
 
+def label_probabilities(image_features: np.ndarray, class_embeddings: np.ndarray,
+                        logit_scale: float) -> np.ndarray:
+  """[N, C]: the softmax over classes of unit image features' [N, E] cosine similarities to the
+  class embeddings [C, E], times the model's learned scale, as the paper classifies."""
+  logits = logit_scale * image_features @ class_embeddings.T
+  logits -= logits.max(axis=-1, keepdims=True)
+  return np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+
+
 def top1_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
   return float(np.mean(predictions == labels))
 

@@ -5,8 +5,9 @@ the inverse temperature) and, for the sigmoid loss, the scalar `logit_bias`. Fea
 model L2-normalised and in float32, whatever the compute dtype.
 
 Images come in either as uint8 pixels, as the input pipeline delivers them (standardised here,
-on the accelerator: a quarter of the bytes to move and no float work on the host), or as floats
-already standardised with CLIP's statistics, as open_clip's models take them.
+on the accelerator: a quarter of the bytes to move and no float work on the host) with the
+checkpoint's own statistics (`config.preprocessing`), or as floats already standardised with
+them, as open_clip's models take them.
 """
 
 from __future__ import annotations
@@ -21,16 +22,10 @@ from clip_jax.models import text
 from clip_jax.models import vision
 
 
-# OpenAI's per-channel RGB statistics: weights converted from the released checkpoints only work
-# with exactly these.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def standardize_images(images: jax.Array) -> jax.Array:
+def standardize_images(images: jax.Array, preprocessing: configs.Preprocessing) -> jax.Array:
   """uint8 pixels [..., H, W, 3] -> float32, scaled to [0, 1] and standardised per channel."""
   images = images.astype(jnp.float32) / 255.0
-  return (images - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
+  return (images - jnp.asarray(preprocessing.mean)) / jnp.asarray(preprocessing.std)
 
 
 def l2_normalize(features: jax.Array) -> jax.Array:
@@ -71,7 +66,7 @@ class CLIP(nn.Module):
     from the "patch_dropout" rng stream; see clip_jax.models.vision.
     """
     if images.dtype == jnp.uint8:
-      images = standardize_images(images)
+      images = standardize_images(images, self.config.preprocessing)
     if not patch_dropout:
       features = self.visual(images, train=train)
     elif isinstance(self.config.vision, configs.ModifiedResNetConfig):

@@ -15,6 +15,26 @@ from typing import Any, Mapping
 from clip_jax.models import layers
 
 DTYPES = ("float32", "bfloat16")
+# OpenAI's per-channel RGB statistics, the default: their weights only work with exactly these.
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+# "shortest": shorter side to the image size, then the centre crop (OpenAI's); "squash": both
+# sides to the image size, the aspect ratio not kept (many open_clip and SigLIP checkpoints').
+RESIZE_MODES = ("shortest", "squash")
+INTERPOLATIONS = ("bicubic", "bilinear")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Preprocessing:
+  """How a checkpoint's images were prepared when it was trained: its features assume the same.
+
+  The statistics standardise uint8 pixels inside the model (`CLIP.encode_image`); the resize
+  mode and filter make the evaluation view on the host (`input_pipeline.preprocessing`).
+  """
+  mean: tuple[float, float, float] = OPENAI_MEAN
+  std: tuple[float, float, float] = OPENAI_STD
+  resize_mode: str = "shortest"
+  interpolation: str = "bicubic"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -56,6 +76,7 @@ class CLIPConfig:
   scan: bool = False  # Scan over transformer blocks (parameters stacked on a leading layer axis).
   init_logit_scale: float = math.log(1 / 0.07)  # The sigmoid loss wants log(10).
   init_logit_bias: float | None = None  # A learned logit bias (sigmoid loss: -10), if not None.
+  preprocessing: Preprocessing = Preprocessing()
 
 
 def _openai(embed_dim, vision, text_width):
@@ -132,6 +153,16 @@ def check(config: CLIPConfig, prefix: str = "") -> None:
   if config.activation not in layers.ACTIVATIONS:
     raise ValueError(f"{prefix}activation={config.activation!r}; allowed: "
                      f"{_allowed(layers.ACTIVATIONS)}.")
+  preprocessing = config.preprocessing
+  for key, allowed in (("resize_mode", RESIZE_MODES), ("interpolation", INTERPOLATIONS)):
+    if getattr(preprocessing, key) not in allowed:
+      raise ValueError(f"{prefix}preprocessing.{key}={getattr(preprocessing, key)!r}; allowed: "
+                       f"{_allowed(allowed)}.")
+  for key in ("mean", "std"):
+    values = getattr(preprocessing, key)
+    if len(values) != 3 or (key == "std" and min(values) <= 0):
+      raise ValueError(f"{prefix}preprocessing.{key}={values!r}; allowed: three (R, G, B) "
+                       f"{'positive ' if key == 'std' else ''}numbers.")
   vision, text = config.vision, config.text
   if isinstance(vision, VisionTransformerConfig):
     if vision.image_size % vision.patch_size:
@@ -151,18 +182,23 @@ def check(config: CLIPConfig, prefix: str = "") -> None:
                        f"{width}; allowed: its divisors.")
 
 
+# The fields of CLIPConfig that are records, changed field by field.
+RECORDS = ("vision", "text", "preprocessing")
+
+
 def get_model_config(name: str, **overrides) -> CLIPConfig:
   """The named architecture with `overrides` applied and checked.
 
-  Overrides are `CLIPConfig` fields; `vision=dict(...)` and `text=dict(...)` change fields of the
-  tower records. A bad name, key or value raises a ValueError naming it and what is allowed.
+  Overrides are `CLIPConfig` fields; `vision=dict(...)`, `text=dict(...)` and
+  `preprocessing=dict(...)` change fields of those records. A bad name, key or value raises a
+  ValueError naming it and what is allowed.
   """
   if name not in MODELS:
     raise ValueError(f"model.name={name!r} is not a known model; allowed: "
                      f"{_allowed(MODELS)}.")
   prefix = "model.overrides."
   config = MODELS[name]
-  towers = {key: overrides.pop(key) for key in ("vision", "text") if key in overrides}
+  towers = {key: overrides.pop(key) for key in RECORDS if key in overrides}
   config = _replace(config, overrides, prefix)
   config = _replace(config, {key: _replace(getattr(config, key), changes, f"{prefix}{key}.")
                              for key, changes in towers.items()}, prefix)
@@ -191,7 +227,10 @@ def config_from_dict(fields: Mapping[str, Any]) -> CLIPConfig:
   vision_type = VisionTransformerConfig if "patch_size" in vision else ModifiedResNetConfig
   if vision_type is ModifiedResNetConfig:
     vision["layers"] = tuple(vision["layers"])
+  # Files written before checkpoints recorded their preprocessing have OpenAI's.
+  preprocessing = {key: tuple(value) if isinstance(value, list) else value
+                   for key, value in fields.pop("preprocessing", {}).items()}
   config = CLIPConfig(vision=vision_type(**vision), text=TextConfig(**fields.pop("text")),
-                      **fields)
+                      preprocessing=Preprocessing(**preprocessing), **fields)
   check(config)
   return config

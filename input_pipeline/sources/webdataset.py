@@ -31,14 +31,11 @@ def split_member_name(name: str) -> tuple[str, str]:
   return posixpath.join(directory, stem), extension.lower()
 
 
-def read_tar(path: str, offset: int,
-             image_extensions: Sequence[str] = _DEFAULTS.image_extensions,
-             caption_extension: str = _DEFAULTS.caption_extension
-             ) -> Iterator[tuple[streams.Record, int]]:
-  """(record, byte offset of the next sample) for each sample from byte `offset` of a tar file.
-
-  `offset` is 0 or an offset this function returned: the start of a sample's first header.
-  """
+def read_samples(path: str, offset: int = 0
+                 ) -> Iterator[tuple[str, dict[str, bytes], int]]:
+  """(key, {extension: bytes}, byte offset of the next sample) for each sample of a tar file,
+  from byte `offset`: 0 or an offset this function returned, the start of a sample's first
+  header. A damaged tar ends the shard there, with a warning."""
   with tf.io.gfile.GFile(path, "rb") as file:
     file.seek(offset)
     key, members = None, {}
@@ -49,7 +46,7 @@ def read_tar(path: str, offset: int,
             continue
           member_key, extension = split_member_name(member.name)
           if member_key != key and members:
-            yield _record(members, image_extensions, caption_extension), offset + member.offset
+            yield key, members, offset + member.offset
             members = {}
           key = member_key
           members[extension] = archive.extractfile(member).read()
@@ -59,7 +56,17 @@ def read_tar(path: str, offset: int,
                       offset)
       return
     if members:
-      yield _record(members, image_extensions, caption_extension), end
+      yield key, members, end
+
+
+def read_tar(path: str, offset: int,
+             image_extensions: Sequence[str] = _DEFAULTS.image_extensions,
+             caption_extension: str = _DEFAULTS.caption_extension
+             ) -> Iterator[tuple[streams.Record, int]]:
+  """(record, byte offset of the next sample) for each sample from byte `offset` of a tar file
+  (see `read_samples`)."""
+  for _, members, next_offset in read_samples(path, offset):
+    yield _record(members, image_extensions, caption_extension), next_offset
 
 
 def _record(members: dict[str, bytes], image_extensions, caption_extension) -> streams.Record:

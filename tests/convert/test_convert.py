@@ -17,6 +17,7 @@ from clip_jax import convert
 from clip_jax import pretrained
 from clip_jax.convert import tensor_files
 from clip_jax.models import clip as clip_model
+from clip_jax.models import configs
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -251,12 +252,73 @@ def test_command_line_round_trip_and_load(open_clip_cases, tmp_path):
   run = lambda *flags: subprocess.run([sys.executable, "-m", "clip_jax.convert", *flags],
                                       check=True, capture_output=True, text=True)
   converted = str(tmp_path / "converted")
-  printed = run(f"--src={path}", f"--dst={converted}").stdout
+  printed = run(f"--src={path}", f"--dst={converted}", "--mean=0.5,0.5,0.5", "--std=0.5,0.5,0.5",
+                "--resize_mode=squash", "--interpolation=bilinear").stdout
   assert "architecture from shapes, as tiny-vit, activation gelu" in printed
+  assert "resize_mode squash (flag)" in printed
   loaded = pretrained.load(converted)
+  assert loaded.model.config.preprocessing == SIGLIP_LIKE
   images, tokens = model_inputs(loaded.model.config)
   assert_close(jax_outputs(loaded.model.config, loaded.variables, images, tokens),
                torch_outputs(model, images, tokens))
   run(f"--src={converted}", f"--dst={tmp_path / 'exported'}", "--to=open_clip")
   exported = safetensors_torch.load_file(str(tmp_path / "exported" / convert.OPEN_CLIP_WEIGHTS))
   assert all(torch.equal(exported[key], tensor) for key, tensor in model.state_dict().items())
+
+
+SIGLIP_LIKE = configs.Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                                    resize_mode="squash", interpolation="bilinear")
+
+
+def test_preprocessing_comes_from_the_published_config_then_the_flags(open_clip_cases, tmp_path):
+  """A hub repository of open_clip's layout, and one of transformers' (SigLIP's processor: both
+  sides, bilinear, 0.5/0.5), record their published preprocessing; given fields win over it;
+  bare weights get OpenAI's."""
+  _, path, bare = open_clip_cases("tiny-vit")
+  assert bare.config.preprocessing == configs.Preprocessing()
+  assert set(bare.source["preprocessing"].values()) == {"OpenAI's default"}
+  open_clip_repo = tmp_path / "open_clip_repo"
+  open_clip_repo.mkdir()
+  os.symlink(path, open_clip_repo / "open_clip_pytorch_model.bin")
+  (open_clip_repo / convert.OPEN_CLIP_CONFIG).write_text(json.dumps({
+      "model_cfg": {}, "preprocess_cfg": {"mean": 0.5, "std": [0.5, 0.5, 0.5],
+                                          "interpolation": "bilinear", "resize_mode": "squash"}}))
+  hf_repo = tmp_path / "hf_repo"
+  hf_repo.mkdir()
+  os.symlink(path, hf_repo / "pytorch_model.bin")
+  (hf_repo / convert.HF_PREPROCESSOR_CONFIG).write_text(json.dumps({
+      "image_processor_type": "SiglipImageProcessor", "image_mean": [0.5, 0.5, 0.5],
+      "image_std": [0.5, 0.5, 0.5], "resample": 2, "size": {"height": 32, "width": 32}}))
+  for repo, published_in in ((open_clip_repo, convert.OPEN_CLIP_CONFIG),
+                             (hf_repo, convert.HF_PREPROCESSOR_CONFIG)):
+    imported = convert.import_weights(str(repo))
+    assert imported.config.preprocessing == SIGLIP_LIKE, repo
+    assert set(imported.source["preprocessing"].values()) == {published_in}
+    np.testing.assert_array_equal(imported.variables["params"]["logit_scale"],
+                                  bare.variables["params"]["logit_scale"])
+  given = convert.import_weights(str(hf_repo), preprocessing=dict(resize_mode="shortest",
+                                                                  mean=None))
+  assert given.config.preprocessing == dataclasses.replace(SIGLIP_LIKE, resize_mode="shortest")
+  assert given.source["preprocessing"]["resize_mode"] == "flag"
+  with pytest.raises(ValueError, match=r"preprocessing\.resize_mode='longest'; allowed: "
+                                       r"shortest, squash"):
+    convert.import_weights(str(hf_repo), preprocessing=dict(resize_mode="longest"))
+
+
+def test_export_publishes_the_preprocessing_for_each_library(open_clip_cases, tmp_path):
+  """open_clip's preprocess_cfg and transformers' image processor config say what the checkpoint
+  records; importing the export gives it back."""
+  transformers = pytest.importorskip("transformers")
+  _, _, imported = open_clip_cases("tiny-vit")
+  config = dataclasses.replace(imported.config, preprocessing=SIGLIP_LIKE)
+  for to in convert.EXPORT_FORMATS:
+    convert.export_weights(config, imported.variables, str(tmp_path / to), to)
+    assert convert.import_weights(str(tmp_path / to)).config.preprocessing == SIGLIP_LIKE, to
+  with open(tmp_path / "open_clip" / convert.OPEN_CLIP_CONFIG) as file:
+    assert json.load(file)["preprocess_cfg"] == dict(
+        size=32, mean=[0.5] * 3, std=[0.5] * 3, interpolation="bilinear", resize_mode="squash")
+  processor = transformers.CLIPImageProcessor.from_pretrained(str(tmp_path / "hf"))
+  assert list(processor.image_mean) == list(processor.image_std) == [0.5] * 3
+  assert processor.resample == 2 and not processor.do_center_crop
+  pixels = np.random.default_rng(0).integers(0, 256, (40, 24, 3), dtype=np.uint8)
+  assert processor(images=pixels, return_tensors="np")["pixel_values"].shape == (1, 3, 32, 32)

@@ -49,7 +49,8 @@ def encoders(tiny_model):
 def run(evals, encoders, step=10):
   evals = parse(evals)
   evaluators.check_data(evals)
-  return evaluators.run_evaluators(evals, *encoders[:2], step, data=DATA)
+  return evaluators.run_evaluators(evals, *encoders[:2], step, data=DATA,
+                                   view=models.configs.Preprocessing())
 
 
 def assert_metrics(results, expected_names):

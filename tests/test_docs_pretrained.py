@@ -1,0 +1,26 @@
+"""docs/pretrained.md: converting with a checkpoint's preprocessing, classify, embed (and the
+output read back without clip_jax), search with its contact sheet, and the Python snippets."""
+
+import json
+import os
+
+import doc_commands
+
+
+def test_every_command_and_snippet_of_the_pretrained_page_runs(tmp_path):
+  workspace = doc_commands.create_workspace(str(tmp_path))
+  doc_commands.add_stand_ins(workspace, "open_clip_model.safetensors", "ckpt/vit-b-32",
+                             "cat.jpg", "photos/")
+  outputs = doc_commands.run_page("docs/pretrained.md", workspace)
+  model = json.load(open(os.path.join(workspace, "ckpt", "siglip-like", "model.json")))["model"]
+  assert model["preprocessing"] == {"mean": [0.5] * 3, "std": [0.5] * 3,
+                                    "resize_mode": "squash", "interpolation": "bilinear"}
+  classified = next(output for command, output in outputs.items() if "clip_jax.classify" in command)
+  assert classified.splitlines()[0].split() == ["image", "best", "cat", "dog", "car"]
+  embedded = next(output for command, output in outputs.items() if "clip_jax.embed" in command)
+  assert "images: 5 embedded in 1 shards" in embedded
+  assert "5 images, 32 dimensions" in outputs["python snippet 2"]
+  assert os.path.getsize(os.path.join(workspace, "results.png")) > 10_000
+  printed = [line for line in outputs["python snippet 1"].splitlines()
+             if line.startswith(("cat:", "dog:", "car:"))]
+  assert abs(sum(float(line.split(": ")[1]) for line in printed) - 1) < 0.01
