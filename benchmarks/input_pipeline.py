@@ -189,11 +189,16 @@ def measure_open_clip(args) -> dict:
           "version": open_clip.__version__}
 
 
-def run_side(side: str, python: str, args, files: str) -> tuple[dict | None, str]:
-  """Runs one side in a fresh process; (its figures, or None and why)."""
-  command = [python, "-m", "benchmarks.input_pipeline", f"--side={side}", f"--files={files}",
-             f"--cores={args.cores}", f"--batch_size={args.batch_size}",
-             f"--warmup_batches={args.warmup_batches}", f"--batches={args.batches}"]
+def side_flags(args, files: str) -> list[str]:
+  return [f"--files={files}", f"--cores={args.cores}", f"--batch_size={args.batch_size}",
+          f"--warmup_batches={args.warmup_batches}", f"--batches={args.batches}"]
+
+
+def run_side(side: str, python: str, flags: list[str],
+             module: str = "benchmarks.input_pipeline") -> tuple[dict | None, str]:
+  """Runs one side of the benchmark `module` in a fresh process: (its figures, or None and
+  why). The side prints its figures as JSON on its last line after RESULT_PREFIX."""
+  command = [python, "-m", module, f"--side={side}", *flags]
   env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2",
          "PYTHONPATH": os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))}
   print(f"Running {side}: {' '.join(command)}", flush=True)
@@ -205,12 +210,13 @@ def run_side(side: str, python: str, args, files: str) -> tuple[dict | None, str
   return json.loads(lines[-1][len(RESULT_PREFIX):]), ""
 
 
-def open_clip_missing(python: str) -> str:
-  """Why open_clip's side cannot run under `python`, or "" if it can."""
+def open_clip_missing(python: str,
+                      imports: str = "import open_clip, open_clip_train.data, torch, webdataset"
+                      ) -> str:
+  """Why open_clip's side cannot run under `python` (`imports` fail), or "" if it can."""
   if not os.path.exists(python):
     return f"{python} does not exist"
-  probe = subprocess.run([python, "-c", "import open_clip, open_clip_train.data, torch, "
-                          "webdataset"], capture_output=True, text=True, check=False)
+  probe = subprocess.run([python, "-c", imports], capture_output=True, text=True, check=False)
   if probe.returncode:
     return f"{python} cannot import it: {probe.stderr.strip().splitlines()[-1]}"
   return ""
@@ -261,11 +267,11 @@ def main():
       print(f"open_clip's pipeline not measured: {why_not}")
       notes.append(f"open_clip not measured: {why_not}.")
     else:
-      results["open_clip"], error = run_side("open_clip", args.open_clip_python, args, files)
+      results["open_clip"], error = run_side("open_clip", args.open_clip_python, side_flags(args, files))
       if error:
         print(error)
         notes.append("open_clip's pipeline failed.")
-    results["clip_jax"], error = run_side("ours", sys.executable, args, files)
+    results["clip_jax"], error = run_side("ours", sys.executable, side_flags(args, files))
     if error:
       raise RuntimeError(error)
   reference = results.get("open_clip")

@@ -4,8 +4,10 @@ import os
 import shutil
 import tempfile
 
+from xla_flags import xla_flags
+
 # Must happen before jax is imported anywhere.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("XLA_FLAGS", xla_flags(8))
 # The CPU backend only: libtpu (the test extra, for the TPU compiles of tests/test_plan.py, which
 # need no TPU backend) would otherwise start in every process and subprocess, to find no TPU.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")

@@ -1,5 +1,6 @@
 """docs/pretrained.md: converting with a checkpoint's preprocessing, classify, embed (and the
-output read back without clip_jax), search with its contact sheet, and the Python snippets."""
+output read back without clip_jax), search with its contact sheet, CLIP-score filtering, and the
+Python snippets."""
 
 import json
 import os
@@ -24,3 +25,8 @@ def test_every_command_and_snippet_of_the_pretrained_page_runs(tmp_path):
   printed = [line for line in outputs["python snippet 1"].splitlines()
              if line.startswith(("cat:", "dog:", "car:"))]
   assert abs(sum(float(line.split(": ")[1]) for line in printed) - 1) < 0.01
+  report = json.load(open(os.path.join(workspace, "filtered", "report.json")))
+  assert report["samples"] == report["scored"] == 4 * doc_commands.SHARD_SAMPLES
+  assert report["kept"] == round(0.3 * report["scored"])
+  assert sorted(os.listdir(os.path.join(workspace, "filtered", "shards"))) == [
+      f"0000{index}.tar" for index in range(4)]

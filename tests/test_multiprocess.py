@@ -23,6 +23,7 @@ from clip_jax import distributed
 from clip_jax import settings
 from clip_jax import train
 import config_files
+from xla_flags import xla_flags
 from test_train import flat_params
 from test_train import losses_by_step
 from test_train import restore_params
@@ -57,8 +58,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def environment():
   """4 CPU devices per process (and the suite's compilation cache, see conftest.py)."""
-  return {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-          "JAX_PLATFORMS": "cpu"}
+  return {**os.environ, "XLA_FLAGS": xla_flags(4), "JAX_PLATFORMS": "cpu"}
 
 
 def training_commands(workdir: str) -> list[list[str]]:

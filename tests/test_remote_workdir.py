@@ -28,6 +28,7 @@ import gcsfs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import config_files
 from test_multiprocess import free_port
+from xla_flags import xla_flags
 
 BUCKET = "clip-runs"
 # A tiny run: 4 steps of 16, an evaluation and a checkpoint at the end.
@@ -56,7 +57,7 @@ def emulator():
       time.sleep(0.2)
   environment = {**os.environ, **EMULATOR_CLIENT, "EPATH_USE_TF": "false", "STORAGE_EMULATOR_HOST": url,
                  "TENSORSTORE_GCS_HTTP_URL": url, "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test",
-                 "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+                 "XLA_FLAGS": xla_flags(2)}
   yield url, environment
   server.kill()
   server.wait()

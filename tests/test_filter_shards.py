@@ -1,0 +1,117 @@
+"""CLIP-score filtering of WebDataset shards: the scores are the cosine similarities
+`clip_jax.load` gives; the kept samples are written whole, with their scores, exactly once
+through an interruption; unscorable samples are counted. The command line runs in
+tests/test_docs_pretrained.py."""
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import shard_files
+from clip_jax import pretrained
+from input_pipeline import filter_shards
+from input_pipeline.sources import webdataset
+from test_embed import checkpoint  # pylint: disable=unused-import
+
+CAPTIONS = ("a red circle", "a photo of a dog", "a blue square on grass", "noise")
+
+
+class Interrupted(Exception):
+  pass
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+  """2 shards of 4 samples (PNG, so that PIL decodes them as TensorFlow does): one without a
+  caption, one whose image does not decode, one with a JSON member of its own."""
+  folder = tmp_path_factory.mktemp("shards")
+  for shard in range(2):
+    members = []
+    for index, caption in enumerate(CAPTIONS):
+      key = f"{shard}{index:03d}"
+      image = shard_files.encode(shard_files.photo(30 + 4 * index, 40, seed=10 * shard + index),
+                                 "PNG")
+      if (shard, index) == (0, 3):
+        image = b"<html>404</html>"
+      members.append((f"{key}.png", image))
+      if (shard, index) != (1, 2):
+        members.append((f"{key}.txt", caption.encode()))
+      if (shard, index) == (1, 0):
+        members.append((f"{key}.json", json.dumps({"url": "https://example.com/a.png"}).encode()))
+    shard_files.write_tar(str(folder / f"{shard:05d}.tar"), members)
+  return f"{folder}/{{00000..00001}}.tar", str(folder)
+
+
+@pytest.fixture(scope="module")
+def filtered(checkpoint, shards, tmp_path_factory):
+  """Half of the scored samples kept: a run interrupted after writing its first output shard,
+  then resumed. Returns (out, report, the first output shard's modification time)."""
+  out = str(tmp_path_factory.mktemp("filtered"))
+  write_kept = filter_shards.write_kept
+  calls = []
+
+  def write_one_then_stop(*arguments):
+    if calls:
+      raise Interrupted
+    calls.append(arguments)
+    return write_kept(*arguments)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(filter_shards, "write_kept", write_one_then_stop)
+    with pytest.raises(Interrupted):
+      filter_shards.run(checkpoint, shards[0], out, keep_fraction=0.5, batch_size=4)
+  first = os.path.join(out, "shards", "00000.tar")
+  written_at = os.path.getmtime(first)
+  report = filter_shards.run(checkpoint, shards[0], out, keep_fraction=0.5, batch_size=4)
+  return out, report, written_at
+
+
+def test_scores_are_clip_cosine_similarities(checkpoint, shards, filtered):
+  out = filtered[0]
+  loaded = pretrained.load(checkpoint)
+  for shard, (_, rows) in enumerate(filter_shards.embeddings.read_shards(out, "scores")):
+    samples = {key: members for key, members, _ in webdataset.read_samples(
+        os.path.join(shards[1], f"{shard:05d}.tar"))}
+    images = [Image.open(io.BytesIO(samples[key]["png"])) for key in rows["key"]]
+    image_features = np.asarray(loaded.model.apply(loaded.variables, loaded.preprocess(images),
+                                                   method=loaded.model.encode_image))
+    text_features = np.asarray(loaded.model.apply(loaded.variables, loaded.tokenize(
+        rows["caption"]), method=loaded.model.encode_text))
+    np.testing.assert_allclose(rows["score"], np.sum(image_features * text_features, axis=-1),
+                               atol=1e-5)
+
+
+def test_half_kept_with_their_scores_exactly_once_through_an_interruption(shards, filtered):
+  out, report, written_at = filtered
+  assert os.path.getmtime(os.path.join(out, "shards", "00000.tar")) == written_at
+  scores = filter_shards.all_scores(out)
+  assert report["samples"] == 8 and report["scored"] == 6 == len(scores)
+  assert report["unscorable"] == {"does not decode": 1, "no caption": 1}
+  assert report["kept"] == 3 and report["threshold"] == np.sort(scores)[3]
+  assert json.load(open(os.path.join(out, filter_shards.SETTINGS)))["threshold"] == \
+      report["threshold"]
+  kept = {}
+  for shard in range(2):
+    originals = {key: members for key, members, _ in webdataset.read_samples(
+        os.path.join(shards[1], f"{shard:05d}.tar"))}
+    for key, members, _ in webdataset.read_samples(os.path.join(out, "shards",
+                                                                f"{shard:05d}.tar")):
+      metadata = json.loads(members.pop("json"))
+      kept[key] = metadata.pop(filter_shards.SCORE_KEY)
+      original = dict(originals[key])
+      assert metadata == json.loads(original.pop("json", b"{}"))  # the sample's own, kept
+      assert members == original
+  assert len(kept) == 3 and min(kept.values()) == report["threshold"]
+  assert sorted(kept.values()) == sorted(scores)[3:]
+  assert os.path.getsize(os.path.join(out, "scores.png")) > 5_000
+
+
+def test_a_resumed_run_keeps_its_flags(checkpoint, shards, filtered):
+  with pytest.raises(ValueError, match=r"--keep_fraction=0\.5, not 0\.3; allowed: the same"):
+    filter_shards.run(checkpoint, shards[0], filtered[0], keep_fraction=0.3)
+  with pytest.raises(ValueError, match="exactly one of --min_score and --keep_fraction"):
+    filter_shards.run(checkpoint, shards[0], filtered[0])
