@@ -269,23 +269,24 @@ def run(options: Options, out: str) -> dict[str, Any]:
               mininterval=1.0) as progress:
       this_run[kind] = embed(embedder, options, out, progress)
   totals = {kind: _totals(out, kind) for kind in KINDS if getattr(options, kind)}
-  skipped = [json.dumps(entry) for report in _reports(out, "images") for entry in report["skipped"]]
+  skipped = [json.dumps(entry) for report in reports(out, "images") for entry in report["skipped"]]
   files.write_text(files.path(out) / "skipped.jsonl", "".join(f"{line}\n" for line in skipped))
   files.write_text(files.path(out) / MANIFEST, json.dumps(
       {**manifest, "totals": totals}, indent=2))
   return {"this_run": this_run, "totals": totals}
 
 
-def _reports(out: str, kind: str) -> list[dict[str, Any]]:
+def reports(out: str, kind: str) -> list[dict[str, Any]]:
+  """The reports of every done shard of `kind`, in order."""
   directory = files.path(out) / kind
   return [json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))]
 
 
 def _totals(out: str, kind: str) -> dict[str, int]:
-  reports = _reports(out, kind)
-  return {"shards": len(reports), "inputs": sum(report["inputs"] for report in reports),
-          "embedded": sum(report["embedded"] for report in reports),
-          "skipped": sum(len(report["skipped"]) for report in reports)}
+  done = reports(out, kind)
+  return {"shards": len(done), "inputs": sum(report["inputs"] for report in done),
+          "embedded": sum(report["embedded"] for report in done),
+          "skipped": sum(len(report["skipped"]) for report in done)}
 
 
 def encode_queries(embedder: Embedder, queries: Sequence[str]) -> np.ndarray:

@@ -151,8 +151,7 @@ def run(model: str, inputs: str, out: str, *, min_score: float | None = None,
       kept += sum(score >= minimum for score in shard_scores["score"])
     else:
       kept += write_kept(shard, shard_scores, minimum, path)
-  reports = [json.loads((files.path(out) / "scores" / f"{embeddings.shard_name(s.index)}.json"
-                         ).read_text()) for s in shards]
+  reports = embeddings.reports(out, "scores")
   unscorable: dict[str, int] = {}
   for report in reports:
     for entry in report["skipped"]:
