@@ -73,6 +73,7 @@ def image_label_batches(dataset: str, split: str, *, image_size: int, batch_size
                         data_dir: str = "", mock_examples: int = 0, image_feature: str = "image",
                         label_feature: str = "label") -> BatchIterator:
   """{"image": uint8 [b, size, size, 3], "label": int32 [b]}; the last batch may be shorter."""
+  @tf.autograph.experimental.do_not_convert
   def preprocess(example):
     return {"image": _eval_image(example[image_feature], image_size, view),
             "label": tf.cast(example[label_feature], tf.int32)}
@@ -90,6 +91,7 @@ def caption_batches(dataset: str, split: str, *, image_size: int, batch_size: in
   K is the most captions of an image in the batch; shorter rows are padded with b"". The
   captions are a path into the example, as for training ("captions/text" for COCO).
   """
+  @tf.autograph.experimental.do_not_convert
   def preprocess(example):
     captions = tfds_datasets.feature(example, caption_feature)
     return {"image": _eval_image(example[image_feature], image_size, view),

@@ -100,6 +100,7 @@ def views(samples: Sequence[Sample], image_size: int, view: configs.Preprocessin
           batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """(indices into `samples` int64 [b], evaluation views uint8 [b, S, S, 3]) in batches of at
   most `batch_size`, in order; the samples whose image does not decode are left out."""
+  @tf.autograph.experimental.do_not_convert
   def view_of(index, image_bytes):
     return index, preprocessing.eval_image(image_bytes, image_size, view.resize_mode,
                                            view.interpolation)

@@ -7,22 +7,27 @@ with the repository's configs/ and benchmarks/, and stand-ins for what a user wo
 checkpoint to convert, an image, a CSV table). The commands run as written, made short where
 needed by flags appended after their own (a later flag wins): a few training steps at a small
 batch, a tiny model in place of ViT-B/32, a few samples per generated shard. Absolute /tmp/
-paths move into the workspace, so that pages can run at the same time.
+paths move into the workspace, so that pages can run at the same time. Python commands start in
+processes forked from one that has imported TensorFlow and JAX already (tests/command_server.py).
 """
 
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import shlex
 import subprocess
 import sys
 
+import command_server
+import hub_cache
+
 REPOSITORY = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 # Every page that shows commands or snippets, each run by one test (tests/test_docs_*.py).
 PAGES = ("README.md", "docs/training.md", "docs/several_hosts.md", "docs/data.md",
          "docs/models.md", "docs/evaluation.md", "docs/pretrained.md", "docs/scaling.md",
-         "docs/performance.md", "docs/accelerators.md", "docs/design.md")
+         "docs/performance.md", "docs/accelerators.md", "docs/design.md", "docs/weights.md")
 # `make test` runs this very suite (and is what CI runs); every other command runs here.
 NOT_RUN = ("make test",)
 TIMEOUT_SECONDS = 600
@@ -34,6 +39,8 @@ SHORT_TRAINING = ("--config.total_steps=2", "--config.log_every_steps=1",
 # The stand-in checkpoints' architecture, for commands that train or convert ViT-B/32.
 TINY_MODEL = ("--config.model.name=tiny-vit", "--config.model.overrides.text.vocab_size=49408")
 SHARD_SAMPLES = 8
+# Where the stand-ins of hub repositories go; when it exists, commands use it offline.
+HUB_CACHE = "hub_cache"
 
 
 def blocks(page: str, language: str) -> list[str]:
@@ -102,10 +109,17 @@ def _shortened_make(arguments: list[str], workspace: str) -> list[str]:
 
 
 def run(argv: list[str], workspace: str, label: str) -> str:
-  """Runs one command in the workspace; fails the test with its output if it fails."""
-  completed = subprocess.run(argv, cwd=workspace, capture_output=True, text=True,
-                             timeout=TIMEOUT_SECONDS, check=False,
-                             env={**os.environ, "PYTHONPATH": workspace})
+  """Runs one command in the workspace; fails the test with its output if it fails. Python
+  commands run through the command server, the others (make) as subprocesses."""
+  env = {**os.environ, "PYTHONPATH": workspace}
+  if os.path.isdir(cache := os.path.join(workspace, HUB_CACHE)):
+    env.update(hub_cache.offline_environment(cache))
+  if argv[0] == sys.executable:
+    completed = command_server.run_python(argv[1:], cwd=workspace, env=env,
+                                          timeout=TIMEOUT_SECONDS)
+  else:
+    completed = subprocess.run(argv, cwd=workspace, capture_output=True, text=True,
+                               timeout=TIMEOUT_SECONDS, check=False, env=env)
   output = completed.stdout + completed.stderr
   assert completed.returncode == 0, f"{label}: {shlex.join(argv)}\n{output[-4000:]}"
   return output
@@ -127,7 +141,9 @@ def run_page(page: str, workspace: str) -> dict[str, str]:
 
 
 def create_workspace(path: str) -> str:
-  """A folder that looks like the repository's root to the commands."""
+  """A folder that looks like the repository's root to the commands. Starts the command server,
+  so that it imports while the test prepares."""
+  command_server.client()
   os.makedirs(os.path.join(path, "tmp"), exist_ok=True)
   for name in ("configs", "benchmarks"):
     if not os.path.exists(os.path.join(path, name)):
@@ -153,7 +169,8 @@ def add_stand_ins(workspace: str, *names: str) -> None:
   """What the docs tell users to bring, made up: "ViT-B-32.pt" (OpenAI's state dict layout),
   "open_clip_model.safetensors", "clip-vit-base-patch32" (a transformers directory),
   "ckpt/vit-b-32" (converted), "cat.jpg", "photos/" (a folder of photographs),
-  "data/train.tsv" (a table of images and captions)."""
+  "data/train.tsv" (a table of images and captions), "hf-hub:<owner>/<name>" (a hub repository in
+  open_clip's layout, in the workspace's offline hub cache)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from clip_jax import convert  # pylint: disable=g-import-not-at-top
@@ -173,6 +190,12 @@ def add_stand_ins(workspace: str, *names: str) -> None:
       tensors = tensor_files.read(at("openai", convert.OPEN_CLIP_WEIGHTS))
       torch.save({key: torch.from_numpy(np.array(value)) for key, value in tensors.items()},
                  at(name))
+    elif name.startswith("hf-hub:"):
+      # open_clip's layout: its weights and its config (LAION's: GELU, OpenAI's statistics).
+      folder = at("open_clip_" + name.replace("/", "_"))
+      convert.export_weights(architecture, variables, folder, "open_clip")
+      hub_cache.add_repository(at(HUB_CACHE), name.removeprefix("hf-hub:"), {
+          file: pathlib.Path(folder, file) for file in os.listdir(folder)})
     elif name == "clip-vit-base-patch32":
       convert.export_weights(architecture, variables, at(name), "hf")
     elif name == "cat.jpg":

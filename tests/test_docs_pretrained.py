@@ -1,6 +1,6 @@
 """docs/pretrained.md: converting with a checkpoint's preprocessing, classify, embed (and the
 output read back without clip_jax), search with its contact sheet, CLIP-score filtering, and the
-Python snippets."""
+Python snippets; docs/weights.md: converting OpenAI's and LAION's published weights."""
 
 import json
 import os
@@ -30,3 +30,15 @@ def test_every_command_and_snippet_of_the_pretrained_page_runs(tmp_path):
   assert report["kept"] == round(0.3 * report["scored"])
   assert sorted(os.listdir(os.path.join(workspace, "filtered", "shards"))) == [
       f"0000{index}.tar" for index in range(4)]
+
+
+def test_every_command_of_the_weights_page_runs(tmp_path):
+  """docs/weights.md: an OpenAI file, and a hub repository through the (offline) hub cache."""
+  workspace = doc_commands.create_workspace(str(tmp_path))
+  doc_commands.add_stand_ins(workspace, "ViT-B-32.pt",
+                             "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
+  outputs = doc_commands.run_page("docs/weights.md", workspace)
+  hub = next(output for command, output in outputs.items() if "hf-hub:" in command)
+  assert "Read hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K (" in hub
+  for converted in ("vit-b-32", "vit-b-32-laion2b"):
+    assert os.path.isfile(os.path.join(workspace, "ckpt", converted, "model.json")), converted

@@ -6,8 +6,6 @@ import dataclasses
 import itertools
 import math
 import re
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -18,6 +16,7 @@ from clip_jax import plan
 from clip_jax import program as program_lib
 from clip_jax import settings
 from clip_jax import sharding
+import command_server
 import config_files
 
 GLOBAL_BATCH = 32
@@ -138,12 +137,11 @@ def test_state_bytes_per_device_match_a_real_state_on_this_machine():
 
 def test_a_run_too_big_for_its_chips_exits_1_saying_by_how_much(tmp_path):
   """The compiler's own out-of-memory verdict, through the program as a user runs it."""
-  result = subprocess.run(
-      [sys.executable, "-m", "clip_jax.plan", f"--config={config_files.path('synthetic_demo')}",
+  result = command_server.run_python(
+      ["-m", "clip_jax.plan", f"--config={config_files.path('synthetic_demo')}",
        "--topology=v5e-4", "--config.model.name=tiny-vit", "--config.global_batch_size=4096",
        "--config.model.overrides.vision.image_size=512",
-       "--config.model.overrides.vision.patch_size=8"],
-      capture_output=True, text=True, cwd=tmp_path, timeout=600)
+       "--config.model.overrides.vision.patch_size=8"], cwd=tmp_path)
   assert result.returncode == 1, result.stdout + result.stderr
   assert "DOES NOT FIT" in result.stdout and "exceeds available HBM" in result.stdout
   over = re.search(r"DOES NOT FIT: ([\d.]+) GiB per chip, ([\d.]+) GiB over its 16.00 GiB",

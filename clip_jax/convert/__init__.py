@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from clip_jax.convert import hf_layout
+from clip_jax.convert import hub
 from clip_jax.convert import openai_layout
 from clip_jax.convert import preprocessing_layout
 from clip_jax.convert import tensor_files
@@ -41,20 +42,26 @@ def _is_hf(tensors: dict[str, np.ndarray]) -> bool:
 
 def import_weights(src: str, model: str | None = None, activation: str | None = None,
                    preprocessing: Mapping[str, Any] | None = None) -> Imported:
-  """Reads a checkpoint and returns clip_jax's config and variables for it.
+  """Reads a checkpoint (a file, a directory, or `hf-hub:<repo>`: `hub`) and returns clip_jax's
+  config and variables for it.
 
   The architecture is, in order of precedence: the named `model`; a Hugging Face directory's
-  config.json; the shapes (`openai_layout.infer_config`). `activation` overrides the activation,
-  which shapes cannot tell: OpenAI's TorchScript archives are QuickGELU; a plain state dict takes
-  that of the named model with its shapes (QuickGELU for OpenAI's sizes, although LAION's
-  ViT-B-32 for one was trained with GELU: pass activation="gelu" for such weights).
+  config.json; the shapes (`openai_layout.infer_config`). The activation, which shapes cannot
+  tell, is `activation`, else what the source publishes (config.json, open_clip_config.json),
+  else: QuickGELU for OpenAI's TorchScript archives, and for a plain state dict that of the named
+  model with its shapes (QuickGELU for OpenAI's sizes, although LAION's ViT-B-32 for one was
+  trained with GELU: pass activation="gelu" for such bare weights).
 
   The image preprocessing (`configs.Preprocessing`) is OpenAI's, changed by what the source
   publishes beside the weights (open_clip's or Hugging Face's config, `preprocessing_layout`),
   changed in turn by the fields of `preprocessing`.
   """
+  source = {}
+  if hub.is_hub_source(src):
+    source["hub"] = src.removeprefix(hub.PREFIX)
+    src = hub.local_directory(src)
   tensors = tensor_files.read(src)
-  source = {"path": os.path.abspath(src)}
+  source["path"] = os.path.abspath(src)
   hf_config_path = os.path.join(src, HF_CONFIG)
   if _is_hf(tensors):
     source["format"] = "hf"
@@ -73,6 +80,8 @@ def import_weights(src: str, model: str | None = None, activation: str | None = 
     source["architecture"] = f"shapes, as {name}" if name else "shapes"
     if source["format"] == "openai_torchscript":
       config = dataclasses.replace(config, activation="quick_gelu")
+  if activation is None and source["format"] != "hf":
+    activation = _open_clip_activation(src)
   if activation is not None:
     config = dataclasses.replace(config, activation=activation)
   published, published_in = preprocessing_layout.read(src)
@@ -87,6 +96,17 @@ def import_weights(src: str, model: str | None = None, activation: str | None = 
     config = dataclasses.replace(config, init_logit_scale=float(tensors["logit_scale"]))
   source["activation"] = config.activation
   return Imported(config, openai_layout.from_state_dict(tensors, config), source)
+
+
+def _open_clip_activation(src: str) -> str | None:
+  """The activation that open_clip_config.json beside the weights names (its model_cfg's
+  "quick_gelu", false by default, as in open_clip), or None where there is no such file."""
+  directory = src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
+  if not os.path.isfile(path := os.path.join(directory, OPEN_CLIP_CONFIG)):
+    return None
+  with open(path) as file:
+    model_cfg = json.load(file).get("model_cfg")
+  return None if model_cfg is None else "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
 
 
 def open_clip_model_config(config: configs.CLIPConfig) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Converts CLIP weights: `python -m clip_jax.convert --src=<file or dir> --dst=<dir>`.
 
 Import (no --to): an OpenAI TorchScript archive or state dict, an open_clip state dict (.pt,
-.bin, .safetensors) or a Hugging Face CLIPModel directory -> a clip_jax checkpoint directory.
+.bin, .safetensors), a Hugging Face CLIPModel directory, or a hub repository (hf-hub:<repo>, in
+open_clip's or transformers' layout) -> a clip_jax checkpoint directory.
 Export (--to=open_clip or --to=hf): a clip_jax checkpoint directory -> safetensors and a config
 that open_clip (`create_model("local-dir:<dst>")`) or transformers (`CLIPModel.from_pretrained`)
 load unchanged.
@@ -20,8 +21,9 @@ from clip_jax import convert  # pylint: disable=g-import-not-at-top,wrong-import
 from clip_jax import pretrained
 from clip_jax.models import configs
 
-_SRC = flags.DEFINE_string("src", None, "Weights file, Hugging Face directory, or (with --to) a "
-                           "clip_jax checkpoint directory.")
+_SRC = flags.DEFINE_string("src", None, "Weights file, Hugging Face directory, hf-hub:<repo> "
+                           "(downloaded through huggingface_hub), or (with --to) a clip_jax "
+                           "checkpoint directory.")
 _DST = flags.DEFINE_string("dst", None, "Output directory.")
 _MODEL = flags.DEFINE_enum("model", None, configs.list_models(),
                            "Architecture; by default read from the weights' shapes.")
@@ -53,7 +55,8 @@ def main(argv):
       interpolation=_INTERPOLATION.value))
   pretrained.save(_DST.value, imported.config, imported.variables, imported.source)
   source = imported.source
-  print(f"Read {source['path']} ({source['format']}); architecture from "
+  read_from = f"hf-hub:{source['hub']} ({source['path']})" if "hub" in source else source["path"]
+  print(f"Read {read_from}, {source['format']}; architecture from "
         f"{source['architecture']}, activation {source['activation']}.")
   preprocessing = imported.config.preprocessing
   print("Preprocessing: " + ", ".join(

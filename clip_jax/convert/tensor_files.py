@@ -18,6 +18,10 @@ import numpy as np
 
 SAFETENSORS_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
+# A model directory's weights, in the order they are looked for: transformers', then open_clip's.
+DIRECTORY_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
+                     "open_clip_pytorch_model.bin")
+DIRECTORY_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 def _import_torch():
@@ -65,22 +69,24 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
           for name, value in safetensors_flax.load_file(path).items()}
 
 
+def shards(index_path: str) -> list[str]:
+  """The weight files a sharded checkpoint's index lists."""
+  with open(index_path) as file:
+    return sorted(set(json.load(file)["weight_map"].values()))
+
+
 def _read_directory(path: str) -> dict[str, np.ndarray]:
   """A Hugging Face model directory (as the hub's repositories and `convert --to` lay them out,
   for transformers or open_clip): one weights file, or shards listed by an index."""
-  for name in ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
-               "open_clip_pytorch_model.bin"):
+  for name in DIRECTORY_WEIGHTS:
     if os.path.exists(os.path.join(path, name)):
       return read(os.path.join(path, name))
-  for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+  for index in DIRECTORY_INDEXES:
     if os.path.exists(index_path := os.path.join(path, index)):
-      with open(index_path) as file:
-        shards = sorted(set(json.load(file)["weight_map"].values()))
-      return {name: value for shard in shards
+      return {name: value for shard in shards(index_path)
               for name, value in read(os.path.join(path, shard)).items()}
-  raise FileNotFoundError(f"{path} holds no model.safetensors, pytorch_model.bin, "
-                          "open_clip_model.safetensors, open_clip_pytorch_model.bin or sharded "
-                          "index.")
+  raise FileNotFoundError(f"{path} holds none of {', '.join(DIRECTORY_WEIGHTS)}, and no sharded "
+                          f"checkpoint's index ({', '.join(DIRECTORY_INDEXES)}).")
 
 
 def read(path: str) -> dict[str, np.ndarray]:

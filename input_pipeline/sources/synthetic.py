@@ -372,6 +372,7 @@ def examples(data: settings.Data, indices: tf.data.Dataset,
   render_chunk = functools.partial(_render_chunk, world, split)
   size = world.image_size
 
+  @tf.autograph.experimental.do_not_convert
   def render_in_graph(chunk):
     image, caption, shape, colour, heldout = tf.numpy_function(
         render_chunk, [chunk], [tf.uint8, tf.string, tf.int32, tf.int32, tf.bool],

@@ -6,12 +6,13 @@ export must give back the very same tensors, which the references load and run."
 import dataclasses
 import json
 import os
-import subprocess
-import sys
+import pathlib
 
 import numpy as np
 import pytest
 
+import command_server
+import hub_cache
 import references
 from clip_jax import convert
 from clip_jax import pretrained
@@ -249,8 +250,11 @@ def test_command_line_round_trip_and_load(open_clip_cases, tmp_path):
   """`python -m clip_jax.convert` imports, `clip_jax.load` gives a model whose features are the
   reference's, and `--to=open_clip` writes the original tensors back."""
   model, path, _ = open_clip_cases("tiny-vit")
-  run = lambda *flags: subprocess.run([sys.executable, "-m", "clip_jax.convert", *flags],
-                                      check=True, capture_output=True, text=True)
+  def run(*flags):
+    completed = command_server.run_python(["-m", "clip_jax.convert", *flags])
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed
+
   converted = str(tmp_path / "converted")
   printed = run(f"--src={path}", f"--dst={converted}", "--mean=0.5,0.5,0.5", "--std=0.5,0.5,0.5",
                 "--resize_mode=squash", "--interpolation=bilinear").stdout
@@ -266,14 +270,43 @@ def test_command_line_round_trip_and_load(open_clip_cases, tmp_path):
   assert all(torch.equal(exported[key], tensor) for key, tensor in model.state_dict().items())
 
 
+def test_hub_repository_converts_offline_from_the_cache(open_clip_cases, tmp_path):
+  """`--src=hf-hub:<repo>` goes through huggingface_hub: offline, it finds the repository in the
+  hub's cache (its layout made here), with open_clip's weights and published preprocessing."""
+  model, path, _ = open_clip_cases("tiny-vit")
+  hub_cache.add_repository(tmp_path / "hub", "acme/clip-tiny", {
+      "open_clip_pytorch_model.bin": pathlib.Path(path),
+      convert.OPEN_CLIP_CONFIG: json.dumps({
+          "model_cfg": {"quick_gelu": False},
+          "preprocess_cfg": {"mean": 0.5, "std": 0.5, "interpolation": "bilinear",
+                             "resize_mode": "squash"}})})
+  environment = {**os.environ, **hub_cache.offline_environment(tmp_path / "hub")}
+  converted = str(tmp_path / "converted")
+  completed = command_server.run_python(
+      ["-m", "clip_jax.convert", "--src=hf-hub:acme/clip-tiny", f"--dst={converted}"],
+      env=environment)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  assert "Read hf-hub:acme/clip-tiny (" in completed.stdout
+  assert f"resize_mode squash ({convert.OPEN_CLIP_CONFIG})" in completed.stdout
+  loaded = pretrained.load(converted)
+  assert loaded.model.config.preprocessing == SIGLIP_LIKE
+  images, tokens = model_inputs(loaded.model.config)
+  assert_close(jax_outputs(loaded.model.config, loaded.variables, images, tokens),
+               torch_outputs(model, images, tokens))
+  missing = command_server.run_python(
+      ["-m", "clip_jax.convert", "--src=hf-hub:acme/elsewhere", f"--dst={tmp_path / 'x'}"],
+      env=environment)
+  assert missing.returncode != 0 and "acme/elsewhere" in missing.stderr
+
+
 SIGLIP_LIKE = configs.Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                                     resize_mode="squash", interpolation="bilinear")
 
 
 def test_preprocessing_comes_from_the_published_config_then_the_flags(open_clip_cases, tmp_path):
   """A hub repository of open_clip's layout, and one of transformers' (SigLIP's processor: both
-  sides, bilinear, 0.5/0.5), record their published preprocessing; given fields win over it;
-  bare weights get OpenAI's."""
+  sides, bilinear, 0.5/0.5), record their published preprocessing (and open_clip's config the
+  activation); given fields win over it; bare weights get OpenAI's."""
   _, path, bare = open_clip_cases("tiny-vit")
   assert bare.config.preprocessing == configs.Preprocessing()
   assert set(bare.source["preprocessing"].values()) == {"OpenAI's default"}
@@ -296,6 +329,11 @@ def test_preprocessing_comes_from_the_published_config_then_the_flags(open_clip_
     assert set(imported.source["preprocessing"].values()) == {published_in}
     np.testing.assert_array_equal(imported.variables["params"]["logit_scale"],
                                   bare.variables["params"]["logit_scale"])
+  # open_clip's config also names the activation: GELU unless its model_cfg says QuickGELU.
+  assert convert.import_weights(str(open_clip_repo)).config.activation == "gelu"
+  (open_clip_repo / convert.OPEN_CLIP_CONFIG).write_text(json.dumps({
+      "model_cfg": {"quick_gelu": True}}))
+  assert convert.import_weights(str(open_clip_repo)).config.activation == "quick_gelu"
   given = convert.import_weights(str(hf_repo), preprocessing=dict(resize_mode="shortest",
                                                                   mean=None))
   assert given.config.preprocessing == dataclasses.replace(SIGLIP_LIKE, resize_mode="shortest")

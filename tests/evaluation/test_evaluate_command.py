@@ -2,8 +2,6 @@
 mock TFDS data from the command line, with the results written as JSON."""
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -12,6 +10,7 @@ import jax.numpy as jnp
 from clip_jax import pretrained
 from clip_jax.models import clip as clip_model
 from clip_jax.models import configs
+import command_server
 import config_files
 
 # configs/evaluate.py's CIFAR-10 on mock data, and the synthetic zero-shot evaluation: a config
@@ -37,10 +36,9 @@ def test_converted_checkpoint_evaluates_from_the_command_line(tmp_path):
   pretrained.save(checkpoint, model_config, variables)
   config_file = tmp_path / "evals_config.py"
   config_file.write_text(CONFIG)
-  completed = subprocess.run(
-      [sys.executable, "-m", "clip_jax.evaluate", f"--checkpoint={checkpoint}",
-       f"--config={config_file}", "--config.evals.cifar10.batch_size=16"],
-      capture_output=True, text=True, check=False, cwd=tmp_path)
+  completed = command_server.run_python(
+      ["-m", "clip_jax.evaluate", f"--checkpoint={checkpoint}", f"--config={config_file}",
+       "--config.evals.cifar10.batch_size=16"], cwd=tmp_path)
   assert completed.returncode == 0, completed.stderr[-3000:]
   results = json.loads((tmp_path / "converted" / "evaluation.json").read_text())
   for name in ("zero_shot/shape_top1_seen", "cifar10/top1", "cifar10/top5",

@@ -3,8 +3,6 @@
 import io
 import json
 import os
-import subprocess
-import sys
 import tarfile
 
 import braceexpand
@@ -14,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from clip_jax import settings
+import command_server
 from input_pipeline import write_shards as ws
 from input_pipeline.sources import synthetic
 from input_pipeline.sources import tfrecord
@@ -278,23 +277,25 @@ def test_bad_flag_combinations_name_the_flags(tmp_path):
 def test_command_line(tmp_path, image_files):
   (tmp_path / "images" / "a.txt").write_text("a dog")
   (tmp_path / "images" / "b.txt").write_text("a cat")
-  command = [sys.executable, "-m", "input_pipeline.write_shards",
-             f"--output_dir={tmp_path / 'out'}", "--samples_per_shard=1"]
-  done = subprocess.run(command + [f"--image_folder={tmp_path / 'images'}"], cwd=REPO_ROOT,
-                        capture_output=True, text=True, timeout=120, check=True)
+  command = ["-m", "input_pipeline.write_shards", f"--output_dir={tmp_path / 'out'}",
+             "--samples_per_shard=1"]
+  done = command_server.run_python(command + [f"--image_folder={tmp_path / 'images'}"],
+                                   cwd=REPO_ROOT, timeout=120)
+  assert done.returncode == 0, done.stderr
   assert "Wrote 2 samples in 2 shard(s)" in done.stdout
   assert f"--config.data.files='{tmp_path / 'out'}/{{00000..00001}}.tar'" in done.stdout
   assert "missing caption: 2" in done.stdout  # sub/c.jpeg and sub/d.webp.
   assert sorted(os.listdir(tmp_path / "out")) == ["00000.tar", "00001.tar"]
-  failed = subprocess.run(command + ["--csv=x.tsv", f"--image_folder={tmp_path}"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
+  failed = command_server.run_python(command + ["--csv=x.tsv", f"--image_folder={tmp_path}"],
+                                     cwd=REPO_ROOT, timeout=120)
   assert failed.returncode != 0
   assert "Need exactly one of --csv, --image_folder and --synthetic" in failed.stderr
   synthetic_out = tmp_path / "synthetic"
-  done = subprocess.run([sys.executable, "-m", "input_pipeline.write_shards", "--synthetic=3",
-                         "--synthetic_image_size=8", "--samples_per_shard=2", "--format=tfrecord",
-                         f"--output_dir={synthetic_out}"], cwd=REPO_ROOT, capture_output=True,
-                        text=True, timeout=120, check=True)
+  done = command_server.run_python(
+      ["-m", "input_pipeline.write_shards", "--synthetic=3", "--synthetic_image_size=8",
+       "--samples_per_shard=2", "--format=tfrecord", f"--output_dir={synthetic_out}"],
+      cwd=REPO_ROOT, timeout=120)
+  assert done.returncode == 0, done.stderr
   assert ("--config.data.name=tfrecord "
           f"--config.data.files='{synthetic_out}/{{00000..00001}}.tfrecord'") in done.stdout
   assert sorted(os.listdir(synthetic_out)) == ["00000.tfrecord", "00001.tfrecord"]
