@@ -101,11 +101,7 @@ def import_weights(src: str, model: str | None = None, activation: str | None = 
 def _open_clip_activation(src: str) -> str | None:
   """The activation that open_clip_config.json beside the weights names (its model_cfg's
   "quick_gelu", false by default, as in open_clip), or None where there is no such file."""
-  directory = src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
-  if not os.path.isfile(path := os.path.join(directory, OPEN_CLIP_CONFIG)):
-    return None
-  with open(path) as file:
-    model_cfg = json.load(file).get("model_cfg")
+  model_cfg = (preprocessing_layout.published(src, OPEN_CLIP_CONFIG) or {}).get("model_cfg")
   return None if model_cfg is None else "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
 
 

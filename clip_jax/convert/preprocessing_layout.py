@@ -54,18 +54,24 @@ def from_hf(processor: Mapping[str, Any]) -> dict[str, Any]:
   return fields
 
 
+def published(src: str, name: str) -> dict[str, Any] | None:
+  """The JSON file `name` published beside the weights `src` (a file, or a directory holding
+  them), or None if there is none."""
+  directory = src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
+  if not os.path.isfile(path := os.path.join(directory, name)):
+    return None
+  with open(path) as file:
+    return json.load(file)
+
+
 def read(src: str) -> tuple[dict[str, Any], str | None]:
   """(fields, the file they came from) of the preprocessing published beside the weights `src`
   (a file or a directory): open_clip's config first, then Hugging Face's; ({}, None) if none."""
-  directory = src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
   for name, parse, key in ((OPEN_CLIP_CONFIG, from_open_clip, "preprocess_cfg"),
                            (HF_PREPROCESSOR_CONFIG, from_hf, None)):
-    path = os.path.join(directory, name)
-    if os.path.isfile(path):
-      with open(path) as file:
-        content = json.load(file)
-      if key is None or key in content:
-        return parse(content if key is None else content[key]), name
+    content = published(src, name)
+    if content is not None and (key is None or key in content):
+      return parse(content if key is None else content[key]), name
   return {}, None
 
 
