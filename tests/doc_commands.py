@@ -6,22 +6,27 @@ its ```python blocks are complete programs. Each page runs in a workspace of its
 with the repository's configs/ and benchmarks/, and stand-ins for what a user would bring (a
 checkpoint to convert, an image, a CSV table). The commands run as written, made short where
 needed by flags appended after their own (a later flag wins): a few training steps at a small
-batch, a tiny model in place of ViT-B/32, a few samples per generated shard. Absolute /tmp/
-paths move into the workspace, so that pages can run at the same time. Python commands start in
-processes forked from one that has imported TensorFlow and JAX already (tests/command_server.py).
+batch, a tiny model in place of ViT-B/32, a plan at a small batch, a few samples per generated
+shard. Absolute /tmp/ paths move into the workspace, so that pages can run at the same time.
+Python commands start in processes forked from one that has imported TensorFlow and JAX already
+(tests/command_server.py), on one CPU device, as on a user's machine without accelerators.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import pathlib
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import command_server
 import hub_cache
+from xla_flags import xla_flags
 
 REPOSITORY = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 # Every page that shows commands or snippets, each run by one test (tests/test_docs_*.py).
@@ -38,9 +43,14 @@ SHORT_TRAINING = ("--config.total_steps=2", "--config.log_every_steps=1",
                   "--config.global_batch_size=16")
 # The stand-in checkpoints' architecture, for commands that train or convert ViT-B/32.
 TINY_MODEL = ("--config.model.name=tiny-vit", "--config.model.overrides.text.vocab_size=49408")
+# A plan's batch: libtpu's compile time grows with it (a tiny model for v5p-128: 64 s at the
+# configs' 32,768, 18 s at 1,024).
+PLAN_BATCH = "--config.global_batch_size=1024"
 SHARD_SAMPLES = 8
-# Where the stand-ins of hub repositories go; when it exists, commands use it offline.
-HUB_CACHE = "hub_cache"
+# Where the stand-ins of hub repositories go, which the commands use offline: one cache for all
+# the pages a test process runs, so that their commands share one environment (one server).
+HUB_CACHE = os.path.join(tempfile.gettempdir(), f"clip_jax_tests_hub_cache.{os.getpid()}")
+atexit.register(shutil.rmtree, HUB_CACHE, ignore_errors=True)
 
 
 def blocks(page: str, language: str) -> list[str]:
@@ -88,6 +98,7 @@ def shortened(command: str, workspace: str) -> list[str]:
   elif program == "clip_jax.plan":
     if ":tiny" not in (_value(arguments, "config") or ""):
       arguments += TINY_MODEL
+    arguments.append(PLAN_BATCH)
   elif program == "input_pipeline.write_shards" and _value(arguments, "synthetic"):
     # As many shards as documented, of a few samples each.
     shards = int(_value(arguments, "synthetic")) // int(_value(arguments, "samples_per_shard"))
@@ -108,12 +119,17 @@ def _shortened_make(arguments: list[str], workspace: str) -> list[str]:
           f"DEMO_WORKDIR={workspace}/workdirs/demo", f"DEMO_FLAGS={demo_flags}"]
 
 
+def environment(workspace: str) -> dict[str, str]:
+  """The commands' environment: one CPU device, as on a user's machine without accelerators
+  (sharding is the other tests' business), and the stand-in hub cache, offline."""
+  return {**os.environ, "PYTHONPATH": workspace, "XLA_FLAGS": xla_flags(1),
+          **hub_cache.offline_environment(HUB_CACHE)}
+
+
 def run(argv: list[str], workspace: str, label: str) -> str:
   """Runs one command in the workspace; fails the test with its output if it fails. Python
   commands run through the command server, the others (make) as subprocesses."""
-  env = {**os.environ, "PYTHONPATH": workspace}
-  if os.path.isdir(cache := os.path.join(workspace, HUB_CACHE)):
-    env.update(hub_cache.offline_environment(cache))
+  env = environment(workspace)
   if argv[0] == sys.executable:
     completed = command_server.run_python(argv[1:], cwd=workspace, env=env,
                                           timeout=TIMEOUT_SECONDS)
@@ -141,9 +157,9 @@ def run_page(page: str, workspace: str) -> dict[str, str]:
 
 
 def create_workspace(path: str) -> str:
-  """A folder that looks like the repository's root to the commands. Starts the command server,
-  so that it imports while the test prepares."""
-  command_server.client()
+  """A folder that looks like the repository's root to the commands. Starts the commands'
+  server, so that it imports while the test prepares."""
+  command_server.server(environment(path))
   os.makedirs(os.path.join(path, "tmp"), exist_ok=True)
   for name in ("configs", "benchmarks"):
     if not os.path.exists(os.path.join(path, name)):
@@ -170,7 +186,7 @@ def add_stand_ins(workspace: str, *names: str) -> None:
   "open_clip_model.safetensors", "clip-vit-base-patch32" (a transformers directory),
   "ckpt/vit-b-32" (converted), "cat.jpg", "photos/" (a folder of photographs),
   "data/train.tsv" (a table of images and captions), "hf-hub:<owner>/<name>" (a hub repository in
-  open_clip's layout, in the workspace's offline hub cache)."""
+  open_clip's layout, in the stand-in hub cache)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from clip_jax import convert  # pylint: disable=g-import-not-at-top
@@ -194,7 +210,7 @@ def add_stand_ins(workspace: str, *names: str) -> None:
       # open_clip's layout: its weights and its config (LAION's: GELU, OpenAI's statistics).
       folder = at("open_clip_" + name.replace("/", "_"))
       convert.export_weights(architecture, variables, folder, "open_clip")
-      hub_cache.add_repository(at(HUB_CACHE), name.removeprefix("hf-hub:"), {
+      hub_cache.add_repository(HUB_CACHE, name.removeprefix("hf-hub:"), {
           file: pathlib.Path(folder, file) for file in os.listdir(folder)})
     elif name == "clip-vit-base-patch32":
       convert.export_weights(architecture, variables, at(name), "hf")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -12,8 +13,9 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 def add_repository(cache: str | os.PathLike, repo: str,
                    files: dict[str, pathlib.Path | str]) -> None:
   """The files (a path to copy, or text) as blobs, a snapshot of links to them, and the ref
-  `main` naming the snapshot's commit."""
+  `main` naming the snapshot's commit; replaces the repository if the cache has it."""
   folder = pathlib.Path(cache) / f"models--{repo.replace('/', '--')}"
+  shutil.rmtree(folder, ignore_errors=True)
   (folder / "blobs").mkdir(parents=True)
   (folder / "snapshots" / COMMIT).mkdir(parents=True)
   (folder / "refs").mkdir()

@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import jax
@@ -22,6 +21,7 @@ import pytest
 from clip_jax import distributed
 from clip_jax import settings
 from clip_jax import train
+import command_server
 import config_files
 from xla_flags import xla_flags
 from test_train import flat_params
@@ -62,8 +62,9 @@ def environment():
 
 
 def training_commands(workdir: str) -> list[list[str]]:
-  """`python -m clip_jax.train` for each process, joined by an explicit coordinator."""
-  command = [sys.executable, "-m", "clip_jax.train",
+  """`python -m clip_jax.train` for each process (the interpreter's arguments), joined by an
+  explicit coordinator."""
+  command = ["-m", "clip_jax.train",
              f"--config={config_files.path('synthetic_demo')}",
              f"--workdir={workdir}", "--config.distributed.mode=explicit",
              f"--config.distributed.coordinator_address=localhost:{free_port()}",
@@ -74,14 +75,11 @@ def training_commands(workdir: str) -> list[list[str]]:
 
 
 def start_processes(commands: list[list[str]], log_base: str,
-                    environment: dict[str, str]) -> list[subprocess.Popen]:
-  """One process per command; their output goes to `log_path(log_base, process_id)`."""
-  processes = []
-  for process_id, command in enumerate(commands):
-    with open(log_path(log_base, process_id), "a") as log:
-      processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                        env=environment))
-  return processes
+                    environment: dict[str, str]) -> list[command_server.ServedProcess]:
+  """One Python process per command (the interpreter's arguments), through the command server;
+  their output goes to `log_path(log_base, process_id)`."""
+  return [command_server.start(command, stdout=log_path(log_base, process_id), env=environment)
+          for process_id, command in enumerate(commands)]
 
 
 def log_path(log_base: str, process_id: int) -> str:
@@ -99,14 +97,14 @@ def logs(log_base: str) -> str:
                    for process_id in range(NUM_PROCESSES))
 
 
-def stop(processes: list[subprocess.Popen], log_base: str, why: str) -> None:
+def stop(processes: list[command_server.ServedProcess], log_base: str, why: str) -> None:
   for process in processes:
     process.kill()
     process.wait()
   pytest.fail(f"{why}\n{logs(log_base)}")
 
 
-def wait_for(processes: list[subprocess.Popen], log_base: str) -> None:
+def wait_for(processes: list[command_server.ServedProcess], log_base: str) -> None:
   """Waits for every process to exit with status 0; kills them all if one hangs."""
   deadline = time.time() + PROCESS_TIMEOUT_SECONDS
   try:
@@ -233,7 +231,7 @@ def test_int64_values_cross_processes_whole(environment, tmp_path):
   """Data positions beyond 2**31 (byte offsets, sample counts) reach the checkpoint intact."""
   address = f"localhost:{free_port()}"
   log_base = str(tmp_path / "gather")
-  wait_for(start_processes([[sys.executable, "-c", GATHER_SCRIPT, str(process_id), address]
+  wait_for(start_processes([["-c", GATHER_SCRIPT, str(process_id), address]
                             for process_id in range(NUM_PROCESSES)], log_base, environment),
            log_base)
   for process_id in range(NUM_PROCESSES):

@@ -26,6 +26,7 @@ EMULATOR_CLIENT = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "NO_GCE_CHECK":
 os.environ.update(EMULATOR_CLIENT)
 import gcsfs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+import command_server
 import config_files
 from test_multiprocess import free_port
 from xla_flags import xla_flags
@@ -64,8 +65,7 @@ def emulator():
 
 
 def run(environment, *arguments: str) -> str:
-  completed = subprocess.run([sys.executable, *arguments], env=environment, capture_output=True,
-                             text=True, timeout=600, check=False)
+  completed = command_server.run_python(list(arguments), env=environment, timeout=600)
   output = completed.stdout + completed.stderr
   assert completed.returncode == 0, output[-4000:]
   return output

@@ -5,8 +5,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import jax
@@ -24,6 +22,7 @@ from clip_jax import program
 from clip_jax import settings
 from clip_jax import sharding
 from clip_jax import train
+import command_server
 import config_files
 import shard_files
 
@@ -279,21 +278,20 @@ def test_sigterm_to_the_command_line_program_saves_and_exits_cleanly(tmp_path):
   """The real preemption path: the CLI process gets SIGTERM mid-run. It runs outside the
   repository, with the config file's path: configs work from any directory."""
   workdir = str(tmp_path)
-  command = [sys.executable, "-m", "clip_jax.train",
-             f"--config={config_files.path('synthetic_demo')}",
+  command = ["-m", "clip_jax.train", f"--config={config_files.path('synthetic_demo')}",
              f"--workdir={workdir}", "--config.total_steps=100000", "--config.log_every_steps=1",
              "--config.global_batch_size=16", "--config.model.overrides.vision.layers=1",
              "--config.model.overrides.text.layers=1"]
-  process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             cwd=tmp_path)
+  log = str(tmp_path / "output.log")
+  process = command_server.start(command, stdout=log, cwd=tmp_path)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   deadline = time.time() + 120
   while time.time() < deadline and not (os.path.exists(metrics_path)
                                          and len(open(metrics_path).readlines()) >= 2):
     time.sleep(0.5)
   process.send_signal(signal.SIGTERM)
-  output, _ = process.communicate(timeout=120)
-  assert process.returncode == 0, output.decode()[-2000:]
+  process.wait(timeout=120)
+  assert process.returncode == 0, open(log).read()[-2000:]
   saved = sorted(int(name) for name in os.listdir(os.path.join(workdir, "checkpoints"))
                  if name.isdigit())
   assert saved and saved[-1] >= 2
