@@ -145,7 +145,7 @@ def plan_run(run: settings.Run, devices: list, target: str,
     hbm_bytes = chip.hbm_bytes
   hosts = len({device.process_index for device in devices})
   mesh = sharding.create_mesh(run.mesh, devices)
-  sharding.check_batch_size(run.global_batch_size, mesh, hosts)
+  sharding.check_batch_size(run.global_batch_size, mesh, hosts, run.accumulation_steps)
   program = program_lib.make_program(run, mesh)
   state = checkpoint.abstract_like(program.abstract_state, program.state_shardings)
   size, context = run.data.image_size, run.data.context_length

@@ -63,7 +63,8 @@ def make_program(run: settings.Run, mesh: jax.sharding.Mesh) -> Program:
                        model, optimizer, loss_fn, schedule,
                        trainable=functools.partial(finetune.trainable, finetune=run.finetune),
                        train_image_tower=finetune.image_tower_trains(run.finetune),
-                       mask_ratio=mask_ratio),
+                       mask_ratio=mask_ratio, accumulation_steps=run.accumulation_steps,
+                       batch_shards=sharding.batch_shard_count(mesh)),
                    in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                    out_shardings=(state_shardings, sharding.replicated(mesh)),
                    donate_argnums=0)

@@ -306,6 +306,9 @@ class Run:
   seed: int = _setting(0, _COUNT)
   total_steps: int = _setting(390_625, _POSITIVE_COUNT)
   global_batch_size: int = _setting(32_768, _POSITIVE_COUNT)
+  # Each step's batch in that many micro-batches, with the same loss and update (clip_jax.train_step):
+  # memory follows the micro-batch, at the cost of one more forward pass.
+  accumulation_steps: int = _setting(1, _POSITIVE_COUNT)
   log_every_steps: int = _setting(100, _POSITIVE_COUNT)
   # "stop": a non-finite loss or gradient stops the run at its last good checkpoint; "skip": the
   # update is dropped and training goes on.
@@ -645,6 +648,15 @@ def _check_run(run: Run) -> None:
   if run.flip.mask_ratio and isinstance(architecture.vision, model_configs.ModifiedResNetConfig):
     raise ValueError(f"flip.mask_ratio={run.flip.mask_ratio!r} with a ModifiedResNet image tower, "
                      "which has no patches to drop; allowed: 0, or a ViT model.")
+  if run.accumulation_steps > 1 and run.flip.mask_ratio:
+    raise ValueError(f"accumulation_steps={run.accumulation_steps} with flip.mask_ratio="
+                     f"{run.flip.mask_ratio!r}; allowed: accumulation_steps=1 with FLIP (its masks "
+                     "in micro-batches are not implemented yet).")
+  if run.accumulation_steps > 1 and isinstance(architecture.vision,
+                                               model_configs.ModifiedResNetConfig):
+    raise ValueError(f"accumulation_steps={run.accumulation_steps} with a ModifiedResNet image "
+                     "tower; allowed: accumulation_steps=1 with a ModifiedResNet (BatchNorm over "
+                     "micro-batches is not implemented yet).")
   _check_finetune(run.finetune, architecture)
   _check_distributed(run.distributed)
   mesh = run.mesh

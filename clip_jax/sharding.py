@@ -46,14 +46,17 @@ def create_mesh(mesh: settings.Mesh = settings.Mesh(), devices=None) -> Mesh:
                        devices=devices)
 
 
-def check_batch_size(global_batch_size: int, mesh: Mesh, process_count: int = 1) -> None:
-  """Every device and every process must get the same number of examples."""
+def check_batch_size(global_batch_size: int, mesh: Mesh, process_count: int = 1,
+                     accumulation_steps: int = 1) -> None:
+  """Every device and every process must get the same number of examples, in every micro-batch."""
   devices = mesh.devices.size
-  if global_batch_size <= 0 or global_batch_size % devices or global_batch_size % process_count:
+  multiple = math.lcm(devices * accumulation_steps, process_count)
+  if global_batch_size <= 0 or global_batch_size % multiple:
+    per_step = f" times accumulation_steps ({accumulation_steps})" if accumulation_steps > 1 else ""
     raise ValueError(
         f"global_batch_size={global_batch_size} must be a positive multiple of the number of devices "
-        f"({devices}) and processes ({process_count}); allowed: multiples of "
-        f"{math.lcm(devices, process_count)}.")
+        f"({devices}){per_step} and processes ({process_count}); allowed: multiples of "
+        f"{multiple}.")
 
 
 def leaf_partition_spec(shape: tuple[int, ...], fsdp_size: int, min_shard_size: int) -> PartitionSpec:
@@ -74,6 +77,11 @@ def tree_shardings(tree: Any, mesh: Mesh, min_shard_size: int = 2**14) -> Any:
   return jax.tree.map(
       lambda leaf: NamedSharding(mesh, leaf_partition_spec(np.shape(leaf), fsdp_size, min_shard_size)),
       tree)
+
+
+def batch_shard_count(mesh: Mesh) -> int:
+  """How many parts `batch_sharding` splits the batch into."""
+  return math.prod(mesh.shape[axis] for axis in BATCH_AXES)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

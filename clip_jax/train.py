@@ -143,7 +143,8 @@ def build(run: settings.Run, workdir: str) -> Training:
   if jax.process_index() == 0:
     save_config(run, workdir)
   mesh = sharding.create_mesh(run.mesh)
-  sharding.check_batch_size(run.global_batch_size, mesh, jax.process_count())
+  sharding.check_batch_size(run.global_batch_size, mesh, jax.process_count(),
+                           run.accumulation_steps)
   program = program_lib.make_program(run, mesh)
 
   manager = checkpoint.create_manager(workdir, run.checkpoint)

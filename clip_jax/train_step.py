@@ -53,9 +53,30 @@ def _all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
+def split_micro_batches(tree: Any, steps: int, shards: int) -> Any:
+  """Leaves [N, ...] -> [steps, N / steps, ...]. Micro-batch k takes the k-th part of each of the
+  `shards` contiguous batch shards, so that every micro-batch is split over the devices that hold
+  the batch, and splitting moves no data between them."""
+  def split(leaf):
+    size = leaf.shape[0] // (shards * steps)
+    parts = leaf.reshape(shards, steps, size, *leaf.shape[1:])
+    return jnp.swapaxes(parts, 0, 1).reshape(steps, shards * size, *leaf.shape[1:])
+  return jax.tree.map(split, tree)
+
+
+def merge_micro_batches(tree: Any, shards: int) -> Any:
+  """The inverse of `split_micro_batches`: [steps, N / steps, ...] -> [N, ...] in batch order."""
+  def merge(leaf):
+    steps, size = leaf.shape[0], leaf.shape[1] // shards
+    parts = leaf.reshape(steps, shards, size, *leaf.shape[2:])
+    return jnp.swapaxes(parts, 0, 1).reshape(steps * shards * size, *leaf.shape[2:])
+  return jax.tree.map(merge, tree)
+
+
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, loss_fn: Callable,
                     schedule: optax.Schedule, *, trainable: Callable[[Any], Any] | None = None,
-                    train_image_tower: bool = True, mask_ratio: float = 0.0
+                    train_image_tower: bool = True, mask_ratio: float = 0.0,
+                    accumulation_steps: int = 1, batch_shards: int = 1
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Returns `train_step(state, batch) -> (state, metrics)`, to be wrapped in jax.jit.
 
@@ -68,13 +89,25 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
   or not). The masks come from `fold_in(state.rng, state.step)`: a new draw every step, and the
   same draws in a resumed run as in an uninterrupted one. A Python float, so each ratio is its
   own compiled step with static shapes.
+
+  `accumulation_steps` > 1 computes the same loss and gradients in that many micro-batches, with
+  GradCache's scheme (Gao et al. 2021): the features of every micro-batch without gradients, the
+  loss over the whole batch and its gradient with respect to the features, then each micro-batch
+  again, its slice of that gradient back through the towers. Memory follows the micro-batch
+  (apart from the [N, D] features and the loss), at the cost of a second forward pass. The batch
+  is split into `batch_shards` contiguous shards (one per device along the batch axes), each of
+  which every micro-batch takes a part of.
   """
 
-  def compute_loss(params, batch_stats, batch, rng):
-    if trainable is not None:
-      params = jax.tree.map(lambda param, trains: param if trains else jax.lax.stop_gradient(param),
-                            params, trainable(params))
-    variables = {"params": params}
+  def masked(params):
+    if trainable is None:
+      return params
+    return jax.tree.map(lambda param, trains: param if trains else jax.lax.stop_gradient(param),
+                        params, trainable(params))
+
+  def forward(params, batch_stats, batch, rng):
+    """The towers' outputs, and the BatchNorm statistics they leave."""
+    variables = {"params": masked(params)}
     mutable = []
     if batch_stats:
       variables["batch_stats"] = batch_stats
@@ -82,13 +115,60 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
     outputs, updates = model.apply(variables, batch["image"], batch["text"],
                                    train=train_image_tower, patch_dropout=mask_ratio,
                                    rngs={"patch_dropout": rng}, mutable=mutable)
-    loss = loss_fn(outputs["image_features"], outputs["text_features"], outputs["logit_scale"],
-                   outputs.get("logit_bias"))
-    return loss, updates.get("batch_stats", batch_stats)
+    return outputs, updates.get("batch_stats", batch_stats)
+
+  def loss_of(image_features, text_features, params):
+    params = masked(params)
+    return loss_fn(image_features, text_features, params["logit_scale"], params.get("logit_bias"))
+
+  def whole_batch_gradients(params, batch_stats, batch, rng):
+    def compute_loss(params):
+      outputs, new_batch_stats = forward(params, batch_stats, batch, rng)
+      return loss_of(outputs["image_features"], outputs["text_features"], params), new_batch_stats
+    (loss, new_batch_stats), grads = jax.value_and_grad(compute_loss, has_aux=True)(params)
+    return loss, grads, new_batch_stats
+
+  def accumulated_gradients(params, batch_stats, batch, rng):
+    micro_batches = split_micro_batches(batch, accumulation_steps, batch_shards)
+
+    def features(params, batch_stats, micro_batch):
+      outputs, new_batch_stats = forward(params, batch_stats, micro_batch, rng)
+      return (outputs["image_features"], outputs["text_features"]), new_batch_stats
+
+    def embed(_, micro_batch):
+      return None, features(params, batch_stats, micro_batch)[0]
+
+    # 1. Every micro-batch's features, without gradients: [steps, N / steps, D] each.
+    _, micro_features = jax.lax.scan(embed, None, micro_batches)
+    image_features, text_features = merge_micro_batches(micro_features, batch_shards)
+    # 2. The loss over the whole batch; its gradient with respect to the features, and the direct
+    # one with respect to the parameters (the temperature and bias).
+    loss, (image_grads, text_grads, grads) = jax.value_and_grad(loss_of, argnums=(0, 1, 2))(
+        image_features, text_features, params)
+    feature_grads = split_micro_batches((image_grads, text_grads), accumulation_steps,
+                                        batch_shards)
+
+    # 3. Each micro-batch again: its features' gradient back through the towers.
+    def backward(carry, inputs):
+      grads, batch_stats = carry
+      micro_batch, (image_grad, text_grad) = inputs
+
+      def surrogate(params):
+        (image, text), new_batch_stats = features(params, batch_stats, micro_batch)
+        return jnp.sum(image * image_grad) + jnp.sum(text * text_grad), new_batch_stats
+
+      micro_grads, batch_stats = jax.grad(surrogate, has_aux=True)(params)
+      return (jax.tree.map(jnp.add, grads, micro_grads), batch_stats), None
+
+    (grads, batch_stats), _ = jax.lax.scan(backward, (grads, batch_stats),
+                                           (micro_batches, feature_grads))
+    return loss, grads, batch_stats
+
+  gradients = whole_batch_gradients if accumulation_steps == 1 else accumulated_gradients
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
-    (loss, batch_stats), grads = jax.value_and_grad(compute_loss, has_aux=True)(
-        state.params, state.batch_stats, batch, jax.random.fold_in(state.rng, state.step))
+    loss, grads, batch_stats = gradients(state.params, state.batch_stats, batch,
+                                         jax.random.fold_in(state.rng, state.step))
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     params = {**params, "logit_scale": jnp.clip(params["logit_scale"], 0.0, MAX_LOGIT_SCALE)}

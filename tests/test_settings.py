@@ -118,6 +118,7 @@ COMMAND_LINE = {
     "seed": ("9", lambda run: run.seed),
     "total_steps": ("300", lambda run: run.total_steps),
     "global_batch_size": ("64", lambda run: run.global_batch_size),
+    "accumulation_steps": ("4", lambda run: run.accumulation_steps),
     "log_every_steps": ("5", lambda run: run.log_every_steps),
     "nonfinite": ("skip", lambda run: run.nonfinite),
 }

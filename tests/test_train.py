@@ -202,6 +202,16 @@ def test_restore_onto_another_mesh(straight_run, num_devices):
     np.testing.assert_array_equal(flat_params(on_fewer)[name], value, err_msg=name)
 
 
+def test_accumulated_steps_log_the_losses_of_whole_batch_steps(straight_run, tmp_path):
+  """accumulation_steps=2: every step's 16 examples in two micro-batches of one per device."""
+  workdir = str(tmp_path)
+  train.train_and_evaluate(tiny_config(accumulation_steps=2), workdir)
+  accumulated, reference = losses_by_step(workdir), losses_by_step(straight_run[0])
+  assert accumulated.keys() == reference.keys()
+  for step, loss in reference.items():
+    assert abs(accumulated[step] - loss) <= 1e-5 * abs(loss), (step, accumulated[step], loss)
+
+
 def test_sigmoid_loss_trains_a_model_with_siglip_scale_and_bias(tmp_path):
   config = tiny_config(**{"loss.name": "sigmoid", "total_steps": 3})
   final = train.train_and_evaluate(config, str(tmp_path))
@@ -266,6 +276,9 @@ def test_nonfinite_loss_skipped_when_configured(tmp_path, monkeypatch):
     ({"loss.name": "triplet"}, r"loss\.name.*triplet.*softmax"),
     ({"nonfinite": "ignore"}, r"nonfinite.*ignore.*stop.*skip"),
     ({"data.image_size": 64}, rf"data\.image_size=64.*allowed: {IMAGE_SIZE}"),
+    ({"accumulation_steps": 4}, r"global_batch_size=16.*accumulation_steps \(4\).*multiples of 32"),
+    ({"accumulation_steps": 2, "flip.mask_ratio": 0.5},
+     r"accumulation_steps=2 with flip\.mask_ratio=0\.5; allowed: accumulation_steps=1"),
 ])
 def test_bad_config_fails_at_once_naming_the_key(tmp_path, changes, message):
   start = time.perf_counter()
