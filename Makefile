@@ -38,7 +38,7 @@ demo: $(RUNTIME_STAMP)
 	    --workdir=$(DEMO_WORKDIR) $(DEMO_FLAGS)
 
 test: $(TEST_STAMP)
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --durations=25 tests
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 clean:
 	rm -rf $(VENV) workdirs

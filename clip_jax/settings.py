@@ -648,15 +648,6 @@ def _check_run(run: Run) -> None:
   if run.flip.mask_ratio and isinstance(architecture.vision, model_configs.ModifiedResNetConfig):
     raise ValueError(f"flip.mask_ratio={run.flip.mask_ratio!r} with a ModifiedResNet image tower, "
                      "which has no patches to drop; allowed: 0, or a ViT model.")
-  if run.accumulation_steps > 1 and run.flip.mask_ratio:
-    raise ValueError(f"accumulation_steps={run.accumulation_steps} with flip.mask_ratio="
-                     f"{run.flip.mask_ratio!r}; allowed: accumulation_steps=1 with FLIP (its masks "
-                     "in micro-batches are not implemented yet).")
-  if run.accumulation_steps > 1 and isinstance(architecture.vision,
-                                               model_configs.ModifiedResNetConfig):
-    raise ValueError(f"accumulation_steps={run.accumulation_steps} with a ModifiedResNet image "
-                     "tower; allowed: accumulation_steps=1 with a ModifiedResNet (BatchNorm over "
-                     "micro-batches is not implemented yet).")
   _check_finetune(run.finetune, architecture)
   _check_distributed(run.distributed)
   mesh = run.mesh

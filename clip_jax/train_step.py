@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from clip_jax.models import vision
+
 # OpenAI clamps the learned temperature so that logits are scaled by at most 100.
 MAX_LOGIT_SCALE = math.log(100.0)
 
@@ -86,9 +88,10 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
   running statistics, which then stay as they are).
 
   `mask_ratio` > 0 drops that fraction of every image's patches (FLIP; a ViT image tower, locked
-  or not). The masks come from `fold_in(state.rng, state.step)`: a new draw every step, and the
-  same draws in a resumed run as in an uninterrupted one. A Python float, so each ratio is its
-  own compiled step with static shapes.
+  or not). The masks come from `fold_in(state.rng, state.step)`, drawn for the whole batch: a new
+  draw every step, the same draws in a resumed run as in an uninterrupted one, and with
+  accumulation as without. A Python float, so each ratio is its own compiled step with static
+  shapes.
 
   `accumulation_steps` > 1 computes the same loss and gradients in that many micro-batches, with
   GradCache's scheme (Gao et al. 2021): the features of every micro-batch without gradients, the
@@ -96,7 +99,10 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
   again, its slice of that gradient back through the towers. Memory follows the micro-batch
   (apart from the [N, D] features and the loss), at the cost of a second forward pass. The batch
   is split into `batch_shards` contiguous shards (one per device along the batch axes), each of
-  which every micro-batch takes a part of.
+  which every micro-batch takes a part of. A ModifiedResNet's BatchNorm normalises each
+  micro-batch with that micro-batch's statistics, so its loss is the loss of those features (not
+  the whole batch's, unless its image tower is locked), and its running averages take one update
+  per step, with the mean of the micro-batches' statistics.
   """
 
   def masked(params):
@@ -105,7 +111,17 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
     return jax.tree.map(lambda param, trains: param if trains else jax.lax.stop_gradient(param),
                         params, trainable(params))
 
-  def forward(params, batch_stats, batch, rng):
+  def with_kept_patches(batch, rng):
+    """FLIP: the patches each image keeps ([B, keep] indices), drawn for the whole batch."""
+    if not mask_ratio:
+      return batch
+    batch_size, height, width = batch["image"].shape[:3]
+    patch_size = model.config.vision.patch_size
+    num_patches = (height // patch_size) * (width // patch_size)
+    return {**batch, "patch_indices": vision.kept_patch_indices(
+        rng, batch_size, num_patches, vision.kept_patch_count(num_patches, mask_ratio))}
+
+  def forward(params, batch_stats, batch):
     """The towers' outputs, and the BatchNorm statistics they leave."""
     variables = {"params": masked(params)}
     mutable = []
@@ -113,34 +129,38 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
       variables["batch_stats"] = batch_stats
       mutable = ["batch_stats"] if train_image_tower else []
     outputs, updates = model.apply(variables, batch["image"], batch["text"],
-                                   train=train_image_tower, patch_dropout=mask_ratio,
-                                   rngs={"patch_dropout": rng}, mutable=mutable)
+                                   train=train_image_tower,
+                                   patch_indices=batch.get("patch_indices"), mutable=mutable)
     return outputs, updates.get("batch_stats", batch_stats)
 
   def loss_of(image_features, text_features, params):
     params = masked(params)
     return loss_fn(image_features, text_features, params["logit_scale"], params.get("logit_bias"))
 
-  def whole_batch_gradients(params, batch_stats, batch, rng):
+  def whole_batch_gradients(params, batch_stats, batch):
     def compute_loss(params):
-      outputs, new_batch_stats = forward(params, batch_stats, batch, rng)
+      outputs, new_batch_stats = forward(params, batch_stats, batch)
       return loss_of(outputs["image_features"], outputs["text_features"], params), new_batch_stats
     (loss, new_batch_stats), grads = jax.value_and_grad(compute_loss, has_aux=True)(params)
     return loss, grads, new_batch_stats
 
-  def accumulated_gradients(params, batch_stats, batch, rng):
+  def accumulated_gradients(params, batch_stats, batch):
     micro_batches = split_micro_batches(batch, accumulation_steps, batch_shards)
 
     def features(params, batch_stats, micro_batch):
-      outputs, new_batch_stats = forward(params, batch_stats, micro_batch, rng)
+      outputs, new_batch_stats = forward(params, batch_stats, micro_batch)
       return (outputs["image_features"], outputs["text_features"]), new_batch_stats
 
     def embed(_, micro_batch):
-      return None, features(params, batch_stats, micro_batch)[0]
+      return None, features(params, batch_stats, micro_batch)
 
-    # 1. Every micro-batch's features, without gradients: [steps, N / steps, D] each.
-    _, micro_features = jax.lax.scan(embed, None, micro_batches)
+    # 1. Every micro-batch's features, without gradients: [steps, N / steps, D] each; and the
+    # BatchNorm statistics each leaves (a ModifiedResNet), averaged: one update of the running
+    # averages with the mean of the micro-batches' statistics.
+    _, (micro_features, micro_batch_stats) = jax.lax.scan(embed, None, micro_batches)
     image_features, text_features = merge_micro_batches(micro_features, batch_shards)
+    new_batch_stats = (jax.tree.map(lambda stats: jnp.mean(stats, axis=0), micro_batch_stats)
+                       if train_image_tower else batch_stats)
     # 2. The loss over the whole batch; its gradient with respect to the features, and the direct
     # one with respect to the parameters (the temperature and bias).
     loss, (image_grads, text_grads, grads) = jax.value_and_grad(loss_of, argnums=(0, 1, 2))(
@@ -148,27 +168,25 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
     feature_grads = split_micro_batches((image_grads, text_grads), accumulation_steps,
                                         batch_shards)
 
-    # 3. Each micro-batch again: its features' gradient back through the towers.
-    def backward(carry, inputs):
-      grads, batch_stats = carry
+    # 3. Each micro-batch again (normalised by BatchNorm as in 1.): its features' gradient back
+    # through the towers.
+    def backward(grads, inputs):
       micro_batch, (image_grad, text_grad) = inputs
 
       def surrogate(params):
-        (image, text), new_batch_stats = features(params, batch_stats, micro_batch)
-        return jnp.sum(image * image_grad) + jnp.sum(text * text_grad), new_batch_stats
+        image, text = features(params, batch_stats, micro_batch)[0]
+        return jnp.sum(image * image_grad) + jnp.sum(text * text_grad)
 
-      micro_grads, batch_stats = jax.grad(surrogate, has_aux=True)(params)
-      return (jax.tree.map(jnp.add, grads, micro_grads), batch_stats), None
+      return jax.tree.map(jnp.add, grads, jax.grad(surrogate)(params)), None
 
-    (grads, batch_stats), _ = jax.lax.scan(backward, (grads, batch_stats),
-                                           (micro_batches, feature_grads))
-    return loss, grads, batch_stats
+    grads, _ = jax.lax.scan(backward, grads, (micro_batches, feature_grads))
+    return loss, grads, new_batch_stats
 
   gradients = whole_batch_gradients if accumulation_steps == 1 else accumulated_gradients
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
-    loss, grads, batch_stats = gradients(state.params, state.batch_stats, batch,
-                                         jax.random.fold_in(state.rng, state.step))
+    batch = with_kept_patches(batch, jax.random.fold_in(state.rng, state.step))
+    loss, grads, batch_stats = gradients(state.params, state.batch_stats, batch)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     params = {**params, "logit_scale": jnp.clip(params["logit_scale"], 0.0, MAX_LOGIT_SCALE)}

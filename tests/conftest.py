@@ -1,6 +1,7 @@
 """Runs every test on 8 virtual CPU devices, so that sharding is exercised on one machine, with one
 XLA compilation cache for the whole run."""
 import os
+import pathlib
 import shutil
 import tempfile
 
@@ -31,3 +32,21 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
   if getattr(config, "compilation_cache", None):
     shutil.rmtree(config.compilation_cache, ignore_errors=True)
+
+
+# The suite's longest files, longest first (per file, from a fresh clone's run: test_train 391 s,
+# test_plan 220 s, test_multiprocess 212 s, test_convert 171 s, test_colabs 163 s, the training
+# page 132 s; the next ones take 115 s or less).
+LONGEST_FILES = ("test_train.py", "test_plan.py", "test_multiprocess.py", "convert/test_convert.py",
+                 "test_colabs.py", "test_docs_training.py")
+
+
+def pytest_collection_modifyitems(config, items):
+  """Starts the longest files first, the rest in their usual order. `make test` runs pytest-xdist
+  with `--dist loadfile --no-loadscope-reorder`, which hands out whole files in this order as
+  its two workers free up; its default order (most tests first) left the longest files, which
+  have few tests, to the end, and one worker alone with them (simulated on the measured run's
+  durations: the suite 1,342 s against 1,437 s)."""
+  rank = {name: position for position, name in enumerate(LONGEST_FILES)}
+  tests = pathlib.Path(__file__).parent
+  items.sort(key=lambda item: rank.get(item.path.relative_to(tests).as_posix(), len(rank)))

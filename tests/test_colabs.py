@@ -7,8 +7,8 @@ that colabs/zero_shot.ipynb trains itself by default; and workdirs in a temporar
 that a run writes nothing into the checkout and always starts afresh. colabs/zero_shot.ipynb also runs on a converted checkpoint (tiny, random weights),
 and once on a missing one for its message; colabs/scaling.ipynb runs as it is. The kernel is the
 Python running the tests (the repository's .venv under `make test`), whatever kernels Jupyter has
-registered elsewhere; it inherits the environment, so it sees the same 8 virtual CPU devices
-(tests/conftest.py).
+registered elsewhere; it inherits the environment but for the devices: one CPU device, as on
+Colab's CPU runtime (sharding is the other tests' business).
 """
 
 import json
@@ -23,6 +23,8 @@ from jupyter_client import manager
 import nbclient
 import nbformat
 import pytest
+
+from xla_flags import xla_flags
 
 COLABS = pathlib.Path(__file__).resolve().parent.parent / "colabs"
 KERNEL_NAME = "clip_jax_tests"
@@ -63,7 +65,7 @@ def execute(notebook, kernel_dir, settings, name):
       notebook, km=kernel_manager, kernel_name=KERNEL_NAME, timeout=CELL_TIMEOUT_S,
       resources={"metadata": {"path": str(COLABS)}})
   try:
-    client.execute(env={**os.environ, **settings})
+    client.execute(env={**os.environ, "XLA_FLAGS": xla_flags(1), **settings})
   finally:
     # nbclient shuts down only kernels it started itself; this one would idle on (gigabytes of
     # memory and a share of a core) until the test run ends.

@@ -25,26 +25,48 @@ from clip_jax import train
 import command_server
 import config_files
 import shard_files
+from xla_flags import xla_flags
 
 TOTAL_STEPS = 6
 IMAGE_SIZE = 24  # The quickstart's.
 
 
+# The tiny run: the demo's config with a tiny model and these changes.
+TINY_MODEL = dict(
+    embed_dim=16,
+    vision=dict(image_size=IMAGE_SIZE, patch_size=8, width=32, layers=1, head_width=16),
+    text=dict(context_length=16, vocab_size=128, width=32, layers=1, head_width=16))
+TINY_CHANGES = {
+    "total_steps": TOTAL_STEPS, "global_batch_size": 16, "log_every_steps": 1,
+    "optim.warmup_steps": 2, "checkpoint.every_steps": 2,
+    "evals.zero_shot.every_steps": 1000,  # only at the end
+    "evals.zero_shot.num_images": 64,
+}
+# The same as a config file, for the command line (whose flags cannot add the model's head
+# widths, which the demo's config does not set).
+TINY_CONFIG_FILE = """import ml_collections
+from clip_jax import settings
+
+
+def get_config():
+  config = settings.load_config_file({demo!r})
+  config.model.overrides = ml_collections.ConfigDict({model!r})
+  config.update_from_flattened_dict({changes!r})
+  return config
+"""
+
+
 def tiny_config(**changes) -> ml_collections.ConfigDict:
   config = config_files.load("synthetic_demo")
-  config.total_steps = TOTAL_STEPS
-  config.global_batch_size = 16
-  config.log_every_steps = 1
-  config.model.overrides = ml_collections.ConfigDict(dict(
-      embed_dim=16,
-      vision=dict(image_size=IMAGE_SIZE, patch_size=8, width=32, layers=1, head_width=16),
-      text=dict(context_length=16, vocab_size=128, width=32, layers=1, head_width=16)))
-  config.optim.warmup_steps = 2
-  config.checkpoint.every_steps = 2
-  config.evals.zero_shot.every_steps = 1000  # only at the end
-  config.evals.zero_shot.num_images = 64
-  config.update_from_flattened_dict(changes)
+  config.model.overrides = ml_collections.ConfigDict(TINY_MODEL)
+  config.update_from_flattened_dict({**TINY_CHANGES, **changes})
   return config
+
+
+def write_tiny_config_file(path) -> str:
+  path.write_text(TINY_CONFIG_FILE.format(demo=config_files.path("synthetic_demo"),
+                                          model=TINY_MODEL, changes=TINY_CHANGES))
+  return str(path)
 
 
 def losses_by_step(workdir):
@@ -203,9 +225,16 @@ def test_restore_onto_another_mesh(straight_run, num_devices):
 
 
 def test_accumulated_steps_log_the_losses_of_whole_batch_steps(straight_run, tmp_path):
-  """accumulation_steps=2: every step's 16 examples in two micro-batches of one per device."""
-  workdir = str(tmp_path)
-  train.train_and_evaluate(tiny_config(accumulation_steps=2), workdir)
+  """`--config.accumulation_steps=4` on the command line, on four devices: every step's 16
+  examples in four micro-batches of one per device, against the plain run on eight."""
+  workdir = str(tmp_path / "run")
+  result = command_server.run_python(
+      ["-m", "clip_jax.train", f"--config={write_tiny_config_file(tmp_path / 'tiny.py')}",
+       f"--workdir={workdir}", "--config.accumulation_steps=4"],
+      cwd=tmp_path, env={**os.environ, "XLA_FLAGS": xla_flags(4)})
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+  with open(os.path.join(workdir, "config.json")) as file:
+    assert json.load(file)["accumulation_steps"] == 4
   accumulated, reference = losses_by_step(workdir), losses_by_step(straight_run[0])
   assert accumulated.keys() == reference.keys()
   for step, loss in reference.items():
@@ -277,8 +306,6 @@ def test_nonfinite_loss_skipped_when_configured(tmp_path, monkeypatch):
     ({"nonfinite": "ignore"}, r"nonfinite.*ignore.*stop.*skip"),
     ({"data.image_size": 64}, rf"data\.image_size=64.*allowed: {IMAGE_SIZE}"),
     ({"accumulation_steps": 4}, r"global_batch_size=16.*accumulation_steps \(4\).*multiples of 32"),
-    ({"accumulation_steps": 2, "flip.mask_ratio": 0.5},
-     r"accumulation_steps=2 with flip\.mask_ratio=0\.5; allowed: accumulation_steps=1"),
 ])
 def test_bad_config_fails_at_once_naming_the_key(tmp_path, changes, message):
   start = time.perf_counter()

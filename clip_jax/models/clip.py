@@ -59,21 +59,24 @@ class CLIP(nn.Module):
           "logit_bias", nn.initializers.constant(config.init_logit_bias), ())
 
   def encode_image(self, images: jax.Array, train: bool = False, normalize: bool = True,
-                   patch_dropout: float = 0.0) -> jax.Array:
+                   patch_dropout: float = 0.0,
+                   patch_indices: jax.Array | None = None) -> jax.Array:
     """Images [B, H, W, 3] (uint8 pixels, or standardised floats) -> float32 features [B, E].
 
     `patch_dropout` > 0 (FLIP, a ViT only) drops that fraction of the patches at random, drawn
-    from the "patch_dropout" rng stream; see clip_jax.models.vision.
+    from the "patch_dropout" rng stream, or keeps the patches `patch_indices` [B, keep] that the
+    caller drew; see clip_jax.models.vision.
     """
     if images.dtype == jnp.uint8:
       images = standardize_images(images, self.config.preprocessing)
-    if not patch_dropout:
+    if not patch_dropout and patch_indices is None:
       features = self.visual(images, train=train)
     elif isinstance(self.config.vision, configs.ModifiedResNetConfig):
       raise ValueError(f"patch_dropout={patch_dropout!r} with a ModifiedResNet image tower, which "
                        "has no patches to drop; allowed: 0 (FLIP needs a ViT).")
     else:
-      features = self.visual(images, train=train, patch_dropout=patch_dropout)
+      features = self.visual(images, train=train, patch_dropout=patch_dropout,
+                             patch_indices=patch_indices)
     features = features.astype(jnp.float32)
     return l2_normalize(features) if normalize else features
 
@@ -83,9 +86,10 @@ class CLIP(nn.Module):
     return l2_normalize(features) if normalize else features
 
   def __call__(self, images: jax.Array, tokens: jax.Array, train: bool = False,
-               patch_dropout: float = 0.0) -> dict[str, jax.Array]:
-    image_features = self.encode_image(images, train=train,
-                                       patch_dropout=patch_dropout)    # [B, E]
+               patch_dropout: float = 0.0,
+               patch_indices: jax.Array | None = None) -> dict[str, jax.Array]:
+    image_features = self.encode_image(images, train=train, patch_dropout=patch_dropout,
+                                       patch_indices=patch_indices)    # [B, E]
     text_features = self.encode_text(tokens)                           # [B, E]
     logits = jnp.exp(self.logit_scale) * image_features @ text_features.T  # [B, B]
     outputs = dict(image_features=image_features, text_features=text_features,

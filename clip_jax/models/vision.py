@@ -63,12 +63,9 @@ def kept_patch_indices(rng: jax.Array, batch: int, num_patches: int, keep: int) 
   return jnp.sort(jnp.argsort(noise, axis=-1)[:, :keep], axis=-1)       # [B, keep]
 
 
-def drop_patches(tokens: jax.Array, ratio: float, rng: jax.Array) -> jax.Array:
-  """Class token and patch tokens [B, 1 + N, W] -> the class token and a random `keep` of the
-  patch tokens, [B, 1 + keep, W], different for every image."""
-  batch, num_patches = tokens.shape[0], tokens.shape[1] - 1
-  keep = kept_patch_count(num_patches, ratio)
-  indices = kept_patch_indices(rng, batch, num_patches, keep)           # [B, keep]
+def keep_patches(tokens: jax.Array, indices: jax.Array) -> jax.Array:
+  """Class token and patch tokens [B, 1 + N, W] -> the class token and each image's patch tokens
+  at its `indices` [B, keep], [B, 1 + keep, W]."""
   patches = jnp.take_along_axis(tokens[:, 1:], indices[..., None], axis=1)  # [B, keep, W]
   return jnp.concatenate([tokens[:, :1], patches], axis=1)              # [B, 1 + keep, W]
 
@@ -80,7 +77,10 @@ class VisionTransformer(nn.Module):
   masked phase, then an unmasked one), not part of the architecture that configs and converted
   checkpoints describe. Only a caller that asks for it drops patches (the train step); its
   default 0, what `train=False` callers and evaluation use, computes the full model. Dropping
-  draws from the "patch_dropout" rng stream (`rngs={"patch_dropout": key}` in `apply`).
+  draws from the "patch_dropout" rng stream (`rngs={"patch_dropout": key}` in `apply`), unless
+  the caller drew the kept patches itself (`patch_indices` [B, keep], from `kept_patch_indices`):
+  the train step does, for the whole batch, so that gradient accumulation's micro-batches keep
+  the patches the whole batch would.
   """
 
   config: configs.VisionTransformerConfig
@@ -91,8 +91,8 @@ class VisionTransformer(nn.Module):
   remat: bool = False
 
   @nn.compact
-  def __call__(self, images: jax.Array, *, train: bool = False,
-               patch_dropout: float = 0.0) -> jax.Array:
+  def __call__(self, images: jax.Array, *, train: bool = False, patch_dropout: float = 0.0,
+               patch_indices: jax.Array | None = None) -> jax.Array:
     del train  # No dropout or BatchNorm: training and inference compute the same function.
     config = self.config
     width, patch = config.width, config.patch_size
@@ -107,8 +107,12 @@ class VisionTransformer(nn.Module):
     positional_embedding = self.param("positional_embedding", layers.normal(scale),
                                       (1 + grid * grid, width))
     x = x + positional_embedding.astype(self.dtype)
-    if patch_dropout:
-      x = drop_patches(x, patch_dropout, self.make_rng("patch_dropout"))  # [B, 1 + keep, W]
+    if patch_dropout and patch_indices is None:
+      num_patches = grid * grid
+      patch_indices = kept_patch_indices(self.make_rng("patch_dropout"), batch, num_patches,
+                                         kept_patch_count(num_patches, patch_dropout))
+    if patch_indices is not None:
+      x = keep_patches(x, patch_indices)                               # [B, 1 + keep, W]
     x = layers.LayerNorm(name="ln_pre")(x)
     x = layers.Transformer(width, config.layers, config.head_width, config.mlp_dim,
                            self.activation, causal=False, dtype=self.dtype, scan=self.scan,

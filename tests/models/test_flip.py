@@ -39,11 +39,13 @@ def numpy_drop_patches(tokens: np.ndarray, ratio: float, rng: jax.Array) -> np.n
   return np.stack(rows)
 
 
-def test_drop_patches_keeps_the_class_token_and_a_random_subset_as_numpy_does():
+def test_kept_patches_are_the_class_token_and_a_random_subset_as_numpy_draws_them():
   tokens = np.random.default_rng(0).normal(size=(6, 1 + NUM_PATCHES, 4)).astype(np.float32)
   rng = jax.random.PRNGKey(3)
   for ratio in (0.5, 0.75):
-    dropped = np.asarray(jax.jit(vision.drop_patches, static_argnums=1)(tokens, ratio, rng))
+    keep = vision.kept_patch_count(NUM_PATCHES, ratio)
+    indices = vision.kept_patch_indices(rng, len(tokens), NUM_PATCHES, keep)
+    dropped = np.asarray(jax.jit(vision.keep_patches)(tokens, indices))
     np.testing.assert_array_equal(dropped, numpy_drop_patches(tokens, ratio, rng))
     assert dropped.shape == (6, 1 + round((1 - ratio) * NUM_PATCHES), 4)
 
