@@ -51,10 +51,12 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
   return restored["state"], restored["data"], step
 
 
-def restore_variables(workdir: str, step: int | None = None) -> tuple[dict[str, Any], int]:
+def restore_variables(workdir: str, step: int | None = None,
+                      use_ema: bool = False) -> tuple[dict[str, Any], int]:
   """The model variables (numpy; params and, for a ResNet, batch_stats) of a workdir's checkpoint,
   by default the latest, and its step: what evaluation and `clip_jax.load` need, without the
-  optimiser state's structure or the mesh it was trained on."""
+  optimiser state's structure or the mesh it was trained on. With `use_ema`, the parameters'
+  moving average (a run with `ema_decay` > 0) in place of the parameters."""
   manager = create_manager(workdir)
   try:
     step = manager.latest_step() if step is None else step
@@ -63,7 +65,13 @@ def restore_variables(workdir: str, step: int | None = None) -> tuple[dict[str, 
     state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   finally:
     manager.close()
-  variables = {"params": state["state"]["params"]}
+  params = state["state"]["params"]
+  if use_ema:
+    params = state["state"].get("ema_params")
+    if not params:
+      raise ValueError(f"use_ema=True, but {workdir} keeps no moving average of its parameters "
+                       "(its run had ema_decay=0); allowed: use_ema=False.")
+  variables = {"params": params}
   if state["state"].get("batch_stats"):
     variables["batch_stats"] = state["state"]["batch_stats"]
   return jax.tree.map(np.asarray, variables), step

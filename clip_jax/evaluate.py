@@ -29,6 +29,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config whose `evals` 
                                           "use; by default the workdir's own.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir: its latest checkpoint.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A directory written by clip_jax.convert.")
+_USE_EMA = flags.DEFINE_bool("use_ema", False, "Evaluate the workdir's moving average of the "
+                             "parameters (a run with ema_decay > 0) instead of its parameters.")
 _OUTPUT = flags.DEFINE_string("output", None, "JSON file for the results; by default "
                               "evaluation.json in the workdir or checkpoint directory.")
 
@@ -47,9 +49,12 @@ def main(argv):
   del argv
   if bool(_WORKDIR.value) == bool(_CHECKPOINT.value):
     raise app.UsageError("Give exactly one of --workdir and --checkpoint.")
+  if _USE_EMA.value and _CHECKPOINT.value:
+    raise app.UsageError("--use_ema needs --workdir: a converted checkpoint holds one set of "
+                         "parameters.")
   given = settings.parse(_CONFIG.value) if _CONFIG.value else None
   if _WORKDIR.value:
-    run, model, variables = pretrained.read_workdir(_WORKDIR.value)
+    run, model, variables = pretrained.read_workdir(_WORKDIR.value, _USE_EMA.value)
     evals = given.evals if given else run.evals
     data, step, directory = run.data, run.total_steps, _WORKDIR.value
   else:

@@ -130,15 +130,21 @@ def contrastive_loss(embed_dim: int, global_batch_size: int) -> Cost:
 
 
 def train_flops_per_sample(config: configs.CLIPConfig, global_batch_size: int,
-                           mask_ratio: float = 0.0, hardware: bool = False) -> dict[str, Cost]:
+                           mask_ratio: float = 0.0, hardware: bool = False,
+                           accumulated: bool = False) -> dict[str, Cost]:
   """Each part's cost per training sample: "image", "text", "loss", and their sum, "total".
 
-  By default the model's FLOPs, the compute of scaling laws, which remat does not change;
-  `hardware=True` adds what a config with remat recomputes (for MFU against the machine).
+  By default the model's FLOPs, the compute of scaling laws, which neither remat nor gradient
+  accumulation changes; `hardware=True` adds what the step recomputes (for MFU against the
+  machine): remat's forward passes (a config with remat) and, for an `accumulated` step
+  (accumulation_steps > 1), the towers' second forward pass.
   """
   remat = hardware and config.remat
   parts = {"image": image_tower(config, mask_ratio, remat), "text": text_tower(config, remat),
            "loss": contrastive_loss(config.embed_dim, global_batch_size)}
+  if hardware and accumulated:
+    for tower in ("image", "text"):
+      parts[tower] += Cost(0.0, parts[tower].forward)
   parts["total"] = parts["image"] + parts["text"] + parts["loss"]
   return parts
 

@@ -161,7 +161,8 @@ def plan_run(run: settings.Run, devices: list, target: str,
         batch_bytes=_shard_bytes(batch),
         **{kind: run.global_batch_size * flops.train_flops_per_sample(
                run.model.architecture, run.global_batch_size, mask_ratio,
-               hardware=kind == "hardware_flops")["total"].total
+               hardware=kind == "hardware_flops",
+               accumulated=run.accumulation_steps > 1)["total"].total
            for kind in ("model_flops", "hardware_flops")})
     try:
       compiled = program.step_function(mask_ratio).lower(state, batch).compile()
@@ -198,7 +199,8 @@ def largest_batch(run: settings.Run, devices: list, target: str,
   or, where that lies near or outside the bracket of the largest batch that fits and the
   smallest that does not, halfway between them.
   """
-  unit = math.lcm(len(devices), len({device.process_index for device in devices}))
+  unit = math.lcm(len(devices) * run.accumulation_steps,
+                  len({device.process_index for device in devices}))
   probes: dict[int, Plan] = {}
 
   def probe(batch: int) -> Plan:
@@ -258,9 +260,12 @@ def describe(plan: Plan) -> str:
   run, architecture = plan.run, plan.run.model.architecture
   loss = run.loss.name + (f", blockwise (tiles of {run.loss.tile_size})" if run.loss.blockwise
                           else "")
+  per_chip = run.global_batch_size // plan.chips
+  micro_batches = (f" in {run.accumulation_steps} micro-batches of "
+                   f"{per_chip // run.accumulation_steps:,}" if run.accumulation_steps > 1 else "")
   lines = [
       f"{run.model.name} | global batch {run.global_batch_size:,} "
-      f"({run.global_batch_size // plan.chips:,} per chip) | {plan.target}",
+      f"({per_chip:,} per chip{micro_batches}) | {plan.target}",
       f"mesh {' x '.join(f'{axis} {size}' for axis, size in plan.mesh.items())} | "
       f"loss {loss} | {architecture.dtype} | remat {'on' if architecture.remat else 'off'} | "
       f"scan {'on' if architecture.scan else 'off'}"
@@ -277,7 +282,7 @@ def describe(plan: Plan) -> str:
         f"  temporaries                     {_gib(step.temp_bytes)}",
         f"  total                           {_gib(step.total_bytes)}{capacity}",
         f"model FLOPs per step              {step.model_flops:.3e} "
-        f"(with remat's recompute {step.hardware_flops:.3e})",
+        f"(with what the step recomputes {step.hardware_flops:.3e})",
     ]
     if step.out_of_memory or (plan.hbm_bytes and step.total_bytes > plan.hbm_bytes):
       over = (f"{_gib(step.total_bytes)} per chip, {_gib(step.total_bytes - plan.hbm_bytes)} "

@@ -101,14 +101,16 @@ def is_workdir(path: str) -> bool:
           and (files.path(path) / checkpoint.DIRECTORY).is_dir())
 
 
-def read_workdir(workdir: str) -> tuple[settings.Run, clip_model.CLIP, dict[str, Any]]:
-  """(run settings, model, variables as numpy arrays) of a training workdir's latest checkpoint.
+def read_workdir(workdir: str,
+                 use_ema: bool = False) -> tuple[settings.Run, clip_model.CLIP, dict[str, Any]]:
+  """(run settings, model, variables as numpy arrays) of a training workdir's latest checkpoint;
+  with `use_ema`, the moving average of the parameters (a run with `ema_decay` > 0).
 
   Only the run's config is parsed: nothing that training checks at start-up (a fine-tuning
   source, the evaluators' data) needs to be there.
   """
   run = settings.parse(json.loads(files.read_text(files.path(workdir) / WORKDIR_CONFIG)))
-  variables, _ = checkpoint.restore_variables(workdir)
+  variables, _ = checkpoint.restore_variables(workdir, use_ema=use_ema)
   return run, clip_model.CLIP(run.model.architecture), variables
 
 
@@ -120,18 +122,22 @@ def checkpoint_data(architecture: configs.CLIPConfig,
                              context_length=architecture.text.context_length)
 
 
-def load(path: str) -> Pretrained:
+def load(path: str, use_ema: bool = False) -> Pretrained:
   """(model, variables, preprocess, tokenize) of a converted checkpoint or a training workdir.
 
   A converted checkpoint tokenizes with CLIP's BPE; a workdir with its run's tokenizer (e.g. the
-  synthetic dataset's words) and evaluation view of images.
+  synthetic dataset's words) and evaluation view of images. `use_ema` takes a workdir's moving
+  average of the parameters (a run with `ema_decay` > 0) instead of its parameters.
   """
+  if use_ema and not is_workdir(path):
+    raise ValueError(f"use_ema=True with {path}, which is not a training workdir; allowed: "
+                     "use_ema=False (a converted checkpoint holds one set of parameters).")
   if is_converted(path):
     architecture, variables = read(path)
     model = clip_model.CLIP(architecture)
     data = checkpoint_data(architecture)
   elif is_workdir(path):
-    run, model, variables = read_workdir(path)
+    run, model, variables = read_workdir(path, use_ema)
     data = run.data
   else:
     raise FileNotFoundError(f"{path} is neither a converted checkpoint (no {MODEL_FILE}: see "

@@ -33,7 +33,7 @@ def state_initializer(run: settings.Run, model: models.CLIP, optimizer: optax.Gr
   return functools.partial(
       train_step_lib.create_train_state, model=model, optimizer=optimizer,
       image_shape=(run.global_batch_size, run.data.image_size, run.data.image_size, 3),
-      text_shape=(run.global_batch_size, run.data.context_length))
+      text_shape=(run.global_batch_size, run.data.context_length), ema=run.ema_decay > 0)
 
 
 class Program(NamedTuple):
@@ -64,7 +64,7 @@ def make_program(run: settings.Run, mesh: jax.sharding.Mesh) -> Program:
                        trainable=functools.partial(finetune.trainable, finetune=run.finetune),
                        train_image_tower=finetune.image_tower_trains(run.finetune),
                        mask_ratio=mask_ratio, accumulation_steps=run.accumulation_steps,
-                       batch_shards=sharding.batch_shard_count(mesh)),
+                       batch_shards=sharding.batch_shard_count(mesh), ema_decay=run.ema_decay),
                    in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                    out_shardings=(state_shardings, sharding.replicated(mesh)),
                    donate_argnums=0)

@@ -309,6 +309,9 @@ class Run:
   # Each step's batch in that many micro-batches, with the same loss and update (clip_jax.train_step):
   # memory follows the micro-batch, at the cost of one more forward pass.
   accumulation_steps: int = _setting(1, _POSITIVE_COUNT)
+  # > 0: the train state also keeps an exponential moving average of the parameters, updated
+  # every step as ema = ema_decay * ema + (1 - ema_decay) * params; evaluations report both.
+  ema_decay: float = _setting(0.0, _FRACTION)
   log_every_steps: int = _setting(100, _POSITIVE_COUNT)
   # "stop": a non-finite loss or gradient stops the run at its last good checkpoint; "skip": the
   # update is dropped and training goes on.

@@ -90,16 +90,34 @@ def check_resources(run: settings.Run) -> None:
   evaluators.check_data(run.evals)
 
 
+EMA_PREFIX = "ema/"
+
+
 def evaluate(run: settings.Run, model, state: train_step_lib.TrainState, mesh,
              step: int) -> dict[str, float]:
-  """The metrics of the evaluators due at `step`, sharded over the training mesh."""
-  variables = {"params": state.params}
-  if state.batch_stats:
-    variables["batch_stats"] = state.batch_stats
-  encode_image, encode_text = evaluators.make_encoders(model, variables, mesh)
-  return evaluators.run_evaluators(run.evals, encode_image, encode_text, step, data=run.data,
-                                   view=model.config.preprocessing,
-                                   total_steps=run.total_steps)
+  """The metrics of the evaluators due at `step`, sharded over the training mesh; with a moving
+  average of the parameters (ema_decay > 0), its metrics too, named with EMA_PREFIX."""
+  results = {}
+  for prefix, params in (("", state.params), (EMA_PREFIX, state.ema_params)):
+    if not params:
+      continue
+    variables = {"params": params}
+    if state.batch_stats:
+      variables["batch_stats"] = state.batch_stats
+    encode_image, encode_text = evaluators.make_encoders(model, variables, mesh)
+    metrics = evaluators.run_evaluators(run.evals, encode_image, encode_text, step, data=run.data,
+                                        view=model.config.preprocessing,
+                                        total_steps=run.total_steps)
+    results.update({prefix + name: value for name, value in metrics.items()})
+  return results
+
+
+def summary_lines(run: settings.Run, results: dict[str, float]) -> list[str]:
+  """The evaluators' summary lines, then those of the moving average's evaluation, marked."""
+  ema = {name.removeprefix(EMA_PREFIX): value for name, value in results.items()
+         if name.startswith(EMA_PREFIX)}
+  return [*evaluators.summary_lines(run.evals, results),
+          *(f"EMA {line}" for line in evaluators.summary_lines(run.evals, ema))]
 
 
 def save_config(run: settings.Run, workdir: str) -> None:
@@ -229,7 +247,7 @@ def train_loop(training: Training) -> dict[str, float]:
         logger.write(step, {**results, **compute_scalars(step)})
         last_scalars.update(results)
         if is_main:
-          for line in evaluators.summary_lines(run.evals, results):
+          for line in summary_lines(run, results):
             print(f"step {step} | {line}", flush=True)
       preempted = preemption.check(step)
       if step % run.checkpoint.every_steps == 0 or step == run.total_steps or preempted:

@@ -32,12 +32,15 @@ class TrainState:
   batch_stats: Any               # BatchNorm statistics (ModifiedResNet); {} for ViTs.
   opt_state: optax.OptState
   rng: jax.Array                 # For stochastic parts of later steps (patch dropping).
+  ema_params: Any                # The parameters' moving average (ema_decay > 0); {} otherwise.
 
 
 def create_train_state(rng: jax.Array, variables: dict[str, Any] | None = None, *,
                        model: nn.Module, optimizer: optax.GradientTransformation,
-                       image_shape: tuple[int, ...], text_shape: tuple[int, ...]) -> TrainState:
-  """Initialises parameters (or takes pretrained `variables`) and the optimiser state.
+                       image_shape: tuple[int, ...], text_shape: tuple[int, ...],
+                       ema: bool = False) -> TrainState:
+  """Initialises parameters (or takes pretrained `variables`), the optimiser state and, with
+  `ema`, the parameters' moving average (starting at the parameters).
 
   Call under jit to place them sharded.
   """
@@ -48,7 +51,8 @@ def create_train_state(rng: jax.Array, variables: dict[str, Any] | None = None, 
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}),
-                    opt_state=optimizer.init(params), rng=state_rng)
+                    opt_state=optimizer.init(params), rng=state_rng,
+                    ema_params=params if ema else {})
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -78,7 +82,7 @@ def merge_micro_batches(tree: Any, shards: int) -> Any:
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, loss_fn: Callable,
                     schedule: optax.Schedule, *, trainable: Callable[[Any], Any] | None = None,
                     train_image_tower: bool = True, mask_ratio: float = 0.0,
-                    accumulation_steps: int = 1, batch_shards: int = 1
+                    accumulation_steps: int = 1, batch_shards: int = 1, ema_decay: float = 0.0
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Returns `train_step(state, batch) -> (state, metrics)`, to be wrapped in jax.jit.
 
@@ -103,6 +107,9 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
   micro-batch with that micro-batch's statistics, so its loss is the loss of those features (not
   the whole batch's, unless its image tower is locked), and its running averages take one update
   per step, with the mean of the micro-batches' statistics.
+
+  `ema_decay` > 0 updates the state's moving average of the parameters after each applied update:
+  `ema = ema_decay * ema + (1 - ema_decay) * params`.
   """
 
   def masked(params):
@@ -191,8 +198,12 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
     params = optax.apply_updates(state.params, updates)
     params = {**params, "logit_scale": jnp.clip(params["logit_scale"], 0.0, MAX_LOGIT_SCALE)}
     finite = jnp.isfinite(loss) & _all_finite(grads)
+    ema_params = state.ema_params
+    if ema_decay:
+      ema_params = jax.tree.map(lambda average, param: ema_decay * average + (1 - ema_decay) * param,
+                                state.ema_params, params)
     updated = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state)
+                            opt_state=opt_state, ema_params=ema_params)
     # A non-finite step changes nothing but the step counter, so the state stays usable.
     kept = state.replace(step=state.step + 1)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, kept)

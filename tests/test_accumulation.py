@@ -68,12 +68,11 @@ def initial_state(loss_name, model_name):
       text_shape=(GLOBAL_BATCH, CONTEXT_LENGTH)))(jax.random.PRNGKey(0))
 
 
-@functools.cache
-def one_step(accumulation_steps, loss_name, blockwise, mesh_shape, mask_ratio=0.0,
+def run_step(batch, accumulation_steps, loss_name, blockwise, mesh_shape, mask_ratio=0.0,
              model_name="tiny-vit"):
-  """(loss, gradients, BatchNorm statistics) after a step in `accumulation_steps` micro-batches
-  on a mesh of `mesh_shape` devices, FLIP dropping `mask_ratio` of the patches: the gradients as
-  SGD at a learning rate of 1 applied them."""
+  """(state before, state after, metrics) of a step on `batch` in `accumulation_steps`
+  micro-batches on a mesh of `mesh_shape` devices, FLIP dropping `mask_ratio` of the patches,
+  with plain SGD at a learning rate of 1."""
   mesh = create_mesh(mesh_shape)
   model = tiny_model(loss_name, model_name)
   loss_fn = losses.make_loss_fn(loss_name, mesh, blockwise=blockwise, tile_size=4)
@@ -85,8 +84,17 @@ def one_step(accumulation_steps, loss_name, blockwise, mesh_shape, mask_ratio=0.
       accumulation_steps=accumulation_steps, batch_shards=sharding.batch_shard_count(mesh)),
       in_shardings=(state_shardings, sharding.batch_sharding(mesh)))
   new_state, metrics = step(jax.device_put(state, state_shardings),
-                            jax.device_put(random_batch(model_name),
-                                           sharding.batch_sharding(mesh)))
+                            jax.device_put(batch, sharding.batch_sharding(mesh)))
+  return state, new_state, metrics
+
+
+@functools.cache
+def one_step(accumulation_steps, loss_name, blockwise, mesh_shape, mask_ratio=0.0,
+             model_name="tiny-vit"):
+  """(loss, gradients, BatchNorm statistics) of `run_step` on the random batch: the gradients as
+  SGD applied them."""
+  state, new_state, metrics = run_step(random_batch(model_name), accumulation_steps, loss_name,
+                                       blockwise, mesh_shape, mask_ratio, model_name)
   assert bool(metrics["finite"])
   gradients = jax.tree.map(lambda old, new: np.asarray(old) - np.asarray(new), state.params,
                            new_state.params)
@@ -173,6 +181,16 @@ def test_a_resnet_normalises_each_micro_batch_by_itself():
   mesh_shape, accumulation_steps = (1, 2), 2
   assert_same_step(one_step(accumulation_steps, "softmax", False, mesh_shape, model_name="tiny-rn"),
                    sequential_resnet_step(accumulation_steps, mesh_shape))
+
+
+def test_a_non_finite_micro_batch_leaves_the_state_as_it_was():
+  """One image of the last micro-batch is NaN: the step reports it and applies nothing."""
+  batch = random_batch("tiny-vit")
+  batch["image"][-1] = np.nan
+  state, new_state, metrics = run_step(batch, 2, "softmax", False, (1, 1))
+  assert not bool(metrics["finite"]) and int(new_state.step) == int(state.step) + 1
+  for old, new in zip(jax.tree.leaves(state.params), jax.tree.leaves(new_state.params)):
+    np.testing.assert_array_equal(new, old)
 
 
 def test_micro_batches_keep_each_devices_rows_and_merge_back_in_order():

@@ -86,6 +86,19 @@ def test_remat_is_hardware_compute_only():
   assert hardware.backward > model_flops.backward
 
 
+def test_accumulation_recomputes_the_towers_forward_passes_only():
+  """GradCache runs each tower forward twice (features without gradients, then again for the
+  backward pass); the loss runs once, on the whole batch; the model's FLOPs do not change."""
+  config = models.get_model_config("tiny-vit", **VIT)
+  plain = flops.train_flops_per_sample(config, BATCH, hardware=True)
+  accumulated = flops.train_flops_per_sample(config, BATCH, hardware=True, accumulated=True)
+  assert accumulated["total"].total - plain["total"].total == pytest.approx(
+      plain["image"].forward + plain["text"].forward)
+  assert accumulated["loss"] == plain["loss"]
+  assert (flops.train_flops_per_sample(config, BATCH, accumulated=True)["total"]
+          == flops.train_flops_per_sample(config, BATCH)["total"])
+
+
 def test_named_models_match_open_clips_profile():
   """open_clip's model profile lists 4.41 GFLOPs for ViT-B/32's image tower and 81.08 for
   ViT-L/14's, counting a multiply-accumulate as one FLOP (fvcore's convention): twice that here."""

@@ -4,7 +4,8 @@ and a SIGTERM to one of them stops both at one checkpoint, from which they resum
 
 The mesh is pure FSDP (`mesh.fsdp=-1`), so that the larger parameters are split across the two
 processes: the step gathers them and scatters their gradients between processes, and each
-process writes and reads its own shards of the checkpoint.
+process writes and reads its own shards of the checkpoint. Each step runs in two micro-batches
+(`accumulation_steps=2`), whose features and gradients cross the processes too.
 """
 
 import json
@@ -39,6 +40,7 @@ CHANGES = {
     "model.overrides.text.width": 64, "model.overrides.text.layers": 1,
     "optim.warmup_steps": 2, "checkpoint.every_steps": 2, "mesh.data": 1, "mesh.fsdp": -1,
     "evals.zero_shot.every_steps": 1000, "evals.zero_shot.num_images": 64,
+    "accumulation_steps": 2,
 }
 PROCESS_TIMEOUT_SECONDS = 240
 

@@ -59,15 +59,15 @@ def test_compile_only_devices_have_the_slices_chips_and_hosts():
 # Each case compiles the whole train step for TPU (about 20 s each on 2 cores), so each one
 # combines several features: between them they cover both image towers, both losses (the sigmoid
 # loss plain and blockwise, the softmax loss blockwise here and plain in the run too big for its
-# chips below), data parallelism and FSDP, FLIP's two phases, remat, scan and bfloat16, on v4
-# and v5e chips.
+# chips below), data parallelism and FSDP, FLIP's two phases, remat, scan, bfloat16 and gradient
+# accumulation, on v4 and v5e chips.
 CASES = {
-    "vit-softmax-blockwise-fsdp-flip-remat-scan-bf16": dict(
+    "vit-softmax-blockwise-fsdp-flip-remat-scan-bf16-accumulation": dict(
         slice_name="v5e-4", changes={
             "loss.blockwise": True, "loss.tile_size": 4, "mesh.data": 2, "mesh.fsdp": 2,
             "mesh.min_shard_size": 1, "flip.mask_ratio": 0.5, "flip.unmasked_steps": 2,
             "model.overrides.remat": True, "model.overrides.scan": True,
-            "model.overrides.dtype": "bfloat16"}),
+            "model.overrides.dtype": "bfloat16", "accumulation_steps": 2}),
     "vit-sigmoid-data-parallel-float32": dict(
         slice_name="v4-8", changes={"loss.name": "sigmoid"}),
     "resnet-sigmoid-blockwise-fsdp-bf16": dict(
@@ -97,13 +97,17 @@ def test_the_train_step_compiles_for_tpu_and_its_memory_adds_up(compiled_plan):
     assert masked.model_flops < unmasked.model_flops
   else:
     assert phases == {0.0: run.total_steps}
+  per_chip, steps = GLOBAL_BATCH // compiled_plan.chips, run.accumulation_steps
+  if steps > 1:
+    assert (f"({per_chip} per chip in {steps} micro-batches of {per_chip // steps})"
+            in plan.describe(compiled_plan))
   for step in compiled_plan.steps:
     # The batch per chip: uint8 images and int32 tokens of global_batch / chips samples.
     per_chip, size = GLOBAL_BATCH // compiled_plan.chips, run.data.image_size
     assert step.batch_bytes == per_chip * (size * size * 3 + run.data.context_length * 4)
     assert step.state_bytes < step.total_bytes < compiled_plan.hbm_bytes
     assert step.hardware_flops >= step.model_flops > 0
-    if run.model.architecture.remat:
+    if run.model.architecture.remat or run.accumulation_steps > 1:
       assert step.hardware_flops > step.model_flops
 
 

@@ -119,6 +119,7 @@ COMMAND_LINE = {
     "total_steps": ("300", lambda run: run.total_steps),
     "global_batch_size": ("64", lambda run: run.global_batch_size),
     "accumulation_steps": ("4", lambda run: run.accumulation_steps),
+    "ema_decay": ("0.999", lambda run: run.ema_decay),
     "log_every_steps": ("5", lambda run: run.log_every_steps),
     "nonfinite": ("skip", lambda run: run.nonfinite),
 }

@@ -167,6 +167,36 @@ def test_exact_resume_after_preemption(straight_run, tmp_path, monkeypatch):
   assert_same_run(str(tmp_path), reference_dir, config)
 
 
+def test_moving_average_resumes_bit_identically_and_is_evaluated(straight_run, tmp_path,
+                                                                 monkeypatch, capsys):
+  """ema_decay > 0: a run preempted and resumed ends with the average (and the parameters) of a
+  run without a stop; the average changes nothing else (the losses of the run without one);
+  every evaluation reports both sets; clip_jax.load reads either."""
+  config = tiny_config(ema_decay=0.5)
+  reference_dir, workdir = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  final = train.train_and_evaluate(config, reference_dir)
+  assert losses_by_step(reference_dir) == losses_by_step(straight_run[0])
+  run_preempted_then_resumed(config, workdir, TOTAL_STEPS // 2 + 1, monkeypatch)
+  assert_same_run(workdir, reference_dir, config)
+  resumed, _, _ = restore_params(workdir, config, jax.devices())
+  reference, _, _ = restore_params(reference_dir, config, jax.devices())
+  flat = lambda tree: {jax.tree_util.keystr(path): np.asarray(leaf)  # noqa: E731
+                       for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+  for name, value in flat(reference.ema_params).items():
+    np.testing.assert_array_equal(flat(resumed.ema_params)[name], value, err_msg=name)
+
+  for name in ("zero_shot/shape_top1_seen", "ema/zero_shot/shape_top1_seen"):
+    assert 0.0 <= final[name] <= 1.0
+  assert f"step {TOTAL_STEPS} | EMA zero-shot top-1 on new images: shape " in capsys.readouterr().out
+  _, ema_variables, _, _ = clip_jax.load(workdir, use_ema=True)
+  _, variables, _, _ = clip_jax.load(workdir)
+  for name, value in flat(resumed.ema_params).items():
+    np.testing.assert_array_equal(flat(ema_variables["params"])[name], value, err_msg=name)
+    np.testing.assert_array_equal(flat(variables["params"])[name], flat(resumed.params)[name])
+  with pytest.raises(ValueError, match="keeps no moving average.*ema_decay=0"):
+    clip_jax.load(straight_run[0], use_ema=True)
+
+
 def webdataset_config(files):
   config = config_files.load("webdataset", "tiny")
   config.total_steps = 4
