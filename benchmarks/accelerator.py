@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -72,6 +73,19 @@ def largest_per_chip_batch(run: settings.Run, devices: list, start: int) -> int:
   return found.run.global_batch_size // len(devices)
 
 
+def seconds_per_step(step, state, batch, steps: int, warmup: int) -> tuple[float, Any]:
+  """Mean seconds of `steps` train steps (each passing the state on, the step donates it), after
+  `warmup` steps; and the last state."""
+  for _ in range(warmup):
+    state, metrics = step(state, batch)
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = step(state, batch)
+  jax.block_until_ready(metrics)
+  return (time.perf_counter() - start) / steps, state
+
+
 def measure(run: settings.Run, steps: int) -> dict[str, float]:
   """Compile and step times of `run`'s train step, and the times of its parts (see the module
   docstring), in seconds."""
@@ -84,14 +98,7 @@ def measure(run: settings.Run, steps: int) -> dict[str, float]:
   start = time.perf_counter()
   step = program.step_function(0.0).lower(state, batch).compile()
   compile_s = time.perf_counter() - start
-  for _ in range(2):  # warm-up
-    state, metrics = step(state, batch)
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = step(state, batch)
-  jax.block_until_ready(metrics)
-  step_s = (time.perf_counter() - start) / steps
+  step_s, state = seconds_per_step(step, state, batch, steps, warmup=2)
 
   loss_fn = losses.make_loss_fn(run.loss.name, mesh, sharding.BATCH_AXES,
                                 blockwise=run.loss.blockwise, tile_size=run.loss.tile_size)

@@ -17,11 +17,11 @@ steps on random data after one warm-up (0 times nothing); a step over `--memory_
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import numpy as np
 
+from benchmarks import accelerator
 from benchmarks import common
 from benchmarks import memory_plan
 from clip_jax import accelerators
@@ -47,21 +47,9 @@ def seconds_per_step(run: settings.Run, steps: int) -> float:
   mesh = sharding.create_mesh(run.mesh)
   program = program_lib.make_program(run, mesh)
   state = jax.jit(program.init, out_shardings=program.state_shardings)(jax.random.PRNGKey(0))
-  rng = np.random.default_rng(0)
-  size, context = run.data.image_size, run.data.context_length
-  vocab_size = run.model.architecture.text.vocab_size
-  batch = sharding.global_batch({
-      "image": rng.integers(0, 256, (run.global_batch_size, size, size, 3), dtype=np.uint8),
-      "text": rng.integers(1, vocab_size, (run.global_batch_size, context), dtype=np.int32)},
-                                mesh)
-  step = program.step_function(0.0)
-  state, metrics = step(state, batch)
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = step(state, batch)
-  jax.block_until_ready(metrics)
-  return (time.perf_counter() - start) / steps
+  batch = sharding.global_batch(accelerator.host_batch(run, np.random.default_rng(0)), mesh)
+  return accelerator.seconds_per_step(program.step_function(0.0), state, batch, steps,
+                                      warmup=1)[0]
 
 
 def table_row(result: plan.Plan, step_seconds: float | None, reference_seconds: float | None,
