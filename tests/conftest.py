@@ -34,9 +34,8 @@ def pytest_unconfigure(config):
     shutil.rmtree(config.compilation_cache, ignore_errors=True)
 
 
-# The suite's longest files, longest first (per file, from a fresh clone's run: test_train 391 s,
-# test_plan 220 s, test_multiprocess 212 s, test_convert 171 s, test_colabs 163 s, the training
-# page 132 s; the next ones take 115 s or less).
+# The suite's longest files, longest first (summed test times per file of the fresh-clone runs
+# in benchmarks/RESULTS.md's suite table; the files after these take well under two minutes).
 LONGEST_FILES = ("test_train.py", "test_plan.py", "test_multiprocess.py", "convert/test_convert.py",
                  "test_colabs.py", "test_docs_training.py")
 

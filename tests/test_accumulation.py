@@ -137,9 +137,9 @@ def test_micro_batches_give_the_whole_batch_step(loss_name, blockwise, mesh_shap
                    one_step(1, loss_name, blockwise, mesh_shape, mask_ratio))
 
 
-def test_flip_drops_the_same_patches_with_and_without_micro_batches():
-  """The masks are drawn for the whole batch: had each micro-batch drawn its own, the step above
-  would differ; and they are drawn at all (the step differs from the unmasked one)."""
+def test_the_flip_cases_drop_patches():
+  """The FLIP cases above compare masked steps (the same masks with and without micro-batches,
+  or the steps would differ); here, that masking happens at all."""
   unmasked = one_step(1, "softmax", True, (2, 4))
   assert abs(one_step(1, "softmax", True, (2, 4), 0.5)[0] - unmasked[0]) > 1e-3
 
