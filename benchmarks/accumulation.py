@@ -11,7 +11,12 @@ parameters) with the row's batch and `accumulation_steps`, through the code trai
 (clip_jax.program), and reads its memory per device as clip_jax.plan does (arguments, outputs,
 temporaries and code, as XLA compiled them). `--max_batch` adds the largest global batch that
 fits in `--memory_gib` without accumulation (clip_jax.plan's search). Time: the mean of `--steps`
-steps on random data after one warm-up (0 times nothing); a step over `--memory_gib` is not run.
+steps on random data (0 times nothing) after the step is compiled and `--warmup` steps; a step
+over `--memory_gib` is not run. Long steps (ViT-B/32 at 4,096 takes over an hour on two CPU
+cores) are timed with `--warmup=0 --steps=1`:
+
+  python -m benchmarks.accumulation --model=ViT-B-32 --global_batch=4096 \\
+      --accumulation_steps=16 --setting=remat --scan --warmup=0 --steps=1
 """
 
 from __future__ import annotations
@@ -35,21 +40,21 @@ from clip_jax import sharding
 def run_of(args, global_batch: int, accumulation_steps: int) -> settings.Run:
   """The paper's run with the model (its image size and context length), batch and dtype."""
   architecture = models.get_model_config(args.model)
-  return memory_plan.paper_run(args.model, args.loss, **{
+  return memory_plan.paper_run(args.model, args.setting, **{
       "global_batch_size": global_batch, "accumulation_steps": accumulation_steps,
-      "model.overrides.dtype": args.dtype, "model.overrides.scan": False,
+      "model.overrides.dtype": args.dtype, "model.overrides.scan": args.scan,
       "data.image_size": architecture.vision.image_size,
       "data.context_length": architecture.text.context_length})
 
 
-def seconds_per_step(run: settings.Run, steps: int) -> float:
-  """Mean seconds of `steps` train steps on random data, after one (compiling) warm-up step."""
+def seconds_per_step(run: settings.Run, steps: int, warmup: int) -> float:
+  """Mean seconds of `steps` train steps on random data, after compiling and `warmup` steps."""
   mesh = sharding.create_mesh(run.mesh)
   program = program_lib.make_program(run, mesh)
   state = jax.jit(program.init, out_shardings=program.state_shardings)(jax.random.PRNGKey(0))
   batch = sharding.global_batch(accelerator.host_batch(run, np.random.default_rng(0)), mesh)
-  return accelerator.seconds_per_step(program.step_function(0.0), state, batch, steps,
-                                      warmup=1)[0]
+  step = program.step_function(0.0).lower(state, batch).compile()
+  return accelerator.seconds_per_step(step, state, batch, steps, warmup)[0]
 
 
 def table_row(result: plan.Plan, step_seconds: float | None, reference_seconds: float | None,
@@ -71,13 +76,17 @@ def main():
   parser.add_argument("--global_batch", type=int, default=4096)
   parser.add_argument("--accumulation_steps", default="1,16",
                       help="Micro-batches per step to compare, e.g. 1,4,16 (1: no accumulation).")
-  parser.add_argument("--loss", default="plain", choices=("plain", "blockwise"))
+  parser.add_argument("--setting", default="plain", choices=memory_plan.SETTINGS,
+                      help="The loss (plain or blockwise) and whether the towers use remat.")
   parser.add_argument("--dtype", default="float32")
   parser.add_argument("--memory_gib", type=float, default=20.0,
                       help="Memory per device that a step may use.")
   parser.add_argument("--max_batch", action="store_true",
                       help="Add the largest global batch that fits without accumulation.")
+  parser.add_argument("--scan", action="store_true",
+                      help="Scan the towers' blocks (remat saves memory on XLA:CPU only with it).")
   parser.add_argument("--steps", type=int, default=1, help="Steps to time; 0 times nothing.")
+  parser.add_argument("--warmup", type=int, default=1, help="Untimed steps after compiling.")
   parser.add_argument("--no_record", action="store_true", help="Do not append to RESULTS.md.")
   args = parser.parse_args()
   devices, target, _ = plan.target_devices("")
@@ -94,14 +103,14 @@ def main():
   for result, note in plans:
     seconds = None
     if args.steps and result.fits:
-      seconds = seconds_per_step(result.run, args.steps)
+      seconds = seconds_per_step(result.run, args.steps, args.warmup)
       if result.run.accumulation_steps == 1 and result.run.global_batch_size == args.global_batch:
         reference_seconds = seconds
     rows.append(table_row(result, seconds, reference_seconds, note))
     print(common.format_table(header, rows[-1:]), flush=True)
   common.report(
       "Gradient accumulation: memory and time per step", header, rows,
-      f"{target}; {args.dtype} compute, {args.loss} loss, float32 parameters and AdamW state. "
+      f"{target}; {args.dtype} compute, setting {args.setting} (loss, remat), float32 parameters and AdamW state. "
       "Memory per device as XLA compiled the step (state = parameters + optimiser state; total "
       "= arguments + outputs not donated + temporaries + code). Time vs one piece = step s / "
       "the step s of the same global batch without accumulation.", record=not args.no_record)
