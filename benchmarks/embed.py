@@ -63,9 +63,7 @@ def measure_ours(args, paths: list[str]) -> dict:
   from clip_jax.models import configs  # pylint: disable=g-import-not-at-top
   from input_pipeline import image_collections  # pylint: disable=g-import-not-at-top
   architecture = configs.get_model_config(args.model)
-  size, length = architecture.vision.image_size, architecture.text.context_length
-  variables = jax.jit(clip_model.CLIP(architecture).init)(
-      jax.random.PRNGKey(0), np.zeros((1, size, size, 3), np.uint8), np.zeros((1, length), np.int32))
+  variables = clip_model.init_variables(architecture, jax.random.PRNGKey(0))
   checkpoint = os.path.join(tempfile.mkdtemp(), args.model)
   pretrained.save(checkpoint, architecture, jax.tree.map(np.asarray, variables))
   embedder = embeddings.Embedder(checkpoint, dtype=args.dtype, batch_size=args.batch_size)

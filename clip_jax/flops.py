@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 
 from clip_jax import flip
 from clip_jax import settings
@@ -168,10 +167,7 @@ def cumulative_train_flops(config: configs.CLIPConfig, global_batch_size: int, s
 
 def parameter_count(config: configs.CLIPConfig) -> dict[str, int]:
   """Parameters per tower, from the model's abstract initialisation (nothing is computed)."""
-  size = config.vision.image_size
-  shapes = jax.eval_shape(
-      lambda: clip.CLIP(config).init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)),
-                                     jnp.zeros((1, config.text.context_length), jnp.int32)))
+  shapes = clip.abstract_variables(config)
   count = lambda tree: sum(int(leaf.size) for leaf in jax.tree.leaves(tree))
   params = shapes["params"]
   return {"image": count(params["visual"]), "text": count(params["text"]),

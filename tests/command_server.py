@@ -47,9 +47,14 @@ PRELOAD = ("tensorflow", "tensorflow_datasets", "jax", "flax.linen", "optax", "o
            "matplotlib.pyplot", "input_pipeline", "input_pipeline.image_collections",
            "clip_jax.embeddings", "clip_jax.evaluation.evaluators", "clip_jax.pretrained",
            "clip_jax.train_step", "clip_jax.convert")
-# Environment variables that a command may set differently from its server's: pytest names the
-# running test in one, and the commands' own modules come from the other (see _run_command).
-NOT_READ_ON_IMPORT = frozenset({"PYTHONPATH", "PYTEST_CURRENT_TEST"})
+# Environment variables that a command may set differently from its server's, as nothing the
+# server imports reads them: pytest names the running test in one; the commands' own modules come
+# from another (see _run_command); XLA reads its flags (the number of CPU devices) when a backend
+# starts, in the child; huggingface_hub reads its cache's place when its settings module is first
+# imported, in the child. serve() checks the last two, so that the tests' several device counts
+# and hub caches share one server instead of importing one each.
+NOT_READ_ON_IMPORT = frozenset({"PYTHONPATH", "PYTEST_CURRENT_TEST", "XLA_FLAGS", "HF_HUB_CACHE",
+                                "HF_HUB_OFFLINE"})
 # Servers kept per test process, each about 1 GB; the least recently used one idle goes first.
 MAX_SERVERS = 3
 # How long a server may take to import and start a command (a loaded machine imports slowly).
@@ -89,12 +94,24 @@ def _start_child(request: dict, imported: dict[str, str]) -> int:
   return pid
 
 
+def _check_nothing_read_yet() -> None:
+  """What NOT_READ_ON_IMPORT relies on: no XLA backend has started and huggingface_hub's
+  settings are not imported, so each command reads its own XLA_FLAGS and HF_HUB_*."""
+  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+  if xla_bridge.backends_are_initialized() or "huggingface_hub.constants" in sys.modules:
+    raise RuntimeError("The command server's imports started an XLA backend or read "
+                       "huggingface_hub's settings: commands would not get their own XLA_FLAGS "
+                       "or HF_HUB_*; take them out of NOT_READ_ON_IMPORT or the import out of "
+                       "PRELOAD.")
+
+
 def serve() -> None:
   """Forks a child for each request on stdin, and reports each child's end, until stdin closes
   and the last child has ended."""
   started_with = dict(os.environ)
   for module in PRELOAD:
     __import__(module)
+  _check_nothing_read_yet()
   # What importing added (clip_jax sets libtpu's variables); a command's process would add it too.
   imported = {key: value for key, value in os.environ.items() if key not in started_with}
 

@@ -174,10 +174,7 @@ def tiny_weights():
   from clip_jax.models import clip as clip_model  # pylint: disable=g-import-not-at-top
   from clip_jax.models import configs  # pylint: disable=g-import-not-at-top
   architecture = configs.get_model_config("tiny-vit", text=dict(vocab_size=49_408))
-  size = architecture.vision.image_size
-  variables = clip_model.CLIP(architecture).init(
-      jax.random.PRNGKey(0), np.zeros((1, size, size, 3), np.float32),
-      np.zeros((1, architecture.text.context_length), np.int32))
+  variables = clip_model.init_variables(architecture, jax.random.PRNGKey(0))
   return architecture, jax.tree.map(np.asarray, variables)
 
 

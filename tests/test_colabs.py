@@ -1,9 +1,9 @@
 """The Colab notebooks run top to bottom in a fresh kernel with their defaults, so they never rot.
 
 Each notebook reads its settings from environment variables (see its "settings" cell). The tests
-set only two kinds: fewer training steps (for colabs/train.ipynb also smaller batches and
-evaluations), so that training takes seconds, both in colabs/train.ipynb and for the demo model
-that colabs/zero_shot.ipynb trains itself by default; and workdirs in a temporary directory, so
+set only two kinds: fewer training steps, smaller batches and evaluations, so that training takes
+seconds, both in colabs/train.ipynb and for the demo model that colabs/zero_shot.ipynb trains
+itself by default; and workdirs in a temporary directory, so
 that a run writes nothing into the checkout and always starts afresh. colabs/zero_shot.ipynb also runs on a converted checkpoint (tiny, random weights),
 and once on a missing one for its message; colabs/scaling.ipynb runs as it is. The kernel is the
 Python running the tests (the repository's .venv under `make test`), whatever kernels Jupyter has
@@ -133,7 +133,7 @@ def test_zero_shot_notebook_with_its_defaults(kernel_dir, tmp_path):
   """No checkpoint given: the notebook trains its demo model of the synthetic shapes and uses it."""
   workdir = tmp_path / "zero_shot_demo"
   notebook = execute(read_notebook("zero_shot.ipynb"), kernel_dir,
-                     {"CLIP_JAX_WORKDIR": str(workdir), "CLIP_JAX_TRAIN_STEPS": str(TRAIN_STEPS)},
+                     {"CLIP_JAX_WORKDIR": str(workdir), **TRAIN_SETTINGS},
                      "zero_shot.ipynb")
   demo = text_of(tagged(notebook, "demo"))
   assert f"step {TRAIN_STEPS}/{TRAIN_STEPS}" in demo and "zero-shot top-1 on new images" in demo

@@ -20,10 +20,7 @@ from clip_jax.models import configs
 
 def init_params(name, **overrides):
   config = configs.get_model_config(name, **overrides)
-  size = config.vision.image_size
-  return config, clip_model.CLIP(config).init(
-      jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)),
-      jnp.zeros((1, config.text.context_length), jnp.int32))["params"]
+  return config, clip_model.init_variables(config, jax.random.PRNGKey(0))["params"]
 
 
 def trainable_names(labels):

@@ -8,7 +8,6 @@ import math
 import re
 
 import jax
-import numpy as np
 import pytest
 
 from clip_jax import accelerators

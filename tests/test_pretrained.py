@@ -97,7 +97,7 @@ def test_the_model_standardises_uint8_views_with_its_own_statistics():
   assert views.dtype == np.uint8 and views.shape == (2, 32, 32, 3)
   floats = pretrained.make_preprocess(32, SQUASH)([photo("coffee"), photo("camera")])
   np.testing.assert_allclose(floats, (views / 255 - 0.5) / 0.5, atol=1e-6)
-  variables = model.init(jax.random.PRNGKey(0), views, np.zeros((1, 16), np.int32))
+  variables = clip_model.init_variables(model.config, jax.random.PRNGKey(0))
   encode = lambda images: model.apply(variables, images, method=model.encode_image)  # noqa: E731
   np.testing.assert_allclose(encode(views), encode(floats), atol=1e-5)
   openai_floats = clip_model.standardize_images(views, configs.Preprocessing())
@@ -144,6 +144,6 @@ def test_load_a_training_workdir(tmp_path):
   assert images.shape == (1, 24, 24, 3)
   features = model.apply(variables, images, tokens)
   assert features["image_features"].shape == (1, 16)
-  initial = model.init(jax.random.PRNGKey(0), images, tokens)["params"]
+  initial = clip_model.init_variables(model.config, jax.random.PRNGKey(0))["params"]
   changed = jax.tree.map(lambda a, b: not np.allclose(a, b), variables["params"], initial)
   assert any(jax.tree.leaves(changed))  # trained parameters, not a fresh initialisation

@@ -402,11 +402,8 @@ def save_pretrained(config, directory, seed=1):
   """A converted-checkpoint stand-in: the configured model at another seed, saved as
   `python -m clip_jax.convert` saves."""
   run = settings.parse(config)
-  model = models.CLIP(run.model.architecture)
-  size = run.data.image_size
-  variables = model.init(jax.random.PRNGKey(seed), np.zeros((1, size, size, 3), np.float32),
-                         np.zeros((1, run.data.context_length), np.int32))
-  pretrained.save(directory, model.config, variables)
+  variables = models.init_variables(run.model.architecture, jax.random.PRNGKey(seed))
+  pretrained.save(directory, run.model.architecture, variables)
   return pretrained.read(directory)[1]
 
 

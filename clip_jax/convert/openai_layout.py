@@ -16,8 +16,6 @@ import re
 from typing import Any, Mapping
 
 from flax import traverse_util
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from clip_jax.models import configs
@@ -68,11 +66,7 @@ def abstract_variables(config: configs.CLIPConfig) -> dict[str, Any]:
   """Shapes and dtypes of the model's variables, without computing any."""
   if config.scan:
     config = dataclasses.replace(config, scan=False)  # The layout here is the unrolled one.
-  model = clip_model.CLIP(config)
-  size = config.vision.image_size
-  images = jnp.zeros((1, size, size, 3), jnp.float32)
-  tokens = jnp.zeros((1, config.text.context_length), jnp.int32)
-  return jax.eval_shape(model.init, jax.random.PRNGKey(0), images, tokens)
+  return clip_model.abstract_variables(config)
 
 
 def to_state_dict(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -1,7 +1,9 @@
 """CLIP models in Flax: `create_model(name, **overrides)` and the table of architectures."""
 
 from clip_jax.models.clip import CLIP
+from clip_jax.models.clip import abstract_variables
 from clip_jax.models.clip import create_model
+from clip_jax.models.clip import init_variables
 from clip_jax.models.configs import CLIPConfig
 from clip_jax.models.configs import ModifiedResNetConfig
 from clip_jax.models.configs import TextConfig

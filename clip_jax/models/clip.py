@@ -104,3 +104,16 @@ class CLIP(nn.Module):
 def create_model(name: str, **overrides) -> CLIP:
   """The named architecture (see `configs.MODELS`) with `overrides`, as an unbound Flax module."""
   return CLIP(configs.get_model_config(name, **overrides))
+
+
+def init_variables(config: configs.CLIPConfig, rng: jax.Array) -> dict:
+  """A freshly initialised model's variables (random weights), computed as one compiled program:
+  initialising op by op, as an unjitted `init` does, takes seconds even for a tiny model."""
+  size = config.vision.image_size
+  return jax.jit(CLIP(config).init)(rng, jnp.zeros((1, size, size, 3), jnp.float32),
+                                    jnp.zeros((1, config.text.context_length), jnp.int32))
+
+
+def abstract_variables(config: configs.CLIPConfig) -> dict:
+  """The shapes and dtypes of the model's variables, computing none."""
+  return jax.eval_shape(lambda rng: init_variables(config, rng), jax.random.PRNGKey(0))

@@ -5,7 +5,6 @@ import json
 import textwrap
 
 import jax
-import jax.numpy as jnp
 
 from clip_jax import pretrained
 from clip_jax.models import clip as clip_model
@@ -28,10 +27,7 @@ CONFIG = textwrap.dedent(f"""
 
 def test_converted_checkpoint_evaluates_from_the_command_line(tmp_path):
   model_config = configs.get_model_config("tiny-vit", text=dict(vocab_size=49408))
-  size = model_config.vision.image_size
-  variables = clip_model.CLIP(model_config).init(
-      jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)),
-      jnp.zeros((1, model_config.text.context_length), jnp.int32))
+  variables = clip_model.init_variables(model_config, jax.random.PRNGKey(0))
   checkpoint = str(tmp_path / "converted")
   pretrained.save(checkpoint, model_config, variables)
   config_file = tmp_path / "evals_config.py"
