@@ -47,6 +47,9 @@ TINY_MODEL = ("--config.model.name=tiny-vit", "--config.model.overrides.text.voc
 # configs' 32,768, 18 s at 1,024).
 PLAN_BATCH = "--config.global_batch_size=1024"
 SHARD_SAMPLES = 8
+# Programs whose documented commands train for many steps (the scaling sweep's smallest run: 125),
+# compiled with LLVM's optimisations (see xla_flags).
+MANY_STEPS = ("clip_jax.sweep",)
 # Where the stand-ins of hub repositories go, which the commands use offline: one cache for all
 # the pages a test process runs, so that their commands share one environment (one server).
 HUB_CACHE = os.path.join(tempfile.gettempdir(), f"clip_jax_tests_hub_cache.{os.getpid()}")
@@ -119,17 +122,18 @@ def _shortened_make(arguments: list[str], workspace: str) -> list[str]:
           f"DEMO_WORKDIR={workspace}/workdirs/demo", f"DEMO_FLAGS={demo_flags}"]
 
 
-def environment(workspace: str) -> dict[str, str]:
-  """The commands' environment: one CPU device, as on a user's machine without accelerators
-  (sharding is the other tests' business), and the stand-in hub cache, offline."""
-  return {**os.environ, "PYTHONPATH": workspace, "XLA_FLAGS": xla_flags(1),
+def environment(workspace: str, argv: tuple[str, ...] = ()) -> dict[str, str]:
+  """The environment of the command `argv`: one CPU device, as on a user's machine without
+  accelerators (sharding is the other tests' business), and the stand-in hub cache, offline."""
+  optimized = any(program in argv for program in MANY_STEPS)
+  return {**os.environ, "PYTHONPATH": workspace, "XLA_FLAGS": xla_flags(1, optimized),
           **hub_cache.offline_environment(HUB_CACHE)}
 
 
 def run(argv: list[str], workspace: str, label: str) -> str:
   """Runs one command in the workspace; fails the test with its output if it fails. Python
   commands run through the command server, the others (make) as subprocesses."""
-  env = environment(workspace)
+  env = environment(workspace, tuple(argv))
   if argv[0] == sys.executable:
     completed = command_server.run_python(argv[1:], cwd=workspace, env=env,
                                           timeout=TIMEOUT_SECONDS)

@@ -65,10 +65,9 @@ def preprocess():
 def encode():
   import jax  # pylint: disable=g-import-not-at-top
   model = clip_model.create_model("ViT-B-32")
-  # Compiled, and the weights an argument rather than constants of the program: op by op, or
-  # with ViT-B/32's weights folded into the program, each takes a minute.
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3)),
-                                  np.zeros((1, 77), np.int32))
+  variables = clip_model.init_variables(model.config, jax.random.PRNGKey(0))
+  # The weights an argument rather than constants of the program: folded into it, ViT-B/32's
+  # take a minute to compile.
   apply = jax.jit(functools.partial(model.apply, method=model.encode_image))
   return lambda images: apply(variables, images)
 
