@@ -353,4 +353,4 @@ if __name__ == "__main__":
       "hbm_gib", None, "Plan against this many GiB per chip instead of the chip's memory "
       "(headroom for what the plan leaves out).")
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=settings.parse_flags)

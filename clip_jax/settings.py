@@ -21,6 +21,7 @@ import dataclasses
 import importlib.util
 import math
 import os
+import sys
 import typing
 from typing import Any, Callable, Mapping
 
@@ -445,6 +446,33 @@ def load_config_file(path: str, argument: str | None = None) -> ml_collections.C
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config() if argument is None else module.get_config(argument)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing (`app.run(main, flags_parser=parse_flags)`) for programs with a
+  `--config` file flag: an override that names no setting (`--config.modle.name=...`) ends in a
+  usage error naming it, where ml_collections raises a KeyError or AttributeError (for the last
+  name of the path) that absl shows as a traceback."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (KeyError, AttributeError) as error:
+    # ml_collections' message: "'modle'\nDid you mean \"model\" instead of \"modle\"?", in a
+    # KeyError, which the AttributeError wraps.
+    detail = error.args[0] if error.args else ""
+    if isinstance(detail, KeyError):
+      detail = detail.args[0] if detail.args else ""
+    missing, *hint = str(detail).split("\n")
+    key = missing.strip("'")
+    flag = next((argument.split("=", 1)[0] for argument in argv[1:]
+                 if argument.startswith("--config.")
+                 and key in argument.split("=", 1)[0].split(".")), None)
+    if flag is None:  # Not an override's: the config file's own error.
+      raise
+    sys.stderr.write(f"FATAL Flags parsing error: {flag}: {key!r} is not a setting. "
+                     f"{' '.join(hint)}\n"
+                     "Pass --helpshort or --helpfull to see help on flags.\n")
+    sys.exit(1)
 
 
 def sibling_config(config_file: str, name: str,

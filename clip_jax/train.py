@@ -294,4 +294,4 @@ if __name__ == "__main__":
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  app.run(main, flags_parser=settings.parse_flags)

@@ -344,6 +344,20 @@ def test_bad_config_fails_at_once_naming_the_key(tmp_path, changes, message):
   assert time.perf_counter() - start < 10  # before any compilation or training
 
 
+@pytest.mark.parametrize("flag, typo, meant", [
+    ("--config.modle.name", "modle", "model"),  # a section
+    ("--config.model.overrides.vision.widht", "widht", "width"),  # the last name of the path
+])
+def test_an_override_of_no_setting_is_a_usage_error_naming_it(tmp_path, flag, typo, meant):
+  result = command_server.run_python(
+      ["-m", "clip_jax.train", f"--config={config_files.path('synthetic_demo')}",
+       f"--workdir={tmp_path}", f"{flag}=3"], cwd=tmp_path)
+  assert result.returncode == 1
+  assert (f"FATAL Flags parsing error: {flag}: {typo!r} is not a setting. Did you mean "
+          f"\"{meant}\" instead of \"{typo}\"?") in result.stderr
+  assert "Traceback" not in result.stderr
+
+
 def test_sigterm_to_the_command_line_program_saves_and_exits_cleanly(tmp_path):
   """The real preemption path: the CLI process gets SIGTERM mid-run. It runs outside the
   repository, with the config file's path: configs work from any directory."""
