@@ -110,7 +110,9 @@ def main():
     print(common.format_table(header, rows[-1:]), flush=True)
   common.report(
       "Gradient accumulation: memory and time per step", header, rows,
-      f"{target}; {args.dtype} compute, setting {args.setting} (loss, remat), float32 parameters and AdamW state. "
+      f"{target}; {args.dtype} compute, {'blockwise' if 'blockwise' in args.setting else 'plain'} "
+      f"loss, remat {'on' if 'remat' in args.setting else 'off'}, "
+      f"{'scanned' if args.scan else 'unrolled'} blocks, float32 parameters and AdamW state. "
       "Memory per device as XLA compiled the step (state = parameters + optimiser state; total "
       "= arguments + outputs not donated + temporaries + code). Time vs one piece = step s / "
       "the step s of the same global batch without accumulation.", record=not args.no_record)
