@@ -65,7 +65,8 @@ def table_row(result: plan.Plan, step_seconds: float | None, reference_seconds: 
   return [run.model.name, f"{run.global_batch_size:,}", run.accumulation_steps,
           f"{per_device // run.accumulation_steps:,}", gib(step.state_bytes),
           gib(step.temp_bytes), gib(step.total_bytes), "yes" if result.fits else "no",
-          "-" if step_seconds is None else f"{step_seconds:.3g}",
+          "-" if step_seconds is None else f"{step_seconds:.3g}" if step_seconds < 1000
+          else f"{step_seconds:,.0f}",
           "-" if step_seconds is None or reference_seconds is None
           else f"{step_seconds / reference_seconds:.2f}x", note]
 
