@@ -9,12 +9,16 @@ import shutil
 import tempfile
 import time
 
+from clip_jax import files
+from clip_jax import host_tensorflow
+
+host_tensorflow.import_tensorflow()  # Before clu imports it: quietly, off the accelerators.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from clu import metric_writers
 # A Figure without pyplot draws to a file on any machine and leaves the caller's backend (a
 # notebook's inline figures) alone.
 from matplotlib import figure as figure_lib
-
-from clip_jax import files
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "training_curves.png"

@@ -53,7 +53,9 @@ def make_program(run: settings.Run, mesh: jax.sharding.Mesh) -> Program:
                                 blockwise=run.loss.blockwise, tile_size=run.loss.tile_size)
   optimizer, schedule = create_optimizer(run)
   init = state_initializer(run, model, optimizer)
-  abstract_state = jax.eval_shape(init, jax.random.PRNGKey(run.seed))
+  # From an abstract key: a concrete one would start this machine's default backend, which a plan
+  # for a TPU slice must not (on a pod's worker 0 starting it waits for every other host).
+  abstract_state = jax.eval_shape(init, jax.eval_shape(jax.random.PRNGKey, run.seed))
   state_shardings = sharding.tree_shardings(abstract_state, mesh, run.mesh.min_shard_size)
 
   @functools.cache

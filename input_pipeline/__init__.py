@@ -18,9 +18,15 @@ from typing import Any, Iterator
 import weakref
 
 import numpy as np
-import tensorflow as tf
 
+from clip_jax import host_tensorflow
 from clip_jax import settings
+
+# Before this package's modules import TensorFlow and before its first op, in every process that
+# builds a dataset: quietly, and with the accelerators hidden from it.
+tf = host_tensorflow.import_tensorflow()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from input_pipeline import preprocessing
 from input_pipeline import sources
 from input_pipeline import tokenizers

@@ -13,7 +13,6 @@ os.environ.setdefault("XLA_FLAGS", xla_flags(8))
 # need no TPU backend) would otherwise start in every process and subprocess, to find no TPU.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # tf.data only; keep TensorFlow off accelerators.
 
 
 def pytest_configure(config):

@@ -5,6 +5,7 @@ the verdict on a run too big for its chips, and the largest-batch search."""
 import dataclasses
 import itertools
 import math
+import os
 import re
 
 import jax
@@ -140,12 +141,16 @@ def test_state_bytes_per_device_match_a_real_state_on_this_machine():
 
 
 def test_a_run_too_big_for_its_chips_exits_1_saying_by_how_much(tmp_path):
-  """The compiler's own out-of-memory verdict, through the program as a user runs it."""
+  """The compiler's own out-of-memory verdict, through the program as a user runs it on worker 0
+  of a multi-host slice: with JAX_PLATFORMS=tpu on a machine without TPU chips, where starting
+  the default backend fails (on a real slice it waits for every other host), so the plan must
+  not start it."""
   result = command_server.run_python(
       ["-m", "clip_jax.plan", f"--config={config_files.path('synthetic_demo')}",
        "--topology=v5e-4", "--config.model.name=tiny-vit", "--config.global_batch_size=4096",
        "--config.model.overrides.vision.image_size=512",
-       "--config.model.overrides.vision.patch_size=8"], cwd=tmp_path)
+       "--config.model.overrides.vision.patch_size=8"], cwd=tmp_path,
+      env={**os.environ, "JAX_PLATFORMS": "tpu"})
   assert result.returncode == 1, result.stdout + result.stderr
   assert "DOES NOT FIT" in result.stdout and "exceeds available HBM" in result.stdout
   over = re.search(r"DOES NOT FIT: ([\d.]+) GiB per chip, ([\d.]+) GiB over its 16.00 GiB",
