@@ -13,7 +13,12 @@ TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test install install-test clean
 
+# The oldest Python the dependencies accept, as setup.cfg's python_requires says (e.g. 3.11).
+MIN_PYTHON := $(shell sed -n 's/^python_requires *= *>= *//p' setup.cfg)
+
 $(RUNTIME_STAMP): setup.cfg pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < tuple(map(int, "$(MIN_PYTHON)".split("."))))' \
+	    || { echo "clip_jax needs Python $(MIN_PYTHON) or later; $(PYTHON) is $$($(PYTHON) -V 2>&1). Run make PYTHON=python$(MIN_PYTHON) (docs/accelerators.md: how to get one)."; exit 1; }
 	@echo "Installing clip_jax and its runtime dependencies into $(VENV) (minutes the first time)"
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install --upgrade pip

@@ -12,8 +12,9 @@ here compiles there.
 Per chip it prints the parameters and optimiser state, the batch, the temporaries and the total
 against the chip's HBM; the model FLOPs of a step (clip_jax.flops: XLA counts a scanned loop's
 body once); and a roofline estimate: the step takes at least its FLOPs over the chip's peak and
-its HBM traffic over the chip's bandwidth (XLA's bytes accessed, scaled by the same undercount as
-its FLOPs), which bounds samples/s and MFU from above. Communication is left out. The exit status
+its HBM traffic over the chip's bandwidth (XLA's bytes accessed; for scanned blocks, extrapolated
+in depth from the same step unrolled at one and two blocks per tower, so that only what the loop
+repeats is multiplied), which bounds samples/s and MFU from above. Communication is left out. The exit status
 is 1 when the run does not fit.
 """
 
@@ -38,6 +39,7 @@ from clip_jax import flip
 from clip_jax import flops
 from clip_jax import settings
 from clip_jax import sharding
+from clip_jax.models import configs
 
 GIB = accelerators.GIB
 
@@ -134,6 +136,44 @@ def _out_of_memory(error: Exception) -> tuple[str, float]:
   return sentence, float(needed.group(1)) * scale[needed.group(2)] if needed else math.nan
 
 
+def _bytes_accessed(compiled) -> float:
+  """XLA's count of the bytes a compiled program reads and writes per device (0 if it has none)."""
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("bytes accessed", 0.0))
+
+
+def _with_depths(run: settings.Run, vision_layers: int | None, text_layers: int) -> settings.Run:
+  """`run` with its blocks unrolled, and that many of them per tower (None: the image tower's
+  own, a ModifiedResNet's, which has no scanned blocks)."""
+  architecture = run.model.architecture
+  vision = (architecture.vision if vision_layers is None
+            else dataclasses.replace(architecture.vision, layers=vision_layers))
+  architecture = dataclasses.replace(architecture, scan=False, vision=vision,
+                                     text=dataclasses.replace(architecture.text, layers=text_layers))
+  return dataclasses.replace(run, model=dataclasses.replace(run.model, architecture=architecture))
+
+
+def _bytes_accessed_unscanned(run: settings.Run, measure) -> float:
+  """The bytes accessed of `run`'s step with scanned blocks, as if they were unrolled.
+
+  XLA's cost analysis counts a while loop's body once, so a scanned stack of L blocks reads as
+  one. Scaling the whole count by the FLOPs' undercount would multiply what runs once too (the
+  embeddings, the loss, the optimiser's update, the gathers), so instead the same step is compiled
+  unrolled at one block per tower, and at two in each tower in turn: its bytes are linear in each
+  tower's depth (every block is the same program), which gives the count at the real depths.
+  `measure(run)` compiles a run and returns its bytes accessed.
+  """
+  architecture = run.model.architecture
+  scanned_vision = isinstance(architecture.vision, configs.VisionTransformerConfig)
+  one = 1 if scanned_vision else None
+  base = measure(_with_depths(run, one, 1))
+  total = base + (architecture.text.layers - 1) * (measure(_with_depths(run, one, 2)) - base)
+  if scanned_vision:
+    total += (architecture.vision.layers - 1) * (measure(_with_depths(run, 2, 1)) - base)
+  return total
+
+
 def plan_run(run: settings.Run, devices: list, target: str,
              hbm_bytes: float | None = None) -> Plan:
   """Compiles every FLIP phase's train step of `run` for `devices` and reads its costs."""
@@ -154,6 +194,12 @@ def plan_run(run: settings.Run, devices: list, target: str,
                                          sharding=batch_sharding),
            "text": jax.ShapeDtypeStruct((run.global_batch_size, context), "int32",
                                         sharding=batch_sharding)}
+  def compiled_step(variant: settings.Run, mask_ratio: float):
+    variant_program = program if variant is run else program_lib.make_program(variant, mesh)
+    variant_state = (state if variant is run else checkpoint.abstract_like(
+        variant_program.abstract_state, variant_program.state_shardings))
+    return variant_program.step_function(mask_ratio).lower(variant_state, batch).compile()
+
   step_plans = []
   for mask_ratio, steps in _phases(run).items():
     costs = dict(
@@ -165,7 +211,7 @@ def plan_run(run: settings.Run, devices: list, target: str,
                accumulated=run.accumulation_steps > 1)["total"].total
            for kind in ("model_flops", "hardware_flops")})
     try:
-      compiled = program.step_function(mask_ratio).lower(state, batch).compile()
+      compiled = compiled_step(run, mask_ratio)
     except Exception as error:  # pylint: disable=broad-except
       message, temporaries = _out_of_memory(error)
       if not message:
@@ -176,15 +222,17 @@ def plan_run(run: settings.Run, devices: list, target: str,
           hbm_traffic=None, out_of_memory=message))
       continue
     memory = compiled.memory_analysis()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    undercount = costs["hardware_flops"] / len(devices) / max(cost.get("flops", 0.0), 1.0)
     total = (memory.argument_size_in_bytes + memory.output_size_in_bytes
              - memory.alias_size_in_bytes + memory.temp_size_in_bytes
              + memory.generated_code_size_in_bytes)
+    if run.model.architecture.scan:
+      traffic = _bytes_accessed_unscanned(
+          run, lambda variant, ratio=mask_ratio: _bytes_accessed(compiled_step(variant, ratio)))
+    else:
+      traffic = _bytes_accessed(compiled)
     step_plans.append(StepPlan(
         **costs, temp_bytes=float(memory.temp_size_in_bytes), total_bytes=float(total),
-        hbm_traffic=cost.get("bytes accessed", 0.0) * undercount if cost.get("flops") else None))
+        hbm_traffic=traffic or None))
   return Plan(run=run, target=target, chips=len(devices), hosts=hosts, chip=chip,
               mesh=dict(mesh.shape), hbm_bytes=hbm_bytes, steps=tuple(step_plans))
 

@@ -199,3 +199,23 @@ def test_roofline_estimate_is_bounded_by_compute_and_bandwidth():
   assert math.isclose(estimate.step_seconds(step), 2.0)  # compute: 8/4 s > HBM: 0.5 s
   assert math.isclose(estimate.mfu(), 0.5)  # remat's recompute is not model FLOPs
   assert math.isclose(estimate.samples_per_second_per_chip(), GLOBAL_BATCH / 2.0 / 4)
+
+
+def test_the_roofline_counts_scanned_blocks_as_often_as_they_run():
+  """XLA counts a scanned loop's body once: the plan's HBM traffic for scanned blocks is the
+  unrolled step's (XLA's exact count), within what fusing differently across blocks changes."""
+  depths = {"model.overrides.vision.layers": 3, "model.overrides.text.layers": 3}
+  devices = jax.devices()[:2]
+  unrolled = plan.plan_run(tiny_run(**depths), devices, "cpu").steps[0].hbm_traffic
+  scanned_run = tiny_run(**depths, **{"model.overrides.scan": True})
+  scanned = plan.plan_run(scanned_run, devices, "cpu").steps[0].hbm_traffic
+  assert scanned == pytest.approx(unrolled, rel=0.05)
+  mesh = sharding.create_mesh(scanned_run.mesh, devices)
+  size, length = scanned_run.data.image_size, scanned_run.data.context_length
+  batch = {name: jax.ShapeDtypeStruct((GLOBAL_BATCH, *shape), dtype,
+                                      sharding=sharding.batch_sharding(mesh))
+           for name, shape, dtype in (("image", (size, size, 3), "uint8"),
+                                      ("text", (length,), "int32"))}
+  compiled = program_lib.make_program(scanned_run, mesh).step_function(0.0).lower(
+      _abstract_state(scanned_run, devices), batch).compile()
+  assert plan._bytes_accessed(compiled) < 0.8 * unrolled  # XLA's own count of the scanned step
