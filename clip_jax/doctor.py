@@ -43,10 +43,10 @@ from absl import logging
 import jax
 import numpy as np
 
-from clip_jax import settings  # pylint: disable=g-import-not-at-top,wrong-import-position
+from clip_jax import program as program_lib  # pylint: disable=wrong-import-position
+from clip_jax import settings
 from clip_jax import sharding
 from clip_jax import throughput
-from clip_jax import program as program_lib
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Distributions whose versions the report lists, where installed.
@@ -157,6 +157,17 @@ def pipeline(images: int, batches: int) -> dict[str, Any]:
                   "224 and tokenised (benchmarks/input_pipeline.py)"}
 
 
+def pipeline_skipped(images: int, tensorflow: dict[str, Any]) -> str:
+  """Why the pipeline is not measured, or "" if it is."""
+  if not images:
+    return "--pipeline_images=0"
+  if not tensorflow.get("installed"):
+    return "input_pipeline does not import (see tensorflow.why)"
+  if not os.path.isdir(os.path.join(REPOSITORY, "benchmarks")):
+    return f"{REPOSITORY}/benchmarks is missing (run from a clone of the repository)"
+  return ""
+
+
 def check(name: str, measure, problems: list[str]) -> dict[str, Any]:
   """`measure()`, printed; an exception becomes an "error" entry and one of `problems`."""
   start = time.perf_counter()
@@ -190,10 +201,7 @@ def main(argv):
     else:
       report["speed"][model] = check(f"speed of {model}", lambda model=model: speed(
           model, _PER_CHIP_BATCH.value, _SEARCH_FROM.value, _SPEED_STEPS.value), problems)
-  skip = ("--pipeline_images=0" if not _PIPELINE_IMAGES.value else
-          "TensorFlow is not installed" if not report["tensorflow"].get("installed") else
-          f"{REPOSITORY}/benchmarks is missing"
-          if not os.path.isdir(os.path.join(REPOSITORY, "benchmarks")) else "")
+  skip = pipeline_skipped(_PIPELINE_IMAGES.value, report["tensorflow"])
   report["input_pipeline"] = {"skipped": skip} if skip else check(
       "input_pipeline", lambda: pipeline(_PIPELINE_IMAGES.value, _PIPELINE_BATCHES.value),
       problems)
