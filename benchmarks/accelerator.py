@@ -22,84 +22,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from benchmarks import common
-from benchmarks import memory_plan
 from clip_jax import accelerators
-from clip_jax import flops
 from clip_jax import losses
-from clip_jax import plan
 from clip_jax import program as program_lib
 from clip_jax import settings
 from clip_jax import sharding
-
-
-def seconds_per_call(function, *arguments, repeats: int) -> float:
-  """Mean seconds of `function(*arguments)` after one warm-up call; results awaited each time."""
-  jax.block_until_ready(function(*arguments))
-  start = time.perf_counter()
-  for _ in range(repeats):
-    jax.block_until_ready(function(*arguments))
-  return (time.perf_counter() - start) / repeats
-
-
-def host_batch(run: settings.Run, rng: np.random.Generator) -> dict[str, np.ndarray]:
-  """Random uint8 images and token ids ending in end-of-text, as the input pipeline yields."""
-  size, context = run.data.image_size, run.data.context_length
-  vocab = run.model.architecture.text.vocab_size
-  text = rng.integers(1, vocab - 1, (run.global_batch_size, context), dtype=np.int32)
-  text[:, -1] = vocab - 1
-  return {"image": rng.integers(0, 256, (run.global_batch_size, size, size, 3), dtype=np.uint8),
-          "text": text}
-
-
-def largest_per_chip_batch(run: settings.Run, devices: list, start: int) -> int:
-  """clip_jax.plan's search, from `start` samples per chip, against the devices' memory."""
-  stats = devices[0].memory_stats() or {}
-  if "bytes_limit" not in stats:
-    raise SystemExit(f"{devices[0].device_kind} reports no memory limit; give --per_chip_batch.")
-  probe = dataclasses.replace(run, global_batch_size=start * len(devices))
-  found = plan.largest_batch(probe, devices, "this host", stats["bytes_limit"])
-  if not found.fits:
-    raise SystemExit(f"Not even {found.run.global_batch_size // len(devices)} sample per chip "
-                     f"fits:\n{plan.describe(found)}")
-  return found.run.global_batch_size // len(devices)
-
-
-def seconds_per_step(step, state, batch, steps: int, warmup: int) -> tuple[float, Any]:
-  """Mean seconds of `steps` train steps (each passing the state on, the step donates it), after
-  `warmup` steps; and the last state."""
-  for _ in range(warmup):
-    state, _ = step(state, batch)
-  jax.block_until_ready(state)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = step(state, batch)
-  jax.block_until_ready(metrics)
-  return (time.perf_counter() - start) / steps, state
+from clip_jax import throughput
 
 
 def measure(run: settings.Run, steps: int) -> dict[str, float]:
   """Compile and step times of `run`'s train step, and the times of its parts (see the module
   docstring), in seconds."""
+  times, state = throughput.train_step_seconds(run, steps)
   mesh = sharding.create_mesh(run.mesh)
-  program = program_lib.make_program(run, mesh)
-  state = jax.jit(program.init, out_shardings=program.state_shardings)(jax.random.PRNGKey(0))
-  batch_numpy = host_batch(run, np.random.default_rng(0))
-  transfer_s = seconds_per_call(sharding.global_batch, batch_numpy, mesh, repeats=3)
-  batch = sharding.global_batch(batch_numpy, mesh)
-  start = time.perf_counter()
-  step = program.step_function(0.0).lower(state, batch).compile()
-  compile_s = time.perf_counter() - start
-  step_s, state = seconds_per_step(step, state, batch, steps, warmup=2)
-
   loss_fn = losses.make_loss_fn(run.loss.name, mesh, sharding.BATCH_AXES,
                                 blockwise=run.loss.blockwise, tile_size=run.loss.tile_size)
   features = jax.device_put(
@@ -108,30 +49,27 @@ def measure(run: settings.Run, steps: int) -> dict[str, float]:
       jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, sharding.BATCH_AXES)))
   loss_and_grads = jax.jit(jax.value_and_grad(
       lambda image, text: loss_fn(image, text, jnp.log(100.0), None), argnums=(0, 1)))
-  loss_s = seconds_per_call(loss_and_grads, features[0], features[1], repeats=steps)
+  loss_s = throughput.seconds_per_call(loss_and_grads, features[0], features[1], repeats=steps)
 
   optimizer, _ = program_lib.create_optimizer(run)
   update = jax.jit(lambda grads, opt_state, params: optax.apply_updates(
       params, optimizer.update(grads, opt_state, params)[0]))
-  optimizer_s = seconds_per_call(update, state.params, state.opt_state, state.params,
-                                 repeats=steps)
-  return dict(compile_s=compile_s, step_s=step_s, loss_s=loss_s, optimizer_s=optimizer_s,
-              transfer_s=transfer_s)
+  optimizer_s = throughput.seconds_per_call(update, state.params, state.opt_state, state.params,
+                                            repeats=steps)
+  return dict(times, loss_s=loss_s, optimizer_s=optimizer_s)
 
 
 def table_row(model: str, devices: list, per_chip: int, times: dict[str, float],
               run: settings.Run) -> list:
-  chip = accelerators.chip_of(devices[0].device_kind)
-  model_flops = run.global_batch_size * flops.train_flops_per_sample(
-      run.model.architecture, run.global_batch_size)["total"].total
   step_s = times["step_s"]
   towers_s = step_s - times["loss_s"] - times["optimizer_s"]
   share = lambda seconds: f"{seconds * 1e3:.1f} ({seconds / step_s:.0%})"  # noqa: E731
-  mfu = "-" if chip is None else f"{model_flops / step_s / len(devices) / chip.peak_bf16_flops:.1%}"
+  mfu = throughput.mfu(run, step_s, devices)
   return [model, f"{len(devices)} x {devices[0].device_kind}", per_chip,
           "on" if run.model.architecture.remat else "off", f"{times['compile_s']:.0f}",
-          f"{step_s * 1e3:.1f}", f"{per_chip / step_s:,.0f}", mfu, share(towers_s),
-          share(times["loss_s"]), share(times["optimizer_s"]), f"{times['transfer_s'] * 1e3:.1f}"]
+          f"{step_s * 1e3:.1f}", f"{per_chip / step_s:,.0f}", "-" if mfu is None else f"{mfu:.1%}",
+          share(towers_s), share(times["loss_s"]), share(times["optimizer_s"]),
+          f"{times['transfer_s'] * 1e3:.1f}"]
 
 
 def main():
@@ -151,8 +89,12 @@ def main():
             "host->device ms per batch"]
   rows = []
   for model in args.models.split(","):
-    run = memory_plan.paper_run(model, "remat" if args.remat else "plain")
-    per_chip = args.per_chip_batch or largest_per_chip_batch(run, devices, args.search_from)
+    run = throughput.paper_run(model, "remat" if args.remat else "plain")
+    try:
+      per_chip = args.per_chip_batch or throughput.largest_per_chip_batch(run, devices,
+                                                                           args.search_from)
+    except ValueError as error:
+      raise SystemExit(str(error)) from None
     run = dataclasses.replace(run, global_batch_size=per_chip * len(devices))
     rows.append(table_row(model, devices, per_chip, measure(run, args.steps), run))
     print(common.format_table(header, rows[-1:]), flush=True)

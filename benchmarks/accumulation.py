@@ -23,38 +23,22 @@ from __future__ import annotations
 
 import argparse
 
-import jax
-import numpy as np
-
-from benchmarks import accelerator
 from benchmarks import common
-from benchmarks import memory_plan
 from clip_jax import accelerators
 from clip_jax import models
 from clip_jax import plan
-from clip_jax import program as program_lib
 from clip_jax import settings
-from clip_jax import sharding
+from clip_jax import throughput
 
 
 def run_of(args, global_batch: int, accumulation_steps: int) -> settings.Run:
   """The paper's run with the model (its image size and context length), batch and dtype."""
   architecture = models.get_model_config(args.model)
-  return memory_plan.paper_run(args.model, args.setting, **{
+  return throughput.paper_run(args.model, args.setting, **{
       "global_batch_size": global_batch, "accumulation_steps": accumulation_steps,
       "model.overrides.dtype": args.dtype, "model.overrides.scan": args.scan,
       "data.image_size": architecture.vision.image_size,
       "data.context_length": architecture.text.context_length})
-
-
-def seconds_per_step(run: settings.Run, steps: int, warmup: int) -> float:
-  """Mean seconds of `steps` train steps on random data, after compiling and `warmup` steps."""
-  mesh = sharding.create_mesh(run.mesh)
-  program = program_lib.make_program(run, mesh)
-  state = jax.jit(program.init, out_shardings=program.state_shardings)(jax.random.PRNGKey(0))
-  batch = sharding.global_batch(accelerator.host_batch(run, np.random.default_rng(0)), mesh)
-  step = program.step_function(0.0).lower(state, batch).compile()
-  return accelerator.seconds_per_step(step, state, batch, steps, warmup)[0]
 
 
 def table_row(result: plan.Plan, step_seconds: float | None, reference_seconds: float | None,
@@ -77,7 +61,7 @@ def main():
   parser.add_argument("--global_batch", type=int, default=4096)
   parser.add_argument("--accumulation_steps", default="1,16",
                       help="Micro-batches per step to compare, e.g. 1,4,16 (1: no accumulation).")
-  parser.add_argument("--setting", default="plain", choices=memory_plan.SETTINGS,
+  parser.add_argument("--setting", default="plain", choices=throughput.SETTINGS,
                       help="The loss (plain or blockwise) and whether the towers use remat.")
   parser.add_argument("--dtype", default="float32")
   parser.add_argument("--memory_gib", type=float, default=20.0,
@@ -104,7 +88,7 @@ def main():
   for result, note in plans:
     seconds = None
     if args.steps and result.fits:
-      seconds = seconds_per_step(result.run, args.steps, args.warmup)
+      seconds = throughput.train_step_seconds(result.run, args.steps, args.warmup)[0]["step_s"]
       if result.run.accumulation_steps == 1 and result.run.global_batch_size == args.global_batch:
         reference_seconds = seconds
     rows.append(table_row(result, seconds, reference_seconds, note))

@@ -238,6 +238,9 @@ def parse_args():
   parser.add_argument("--no_open_clip", action="store_true", help="Skip the open_clip reference.")
   parser.add_argument("--no_record", action="store_true", help="Do not append to RESULTS.md.")
   parser.add_argument("--notes", default="", help="Appended below the table in RESULTS.md.")
+  parser.add_argument("--json", default="",
+                      help="Also write each side's figures, by side, to this JSON file "
+                      "(clip_jax.doctor reads them).")
   parser.add_argument("--side", choices=("ours", "open_clip"), help=argparse.SUPPRESS)
   parser.add_argument("--files", help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -298,6 +301,9 @@ def main():
           "antialiasing) is timed; data.exact_resize=True (PIL's pixels) is about half as fast. "
           f"{args.warmup_batches} warm-up batches, then {args.batches} timed.",
           args.notes]).strip(), record=not args.no_record)
+  if args.json:
+    with open(args.json, "w") as file:
+      json.dump(results, file)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,13 @@ import math
 from benchmarks import common
 from clip_jax import accelerators
 from clip_jax import plan
-from clip_jax import settings
+from clip_jax import throughput
 
-GLOBAL_BATCH = 32_768  # the paper's
-SETTINGS = ("plain", "remat", "blockwise", "blockwise+remat")
+GLOBAL_BATCH = throughput.PAPER_GLOBAL_BATCH
 
 # (model, slice, settings): the paper's batch on slices its models are trained on today.
 ROWS = (
-    [("ViT-B-32", "v4-64", each) for each in SETTINGS]
+    [("ViT-B-32", "v4-64", each) for each in throughput.SETTINGS]
     + [("ViT-B-32", "v5e-64", each) for each in ("plain", "blockwise+remat")]
     + [("ViT-B-16", "v5p-128", each) for each in ("plain", "blockwise+remat")]
     + [("ViT-B-16", "v5e-64", "blockwise+remat")]
@@ -33,21 +32,6 @@ ROWS = (
     + [("ViT-H-14", "v5p-512", each) for each in ("blockwise", "blockwise+remat")]
     + [("RN50x64", "v5p-512", each) for each in ("plain", "blockwise")]
 )
-
-
-def paper_run(model: str, setting: str, **changes) -> settings.Run:
-  """The paper's run (configs/webdataset.py) with `model`, bfloat16 compute, scanned blocks and
-  `setting`'s loss and remat; `changes` as flattened config keys."""
-  config = settings.load_config_file(common.repository_path("configs/webdataset.py"))
-  config.data.files = "unused"  # the plan reads no data
-  config.global_batch_size = GLOBAL_BATCH
-  config.model.name = model
-  config.model.overrides.dtype = "bfloat16"
-  config.model.overrides.scan = True
-  config.model.overrides.remat = "remat" in setting
-  config.loss.blockwise = "blockwise" in setting
-  config.update_from_flattened_dict(changes)
-  return settings.parse(config)
 
 
 def table_row(model: str, slice_name: str, setting: str, result: plan.Plan) -> list:
@@ -75,7 +59,7 @@ def main():
     if args.only not in f"{model} {slice_name} {setting}":
       continue
     devices = accelerators.topology_devices(slice_name)
-    result = plan.plan_run(paper_run(model, setting), devices, slice_name)
+    result = plan.plan_run(throughput.paper_run(model, setting), devices, slice_name)
     rows.append(table_row(model, slice_name, setting, result))
     print(common.format_table(header, rows[-1:]), flush=True)
   common.report(

@@ -37,10 +37,18 @@ CHIPS = (
          "cloud.google.com/tpu/docs/v5p: 459 TFLOP/s bf16, 95 GiB HBM2e, 2,765 GB/s"),
     Chip("v6e", ("TPU v6 lite", "TPU v6e"), 32 * GIB, 918e12, 1640e9,
          "cloud.google.com/tpu/docs/v6e: 918 TFLOP/s bf16, 32 GiB HBM, 1,640 GB/s"),
+    # NVIDIA's cards of one name differ by form factor (SXM, PCIe, NVL): each has its own
+    # device kind and peak, and a kind not listed here gets no peak rather than another card's.
     Chip("H200", ("NVIDIA H200",), 141e9, 989e12, 4.8e12,
          "nvidia.com H200 datasheet (SXM): 989 TFLOP/s dense bf16, 141 GB HBM3e, 4.8 TB/s"),
-    Chip("H100", ("NVIDIA H100 80GB HBM3", "NVIDIA H100"), 80e9, 989e12, 3.35e12,
+    Chip("H200-NVL", ("NVIDIA H200 NVL",), 141e9, 835e12, 4.8e12,
+         "nvidia.com H200 datasheet (NVL): 835 TFLOP/s dense bf16, 141 GB HBM3e, 4.8 TB/s"),
+    Chip("H100", ("NVIDIA H100 80GB HBM3",), 80e9, 989e12, 3.35e12,
          "nvidia.com H100 datasheet (SXM): 989 TFLOP/s dense bf16, 80 GB HBM3, 3.35 TB/s"),
+    Chip("H100-PCIe", ("NVIDIA H100 PCIe",), 80e9, 756e12, 2.0e12,
+         "nvidia.com H100 datasheet (PCIe): 756 TFLOP/s dense bf16, 80 GB HBM2e, 2.0 TB/s"),
+    Chip("H100-NVL", ("NVIDIA H100 NVL",), 94e9, 835e12, 3.9e12,
+         "nvidia.com H100 datasheet (NVL): 835 TFLOP/s dense bf16, 94 GB HBM3, 3.9 TB/s"),
     Chip("A100-80GB", ("NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB"), 80e9, 312e12, 2.039e12,
          "nvidia.com A100 datasheet (SXM 80GB): 312 TFLOP/s dense bf16, 2,039 GB/s"),
     Chip("A100-40GB", ("NVIDIA A100-SXM4-40GB", "NVIDIA A100"), 40e9, 312e12, 1.555e12,
@@ -49,7 +57,8 @@ CHIPS = (
 
 
 def chip_of(device_kind: str) -> Chip | None:
-  """The chip whose device kind `device_kind` is (the longest name that starts it), or None."""
+  """The chip whose device kind `device_kind` is (the longest name that starts it: "NVIDIA H200
+  NVL" is not an "NVIDIA H200"), or None."""
   matches = [(len(kind), chip) for chip in CHIPS for kind in chip.device_kinds
              if device_kind.startswith(kind)]
   return max(matches, key=lambda match: match[0])[1] if matches else None
@@ -94,12 +103,23 @@ def topology_name(slice_name: str) -> tuple[str, str]:
   raise ValueError(f"--topology={slice_name!r}; allowed: {SLICE_EXAMPLES}.")
 
 
-def has_tpu_chips() -> bool:
-  """Whether this machine has Google TPU chips (PCI vendor 0x1ae0), as libtpu looks for them."""
-  for path in glob.glob("/sys/bus/pci/devices/*/vendor"):
+# Google's PCI vendor ID, and the device IDs of its TPU chips (JAX's table, jax/_src/
+# hardware_utils.py: v3, an unnamed one, v4, v5p, v5e, v6e, TPU7x). The vendor alone also
+# matches Google Cloud's virtual NIC (gVNIC, device 0x0042) on every Compute Engine VM.
+GOOGLE_PCI_VENDOR = "0x1ae0"
+TPU_PCI_DEVICES = frozenset({"0x0027", "0x0056", "0x005e", "0x0062", "0x0063", "0x006f",
+                             "0x0076"})
+
+
+def has_tpu_chips(pci_devices: str = "/sys/bus/pci/devices") -> bool:
+  """Whether this machine has Google TPU chips: a PCI device of Google's with a TPU's device ID,
+  as JAX looks for them."""
+  for directory in glob.glob(os.path.join(pci_devices, "*")):
     try:
-      with open(path) as file:
-        if file.read().strip() == "0x1ae0":
+      with open(os.path.join(directory, "vendor")) as vendor, \
+          open(os.path.join(directory, "device")) as device:
+        if (vendor.read().strip() == GOOGLE_PCI_VENDOR
+            and device.read().strip() in TPU_PCI_DEVICES):
           return True
     except OSError:
       continue
