@@ -43,7 +43,8 @@ from absl import logging
 import jax
 import numpy as np
 
-from clip_jax import program as program_lib  # pylint: disable=wrong-import-position
+from clip_jax import host_tensorflow  # pylint: disable=wrong-import-position
+from clip_jax import program as program_lib
 from clip_jax import settings
 from clip_jax import sharding
 from clip_jax import throughput
@@ -54,7 +55,6 @@ DISTRIBUTIONS = ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda13-plugin", "lib
                  "optax", "orbax-checkpoint", "ml-collections", "numpy", "tensorflow",
                  "tensorflow-cpu", "tensorflow-text", "tensorflow-datasets", "clu")
 TRAINING_MODEL = "tiny-vit"
-ACCELERATOR_KINDS = ("GPU", "TPU")
 
 
 def machine() -> dict[str, Any]:
@@ -82,13 +82,13 @@ def machine() -> dict[str, Any]:
 def tensorflow_devices() -> dict[str, Any]:
   """What TensorFlow sees once input_pipeline is imported (which must hide the accelerators)."""
   try:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     import input_pipeline  # pylint: disable=g-import-not-at-top,unused-import
+    tf = host_tensorflow.import_tensorflow()
   except ImportError as error:
     return {"installed": False, "why": str(error)}
   visible = sorted({device.device_type for device in tf.config.get_visible_devices()})
-  return {"installed": True, "visible_devices": visible,
-          "sees_accelerators": any(kind in visible for kind in ACCELERATOR_KINDS)}
+  accelerators = [kind for kind in visible if kind in host_tensorflow.ACCELERATOR_KINDS]
+  return {"installed": True, "visible_devices": visible, "sees_accelerators": bool(accelerators)}
 
 
 def training_run(steps: int, devices: list) -> settings.Run:
