@@ -52,19 +52,20 @@ def make_program(run: settings.Run, mesh: jax.sharding.Mesh) -> Program:
   loss_fn = losses.make_loss_fn(run.loss.name, mesh, sharding.BATCH_AXES,
                                 blockwise=run.loss.blockwise, tile_size=run.loss.tile_size)
   optimizer, schedule = create_optimizer(run)
-  init = state_initializer(run, model, optimizer)
+  init = sharding.with_mesh(state_initializer(run, model, optimizer), mesh)
   abstract_state = jax.eval_shape(init, jax.random.PRNGKey(run.seed))
   state_shardings = sharding.tree_shardings(abstract_state, mesh, run.mesh.min_shard_size)
 
   @functools.cache
   def step_function(mask_ratio: float):
     """The jitted step for one FLIP mask ratio: the masked phase's, then the unmasked one's."""
-    return jax.jit(train_step_lib.make_train_step(
-                       model, optimizer, loss_fn, schedule,
-                       trainable=functools.partial(finetune.trainable, finetune=run.finetune),
-                       train_image_tower=finetune.image_tower_trains(run.finetune),
-                       mask_ratio=mask_ratio, accumulation_steps=run.accumulation_steps,
-                       batch_shards=sharding.batch_shard_count(mesh), ema_decay=run.ema_decay),
+    train_step = train_step_lib.make_train_step(
+        model, optimizer, loss_fn, schedule,
+        trainable=functools.partial(finetune.trainable, finetune=run.finetune),
+        train_image_tower=finetune.image_tower_trains(run.finetune),
+        mask_ratio=mask_ratio, accumulation_steps=run.accumulation_steps,
+        batch_shards=sharding.batch_shard_count(mesh), ema_decay=run.ema_decay)
+    return jax.jit(sharding.with_mesh(train_step, mesh),
                    in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                    out_shardings=(state_shardings, sharding.replicated(mesh)),
                    donate_argnums=0)
