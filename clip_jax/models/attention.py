@@ -99,9 +99,10 @@ def _splash(query, key, value, *, causal: bool, platform: str) -> jax.Array:
   """
   run = lambda *arrays: _splash_one_shard(*arrays, causal=causal, interpret=platform != "tpu")
   mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or query.shape[0] % mesh.size:
-    return run(query, key, value)
+  if mesh.empty or query.shape[0] % mesh.size:  # No mesh, or a batch it cannot split evenly
+    return run(query, key, value)               # (the train step makes none): the whole batch.
   batch_split = PartitionSpec(mesh.axis_names)
+  # check_vma=False: the splash kernel's pallas_call declares its outputs with no mesh axes.
   return jax.shard_map(run, mesh=mesh, in_specs=(batch_split,) * 3, out_specs=batch_split,
                        check_vma=False)(query, key, value)
 
