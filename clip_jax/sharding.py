@@ -13,8 +13,9 @@ Models know nothing of meshes: this module alone decides where arrays live.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -91,6 +92,20 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
+
+
+def with_mesh(function: Callable, mesh: Mesh) -> Callable:
+  """`function`, traced with `mesh` as the context mesh (its abstract form: it touches no device).
+
+  For the code inside that splits its work over the mesh by hand: the Pallas attention kernel,
+  which XLA does not partition, runs in `shard_map` over the context mesh
+  (clip_jax.models.attention), and takes its platform from the mesh's devices.
+  """
+  @functools.wraps(function)
+  def in_mesh(*args, **kwargs):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return function(*args, **kwargs)
+  return in_mesh
 
 
 def global_batch(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

@@ -59,15 +59,17 @@ def test_compile_only_devices_have_the_slices_chips_and_hosts():
 # Each case compiles the whole train step for TPU (about 20 s each on 2 cores), so each one
 # combines several features: between them they cover both image towers, both losses (the sigmoid
 # loss plain and blockwise, the softmax loss blockwise here and plain in the run too big for its
-# chips below), data parallelism and FSDP, FLIP's two phases, remat, scan, bfloat16 and gradient
-# accumulation, on v4 and v5e chips.
+# chips below), data parallelism and FSDP, FLIP's two phases, remat, scan, bfloat16, gradient
+# accumulation and the Pallas splash-attention kernel (in shard_map, at FLIP's odd lengths), on v4
+# and v5e chips.
 CASES = {
-    "vit-softmax-blockwise-fsdp-flip-remat-scan-bf16-accumulation": dict(
+    "vit-softmax-blockwise-fsdp-flip-remat-scan-bf16-accumulation-splash": dict(
         slice_name="v5e-4", changes={
             "loss.blockwise": True, "loss.tile_size": 4, "mesh.data": 2, "mesh.fsdp": 2,
             "mesh.min_shard_size": 1, "flip.mask_ratio": 0.5, "flip.unmasked_steps": 2,
             "model.overrides.remat": True, "model.overrides.scan": True,
-            "model.overrides.dtype": "bfloat16", "accumulation_steps": 2}),
+            "model.overrides.dtype": "bfloat16", "accumulation_steps": 2,
+            "model.overrides.attention": "splash"}),
     "vit-sigmoid-data-parallel-float32": dict(
         slice_name="v4-8", changes={"loss.name": "sigmoid"}),
     "resnet-sigmoid-blockwise-fsdp-bf16": dict(

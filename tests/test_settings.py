@@ -40,6 +40,7 @@ COMMAND_LINE = {
     "model.overrides.dtype": ("bfloat16", lambda run: run.model.architecture.dtype),
     "model.overrides.remat": ("True", lambda run: run.model.architecture.remat),
     "model.overrides.scan": ("True", lambda run: run.model.architecture.scan),
+    "model.overrides.attention": ("splash", lambda run: run.model.architecture.attention),
     "model.overrides.activation": ("quick_gelu", lambda run: run.model.architecture.activation),
     "model.overrides.init_logit_scale": ("2.5", lambda run: run.model.architecture.init_logit_scale),
     "model.overrides.init_logit_bias": ("-5.0", lambda run: run.model.architecture.init_logit_bias),

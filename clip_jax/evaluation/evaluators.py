@@ -156,7 +156,7 @@ def make_encoders(model, variables, mesh: jax.sharding.Mesh) -> tuple[Encoder, E
 @functools.partial(jax.jit, static_argnames=("model", "method", "mesh"))
 def _encode(variables, inputs: jax.Array, *, model, method: str,
             mesh: jax.sharding.Mesh) -> jax.Array:
-  features = model.apply(variables, inputs, method=method)  # [b, E]
+  features = sharding.with_mesh(model.apply, mesh)(variables, inputs, method=method)  # [b, E]
   return jax.lax.with_sharding_constraint(features, sharding.replicated(mesh))
 
 

@@ -44,9 +44,10 @@ class CLIP(nn.Module):
     config = self.config
     dtype = jnp.dtype(config.dtype)
     transformer_settings = dict(activation=config.activation, dtype=dtype, scan=config.scan,
-                                remat=config.remat)
+                                remat=config.remat, attention=config.attention)
     if isinstance(config.vision, configs.ModifiedResNetConfig):
-      self.visual = resnet.ModifiedResNet(config.vision, config.embed_dim, dtype)
+      self.visual = resnet.ModifiedResNet(config.vision, config.embed_dim, dtype,
+                                          config.attention)
     else:
       self.visual = vision.VisionTransformer(config.vision, config.embed_dim,
                                              **transformer_settings)

@@ -12,6 +12,7 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from clip_jax.models import attention
 from clip_jax.models import layers
 
 DTYPES = ("float32", "bfloat16")
@@ -74,6 +75,7 @@ class CLIPConfig:
   dtype: str = "float32"  # Compute dtype; parameters are always float32.
   remat: bool = False  # Recompute each transformer block in the backward pass.
   scan: bool = False  # Scan over transformer blocks (parameters stacked on a leading layer axis).
+  attention: str = "auto"  # The kernel: "auto", "xla", "cudnn", "splash" (models/attention.py).
   init_logit_scale: float = math.log(1 / 0.07)  # The sigmoid loss wants log(10).
   init_logit_bias: float | None = None  # A learned logit bias (sigmoid loss: -10), if not None.
   preprocessing: Preprocessing = Preprocessing()
@@ -150,6 +152,13 @@ def check(config: CLIPConfig, prefix: str = "") -> None:
   """Rejects values that would only fail (or silently misbehave) deep inside the model."""
   if config.dtype not in DTYPES:
     raise ValueError(f"{prefix}dtype={config.dtype!r}; allowed: {_allowed(DTYPES)}.")
+  if config.attention not in attention.IMPLEMENTATIONS:
+    raise ValueError(f"{prefix}attention={config.attention!r}; allowed: "
+                     f"{_allowed(attention.IMPLEMENTATIONS)}.")
+  if config.attention == "cudnn" and config.dtype != "bfloat16":
+    raise ValueError(f"{prefix}attention='cudnn' with {prefix}dtype={config.dtype!r}: cuDNN's "
+                     f"fused attention takes half precision only; allowed: attention=auto, xla "
+                     f"or splash, or dtype='bfloat16'.")
   if config.activation not in layers.ACTIVATIONS:
     raise ValueError(f"{prefix}activation={config.activation!r}; allowed: "
                      f"{_allowed(layers.ACTIVATIONS)}.")
@@ -213,9 +222,9 @@ def config_to_dict(config: CLIPConfig) -> dict[str, Any]:
 
 def function_fields(config: CLIPConfig) -> dict[str, Any]:
   """What of a config decides the function its weights compute: not the compute dtype, remat,
-  scan, nor the initial temperature and bias (which the weights replace)."""
+  scan, the attention kernel, nor the initial temperature and bias (which the weights replace)."""
   fields = config_to_dict(config)
-  for key in ("dtype", "remat", "scan", "init_logit_scale", "init_logit_bias"):
+  for key in ("dtype", "remat", "scan", "attention", "init_logit_scale", "init_logit_bias"):
     fields.pop(key)
   return fields
 

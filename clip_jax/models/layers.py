@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from clip_jax.models import attention as attention_lib
+
 Dtype = Any
 
 # PyTorch's default Conv init (kaiming_uniform with a = sqrt(5), i.e. uniform with bound
@@ -118,6 +120,7 @@ class MultiHeadAttention(nn.Module):
   out_std: float
   causal: bool = False
   dtype: Dtype = jnp.float32
+  attention: str = "auto"  # clip_jax.models.attention.IMPLEMENTATIONS
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, L, W]
@@ -125,9 +128,9 @@ class MultiHeadAttention(nn.Module):
     qkv = Dense(3 * width, normal(width ** -0.5), self.dtype, name="in_proj")(x)  # [B, L, 3W]
     query, key, value = jnp.split(qkv, 3, axis=-1)                       # 3 x [B, L, W]
     split_heads = lambda t: t.reshape(*t.shape[:-1], self.heads, -1)     # [B, L, H, W / H]
-    # Logits and softmax in float32 whatever the compute dtype.
-    x = jax.nn.dot_product_attention(split_heads(query), split_heads(key), split_heads(value),
-                                     is_causal=self.causal)              # [B, L, H, W / H]
+    x = attention_lib.attention(split_heads(query), split_heads(key), split_heads(value),
+                                causal=self.causal,
+                                implementation=self.attention)           # [B, L, H, W / H]
     return Dense(width, normal(self.out_std), self.dtype,
                  name="out_proj")(x.reshape(qkv.shape[:-1] + (width,)))  # [B, L, W]
 
@@ -163,11 +166,12 @@ class ResidualAttentionBlock(nn.Module):
   activation: str = "gelu"
   causal: bool = False
   dtype: Dtype = jnp.float32
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, L, W]
     out_std = x.shape[-1] ** -0.5 * (2 * self.depth) ** -0.5
-    x = x + MultiHeadAttention(self.heads, out_std, self.causal, self.dtype,
+    x = x + MultiHeadAttention(self.heads, out_std, self.causal, self.dtype, self.attention,
                                name="attn")(LayerNorm(name="ln_1")(x))
     x = x + MLP(self.mlp_dim, out_std, self.activation, self.dtype,
                 name="mlp")(LayerNorm(name="ln_2")(x))
@@ -195,6 +199,7 @@ class Transformer(nn.Module):
   dtype: Dtype = jnp.float32
   scan: bool = False
   remat: bool = False
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, L, W]
@@ -203,7 +208,7 @@ class Transformer(nn.Module):
       block = nn.remat(block, prevent_cse=not self.scan)
     settings = dict(heads=self.width // self.head_width, mlp_dim=self.mlp_dim or 4 * self.width,
                     depth=self.layers, activation=self.activation, causal=self.causal,
-                    dtype=self.dtype)
+                    dtype=self.dtype, attention=self.attention)
     if self.scan:
       scanned = nn.scan(_scan_body, variable_axes={"params": 0}, split_rngs={"params": True},
                         length=self.layers)

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from clip_jax.models import attention as attention_lib
 from clip_jax.models import configs
 from clip_jax.models import layers
 
@@ -83,6 +84,7 @@ class AttentionPool2d(nn.Module):
   heads: int
   out_features: int
   dtype: layers.Dtype = jnp.float32
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:                 # [B, G, G, C]
@@ -99,8 +101,8 @@ class AttentionPool2d(nn.Module):
     query = dense(channels, "q_proj")(x[:, :1])                  # [B, 1, C]
     key = dense(channels, "k_proj")(x)                           # [B, 1 + G*G, C]
     value = dense(channels, "v_proj")(x)                         # [B, 1 + G*G, C]
-    x = jax.nn.dot_product_attention(split_heads(query), split_heads(key),
-                                     split_heads(value))         # [B, 1, heads, C / heads]
+    x = attention_lib.attention(split_heads(query), split_heads(key), split_heads(value),
+                                implementation=self.attention)   # [B, 1, heads, C / heads]
     return dense(self.out_features, "c_proj")(x.reshape(batch, channels))  # [B, E]
 
 
@@ -110,6 +112,7 @@ class ModifiedResNet(nn.Module):
   config: configs.ModifiedResNetConfig
   embed_dim: int
   dtype: layers.Dtype = jnp.float32
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
@@ -128,4 +131,4 @@ class ModifiedResNet(nn.Module):
     # [B, G, G, C] with G = H / 2**(stages + 1) and C = width * 2**(stages + 1).
     return AttentionPool2d(config.image_size // 2 ** (len(config.layers) + 1),
                            x.shape[-1] // config.head_width, self.embed_dim, self.dtype,
-                           name="attnpool")(x)
+                           self.attention, name="attnpool")(x)

@@ -24,6 +24,7 @@ class TextTransformer(nn.Module):
   dtype: layers.Dtype = jnp.float32
   scan: bool = False
   remat: bool = False
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -36,7 +37,8 @@ class TextTransformer(nn.Module):
     x = x + positional_embedding[:tokens.shape[1]].astype(self.dtype)
     x = layers.Transformer(width, config.layers, config.head_width, config.mlp_dim,
                            self.activation, causal=True, dtype=self.dtype, scan=self.scan,
-                           remat=self.remat, name="transformer")(x)    # [B, L, W]
+                           remat=self.remat, attention=self.attention,
+                           name="transformer")(x)                      # [B, L, W]
     end_of_text = x[jnp.arange(x.shape[0]), tokens.argmax(axis=-1)]    # [B, W]
     x = layers.LayerNorm(name="ln_final")(end_of_text)  # Per token: the same as before the gather.
     text_projection = self.param("text_projection", layers.normal(width ** -0.5),

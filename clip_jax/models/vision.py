@@ -89,6 +89,7 @@ class VisionTransformer(nn.Module):
   dtype: layers.Dtype = jnp.float32
   scan: bool = False
   remat: bool = False
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool = False, patch_dropout: float = 0.0,
@@ -116,7 +117,8 @@ class VisionTransformer(nn.Module):
     x = layers.LayerNorm(name="ln_pre")(x)
     x = layers.Transformer(width, config.layers, config.head_width, config.mlp_dim,
                            self.activation, causal=False, dtype=self.dtype, scan=self.scan,
-                           remat=self.remat, name="transformer")(x)    # [B, L, W]
+                           remat=self.remat, attention=self.attention,
+                           name="transformer")(x)                      # [B, L, W]
     x = layers.LayerNorm(name="ln_post")(x[:, 0])                       # [B, W]
     proj = self.param("proj", layers.normal(scale), (width, self.embed_dim))
     return x @ proj.astype(self.dtype)                                 # [B, E]

@@ -80,6 +80,8 @@ def test_overrides_from_an_ml_collections_config():
     ("tiny-vit", dict(text=dict(heads=4)), ["text.heads=4", "head_width"]),
     ("tiny-vit", dict(dtype="float16"), ["dtype='float16'", "float32", "bfloat16"]),
     ("tiny-vit", dict(activation="relu"), ["activation='relu'", "quick_gelu", "gelu"]),
+    ("tiny-vit", dict(attention="flash"), ["attention='flash'", "auto, xla, cudnn, splash"]),
+    ("tiny-vit", dict(attention="cudnn"), ["attention='cudnn'", "dtype='float32'", "bfloat16"]),
     ("tiny-vit", dict(vision=dict(patch_size=5)), ["vision.patch_size=5", "image_size=32"]),
     ("tiny-vit", dict(text=dict(head_width=48)), ["text.head_width=48", "64"]),
     ("tiny-rn", dict(vision=dict(image_size=36)), ["vision.image_size=36", "multiples of 8"]),
