@@ -370,7 +370,7 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:  # JAX's INFO lines about absent backends: noise here.
     logging.set_verbosity(logging.WARNING)
   try:
-    run = settings.parse(_CONFIG.value)
+    run = settings.parse(_CONFIG.value, require_data=False)  # A plan reads no data.
     devices, target, hbm_bytes = target_devices(_TOPOLOGY.value)
     if _HBM_GIB.value is not None:
       if _HBM_GIB.value <= 0:

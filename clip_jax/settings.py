@@ -544,8 +544,10 @@ def _architecture(model: Mapping[str, Any], loss_name: str) -> Model:
   return Model(name=name, architecture=architecture)
 
 
-def _data(values: Mapping[str, Any] | None, architecture: model_configs.CLIPConfig) -> Data:
-  """The data section; image_size and context_length follow the model unless set."""
+def _data(values: Mapping[str, Any] | None, architecture: model_configs.CLIPConfig,
+          require_source: bool = True) -> Data:
+  """The data section; image_size and context_length follow the model unless set. Without
+  `require_source`, a source may leave what it reads from unset (its files, say)."""
   given = _given(values)
   model_sizes = dict(image_size=architecture.vision.image_size,
                      context_length=architecture.text.context_length)
@@ -575,10 +577,12 @@ def _data(values: Mapping[str, Any] | None, architecture: model_configs.CLIPConf
     merged = _section(Data, {**shared, **part, **model_sizes}, key)
     if merged.name not in STREAM_SOURCES:
       raise ValueError(f"{key}.name={merged.name!r}; allowed: {', '.join(STREAM_SOURCES)}.")
-    _check_source(merged, key)
+    if require_source:
+      _check_source(merged, key)
     sources[part_name] = merged
   data = _section(Data, {**given, **model_sizes}, "data", synthetic=synthetic, sources=sources)
-  _check_source(data, "data")
+  if require_source:
+    _check_source(data, "data")
   if (data.name == "mixture") != bool(sources):
     raise ValueError(f"data.name={data.name!r} with {len(sources)} data.sources; allowed: "
                      "data.name='mixture' with one or more data.sources, or another source "
@@ -632,8 +636,13 @@ def _evaluator(name: str, values: Mapping[str, Any] | None) -> Evaluator:
   return _section(Evaluator, given, key)
 
 
-def parse(config: ml_collections.ConfigDict | Mapping[str, Any]) -> Run:
-  """The run a config describes, every value checked; a bad one raises a ValueError naming it."""
+def parse(config: ml_collections.ConfigDict | Mapping[str, Any], *,
+          require_data: bool = True) -> Run:
+  """The run a config describes, every value checked; a bad one raises a ValueError naming it.
+
+  `require_data=False` is for programs that read no data (clip_jax.plan needs the batch's
+  shapes only): the data source may leave what it reads from unset (`data.files`, say).
+  """
   values = _given(_plain(config))
   allowed = [field.name for field in dataclasses.fields(Run)]
   unknown = sorted(set(values) - set(allowed))
@@ -649,7 +658,8 @@ def parse(config: ml_collections.ConfigDict | Mapping[str, Any]) -> Run:
   top_level = {key: value for key, value in values.items()
                if key not in ("model", "evals", *_SECTIONS)}
   run = _section(Run, top_level, "config", model=model, loss=loss,
-                 data=_data(values.get("data"), model.architecture), evals=evals, **sections)
+                 data=_data(values.get("data"), model.architecture, require_data), evals=evals,
+                 **sections)
   _check_run(run)
   return run
 

@@ -331,6 +331,16 @@ def test_a_bad_value_names_the_key_the_value_and_what_is_allowed(changes, messag
     settings.parse(config)
 
 
+def test_a_run_that_reads_no_data_may_leave_its_source_unset():
+  # clip_jax.plan needs the batch's shapes, not the files; training still refuses without them.
+  for name in ("webdataset.py", "mixture.py:tiny"):
+    config = settings.load_config_file(*os.path.join(CONFIGS, name).split(":"))
+    with pytest.raises(ValueError, match=r"files is empty"):
+      settings.parse(config)
+    run = settings.parse(config, require_data=False)
+    assert run.data.files == "" and run.data.image_size == run.model.architecture.vision.image_size
+
+
 def test_unknown_keys_are_named_with_the_allowed_ones():
   config = settings.load_config_file(DEMO).to_dict()
   config["flip"]["unmasked_step"] = 2
