@@ -82,5 +82,6 @@ def test_a_planted_cycle_is_found():
 def test_settings_import_nothing_of_the_project_but_the_model_table():
   graph = import_graph()
   assert graph["clip_jax.settings"] == {"clip_jax.models.configs"}
-  assert graph["clip_jax.models.configs"] == {"clip_jax.models.layers"}
-  assert graph["clip_jax.models.layers"] == set()
+  assert graph["clip_jax.models.configs"] == {"clip_jax.models.attention", "clip_jax.models.layers"}
+  assert graph["clip_jax.models.layers"] == {"clip_jax.models.attention"}
+  assert graph["clip_jax.models.attention"] == set()
