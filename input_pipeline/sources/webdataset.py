@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import posixpath
-import tarfile
 from typing import Iterator, Sequence
 
 from absl import logging
@@ -40,23 +39,129 @@ def read_samples(path: str, offset: int = 0
     file.seek(offset)
     key, members = None, {}
     try:
-      with tarfile.open(fileobj=file, mode="r|") as archive:  # a stream: no seeking back
-        for member in archive:
-          if not member.isfile():
-            continue
-          member_key, extension = split_member_name(member.name)
-          if member_key != key and members:
-            yield key, members, offset + member.offset
-            members = {}
-          key = member_key
-          members[extension] = archive.extractfile(member).read()
-        end = offset + archive.offset
-    except tarfile.TarError as error:  # a truncated download, a damaged block
-      logging.warning("%s: %s after byte %d; reading of this shard stops there.", path, error,
-                      offset)
+      for name, data, header_offset, end in _tar_files(_ChunkedReader(file), offset):
+        member_key, extension = split_member_name(name)
+        if member_key != key and members:
+          yield key, members, header_offset
+          members = {}
+        key = member_key
+        members[extension] = data
+    except _DamagedTar as error:  # a truncated download, a damaged block
+      logging.warning("%s: %s; reading of this shard stops there.", path, error)
+      if error.name is not None and split_member_name(error.name)[0] != key and members:
+        yield key, members, error.header_offset  # the damage starts the next sample
       return
     if members:
       yield key, members, end
+
+
+class _DamagedTar(Exception):
+  """Damage at the header at `header_offset`, of the member `name` where it could be read."""
+
+  def __init__(self, message: str, header_offset: int, name: str | None = None):
+    super().__init__(message)
+    self.header_offset = header_offset
+    self.name = name
+
+
+class _ChunkedReader:
+  """Reads a file in large chunks: a GFile read costs ~20 us, tar members are a few kB."""
+
+  _CHUNK = 1 << 20
+
+  def __init__(self, file):
+    self._file = file
+    self._buffer = b""
+    self._position = 0
+
+  def read(self, size: int) -> bytes:
+    end = self._position + size
+    if end > len(self._buffer):
+      missing = end - len(self._buffer)
+      self._buffer = self._buffer[self._position:] + self._file.read(max(missing, self._CHUNK))
+      self._position, end = 0, size
+    data = self._buffer[self._position:end]
+    self._position = min(end, len(self._buffer))
+    return data
+
+
+_BLOCK = 512
+_REGULAR_FILES = (b"0", b"\0", b"7")  # regular, old-style regular, contiguous
+_EXTENDED_HEADERS = (b"x", b"g", b"L")  # POSIX pax (one member, global), GNU long name
+
+
+def _tar_files(file, offset: int) -> Iterator[tuple[str, bytes, int, int]]:
+  """(name, data, offset of its first header, offset after it) of each regular file member of a
+  tar stream read from byte `offset`.
+
+  A minimal reader of ustar, pax and GNU tars (what tarfile, GNU tar and webdataset write),
+  several times faster than `tarfile` in stream mode, which parses each header into a TarInfo and
+  copies data through a file object. Directories, links and devices are skipped.
+  """
+  first_header, pax_name, long_name = offset, None, None
+  while True:
+    header = file.read(_BLOCK)
+    if not header or header.count(0) == _BLOCK:  # the end-of-archive blocks, or a clean end
+      return
+    if len(header) < _BLOCK or not _checksum_matches(header):
+      raise _DamagedTar(f"a damaged header at byte {offset}", first_header)
+    size = _header_number(header[124:136])
+    padded = -(-size // _BLOCK) * _BLOCK
+    data = file.read(padded)
+    kind = header[156:157]
+    name = pax_name or long_name or _header_name(header)
+    if len(data) < padded:
+      raise _DamagedTar(f"a member cut short after byte {offset}", first_header,
+                        name.decode("utf-8", "surrogateescape") if kind in _REGULAR_FILES else None)
+    offset += _BLOCK + padded
+    data = data[:size]
+    if kind in _EXTENDED_HEADERS:
+      if kind == b"L":
+        long_name = data.split(b"\0", 1)[0]
+      elif kind == b"x":
+        pax_name = _pax_path(data)
+      continue
+    if kind in _REGULAR_FILES:
+      yield name.decode("utf-8", "surrogateescape"), data, first_header, offset
+    first_header, pax_name, long_name = offset, None, None
+
+
+def _checksum_matches(header: bytes) -> bool:
+  try:
+    stored = _header_number(header[148:156])
+  except ValueError:
+    return False
+  return stored == sum(header[:148]) + 8 * 32 + sum(header[156:])  # the field counts as spaces
+
+
+def _header_number(field: bytes) -> int:
+  """An octal field, or GNU's base-256 for large values (first byte 0x80 or 0xff)."""
+  if field[0] & 0x80:
+    value = int.from_bytes(field[1:], "big")
+    return value - (1 << (8 * len(field) - 8)) if field[0] == 0xff else value
+  digits = field.split(b"\0", 1)[0].strip()
+  return int(digits, 8) if digits else 0
+
+
+def _header_name(header: bytes) -> bytes:
+  name = header[:100].split(b"\0", 1)[0]
+  prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
+  return prefix + b"/" + name if prefix else name
+
+
+def _pax_path(data: bytes) -> bytes | None:
+  """The "path" of a pax header's "LENGTH key=value\\n" records, if it has one."""
+  path, position = None, 0
+  while position < len(data):
+    length, _, rest = data[position:position + 20].partition(b" ")
+    if not length.isdigit():
+      break
+    record = data[position:position + int(length)]
+    key, _, value = record[len(length) + 1:-1].partition(b"=")
+    if key == b"path":
+      path = value
+    position += int(length)
+  return path
 
 
 def read_tar(path: str, offset: int,

@@ -1,7 +1,9 @@
 """The readers of each source: records, offsets to resume from, odd files, config errors."""
 
+import io
 import itertools
 import os
+import tarfile
 
 import numpy as np
 import pytest
@@ -70,6 +72,27 @@ class TestWebDataset:
     data = (tmp_path / "shard.tar").read_bytes()
     (tmp_path / "shard.tar").write_bytes(data[:4000])
     assert [r for r, _ in webdataset.read_tar(path, 0)] == [{"image": b"J1", "captions": [b"c"]}]
+
+
+  @pytest.mark.parametrize("tar_format", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT,
+                                          tarfile.PAX_FORMAT])
+  def test_long_and_unicode_names_read_as_tarfile_reads_them(self, tmp_path, tar_format):
+    names = ["d/" + "x" * 90 + "/1.jpg", "d/" + "x" * 90 + "/1.txt", "caf\u00e9/2.jpg",
+             "caf\u00e9/2.txt", "n" * 120 + ".jpg", "n" * 120 + ".txt"]
+    if tar_format == tarfile.USTAR_FORMAT:  # ustar has no long base names or non-ASCII
+      names = names[:2]
+    path = str(tmp_path / "shard.tar")
+    with tarfile.open(path, "w", format=tar_format) as archive:
+      for number, name in enumerate(names):
+        info = tarfile.TarInfo(name)
+        info.size = 3 + number
+        archive.addfile(info, io.BytesIO(bytes(range(3 + number))))
+    with tarfile.open(path) as archive:
+      expected = [(member.name, archive.extractfile(member).read()) for member in archive]
+    samples = list(webdataset.read_samples(path))
+    assert [(key + "." + extension, data) for key, members, _ in samples
+            for extension, data in members.items()] == expected
+    assert not list(webdataset.read_samples(path, samples[-1][2]))  # the end: nothing after it
 
 
 class TestFileLists:
