@@ -95,6 +95,18 @@ class TestWebDataset:
     assert not list(webdataset.read_samples(path, samples[-1][2]))  # the end: nothing after it
 
 
+  def test_other_file_systems_read_as_local_files(self, tmp_path):
+    path = str(tmp_path / "shard.tar")
+    write_tar(path, [(f"{index}.{extension}", os.urandom(300 * index))
+                     for index in range(1, 9) for extension in ("jpg", "txt")])
+    remote = "ram://test_sources/shard.tar"  # read through tf.io.gfile, like gs://
+    tf.io.gfile.makedirs("ram://test_sources")
+    tf.io.gfile.copy(path, remote, overwrite=True)
+    local = list(webdataset.read_samples(path))
+    assert list(webdataset.read_samples(remote)) == local
+    assert list(webdataset.read_samples(remote, local[3][2])) == local[4:]
+
+
 class TestFileLists:
 
   def test_braces_globs_and_lists(self, tmp_path):
