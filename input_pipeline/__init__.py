@@ -14,6 +14,7 @@ run's 55).
 from __future__ import annotations
 
 import atexit
+import itertools
 from typing import Any, Iterator
 import weakref
 
@@ -211,19 +212,47 @@ def _synthetic_examples(data: settings.Data, local_state, global_batch_size: int
       keep)
 
 
+# Records per element of the reading stage: one Python call hands tf.data this many, and decoding
+# works on them as one unit, which keeps the per-record cost of both in C++.
+RECORD_CHUNK = 64
+
+
+def read_records(stream, local_state: dict[str, Any]) -> tf.data.Dataset:
+  """The reading stage: chunks of raw records of `stream` after `local_state`, in stream order.
+
+  Yields {"image": string [n], "captions": ragged string [n, None], "record_number": int64 [n],
+  "position": int64 [n, position_size]} with n = RECORD_CHUNK records. Python only parses the
+  shards; its per-record work is the minimum that exact resume needs (each record's position).
+  """
+  def chunks():
+    numbered = enumerate(stream.iterate(local_state["position"]), local_state["records"] + 1)
+    while chunk := list(itertools.islice(numbered, RECORD_CHUNK)):
+      captions = [record["captions"] for _, (record, _) in chunk]
+      yield {"image": np.array([record["image"] for _, (record, _) in chunk], object),
+             "caption_values": np.array([caption for row in captions for caption in row], object),
+             "caption_counts": np.array(list(map(len, captions)), np.int64),
+             "record_number": np.array([number for number, _ in chunk], np.int64),
+             "position": np.stack([position for _, (_, position) in chunk])}
+
+  signature = {"image": tf.TensorSpec([None], tf.string),
+               "caption_values": tf.TensorSpec([None], tf.string),
+               "caption_counts": tf.TensorSpec([None], tf.int64),
+               "record_number": tf.TensorSpec([None], tf.int64),
+               "position": tf.TensorSpec([None, stream.position_size], tf.int64)}
+
+  @tf.autograph.experimental.do_not_convert
+  def ragged_captions(chunk):
+    captions = tf.RaggedTensor.from_row_lengths(chunk.pop("caption_values"),
+                                                chunk.pop("caption_counts"))
+    return {**chunk, "captions": captions}
+
+  return tf.data.Dataset.from_generator(chunks, output_signature=signature).map(ragged_captions)
+
+
 def _stream_examples(data: settings.Data, stream, local_state,
                      process_index: int) -> tf.data.Dataset:
-  """Decoded, augmented examples of a record stream; bad records dropped (and so counted)."""
-
-  def records():
-    numbered = enumerate(stream.iterate(local_state["position"]), local_state["records"] + 1)
-    for record_number, (record, position) in numbered:
-      yield {"image": record["image"], "captions": record["captions"],
-             "record_number": record_number, "position": position}
-
-  signature = {"image": tf.TensorSpec([], tf.string), "captions": tf.TensorSpec([None], tf.string),
-               "record_number": tf.TensorSpec([], tf.int64),
-               "position": tf.TensorSpec([stream.position_size], tf.int64)}
+  """Decoded, augmented examples of a record stream, in its order; bad records dropped (and so
+  counted). Chunks of records are decoded in parallel, each by one thread."""
 
   @tf.autograph.experimental.do_not_convert
   def has_caption(record):
@@ -231,7 +260,8 @@ def _stream_examples(data: settings.Data, stream, local_state,
 
   @tf.autograph.experimental.do_not_convert
   def decode(record):
-    # Per-sample randomness from (seed, process, record number): a resumed run is bit-identical.
+    # Per-sample randomness from (seed, process, record number): a resumed run is bit-identical,
+    # whatever the parallelism.
     sample_seed = tf.stack([tf.constant(data.seed * 1_000_003 + process_index, tf.int64),
                             record["record_number"]])
     crop_seed, caption_seed = tf.unstack(tf.random.experimental.stateless_split(sample_seed, 2))
@@ -245,12 +275,14 @@ def _stream_examples(data: settings.Data, stream, local_state,
             "position": record["position"]}
 
   @tf.autograph.experimental.do_not_convert
-  def decode_or_drop(record):
-    # ignore_errors on a dataset of this one record: decoding errors drop the record, while
+  def decode_or_drop(chunk):
+    # ignore_errors on a dataset of this chunk only: decoding errors drop the record, while
     # errors of the reading (a vanished bucket, a bug) still stop the run.
-    return tf.data.Dataset.from_tensors(record).map(decode).ignore_errors()
+    return (tf.data.Dataset.from_tensor_slices(chunk).filter(has_caption).map(decode)
+            .ignore_errors())
 
-  return (tf.data.Dataset.from_generator(records, output_signature=signature)
-          .filter(has_caption)
-          .interleave(decode_or_drop, cycle_length=tf.data.AUTOTUNE,
-                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+  # A chunk yields at most RECORD_CHUNK examples, so with this block length each chunk is
+  # handed out whole before the next: the order is the stream's for any number of threads.
+  return read_records(stream, local_state).interleave(
+      decode_or_drop, cycle_length=tf.data.AUTOTUNE, block_length=RECORD_CHUNK,
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
