@@ -1,20 +1,26 @@
-"""Samples/s per CPU core of the full training input pipeline (read, decode, augment, tokenize,
-batch) on WebDataset shards of photograph-like JPEGs, and of open_clip's own training data pipeline
-(`open_clip_train.data.get_wds_dataset`) on the same shards in the same run, with the ratio.
+"""The training input pipeline on WebDataset shards of photograph-like JPEGs, side by side in one run:
+the reading stage alone (records/s), the whole pipeline (read, decode, augment, tokenize, batch;
+samples/s) at each of `--cores`, the same with `data.exact_resize=True` (PIL's pixels, the work
+open_clip does), optionally the code of another checkout (`--before`) and open_clip's own training
+data pipeline (`open_clip_train.data.get_wds_dataset`) on the same shards.
 
+  python -m benchmarks.input_pipeline --before=/path/to/base/checkout --no_open_clip
   python -m benchmarks.input_pipeline --open_clip_python=/path/to/venv/bin/python
   python -m benchmarks.input_pipeline --num_images=300 --batch_size=64 --batches=4 --no_record
 
-Each side runs in its own process pinned to the same `--cores` CPUs (sched_setaffinity before
-TensorFlow or torch is imported, so both size their thread pools to them): ours with tf.data's
-threads limited to that many, open_clip with a torch DataLoader of that many workers. After
-`--warmup_batches`, `--batches` batches are timed. open_clip's side runs under
-`--open_clip_python` (default: this interpreter), an environment with torch, torchvision,
-open_clip_torch and its training extra (`open_clip_torch[training]`: pandas and
+Every measurement runs in its own process pinned to the first N CPUs of this process
+(sched_setaffinity before TensorFlow or torch is imported, so both size their thread pools to
+them): ours with TensorFlow's pools of N threads, open_clip with a torch DataLoader of N workers.
+After `--warmup_batches`, `--batches` batches are timed. The machine's load (1-minute average) is
+printed before and after each measurement: on a shared machine compare ratios within one run.
+The headline ratio against open_clip is the exact-resize row's, the same work on both sides.
+open_clip's side runs under `--open_clip_python` (default: this interpreter), an environment with
+torch, torchvision, open_clip_torch and its training extra (`open_clip_torch[training]`: pandas and
 webdataset<=0.2.86; open_clip_train 3.3.0 fails on webdataset 1.x's end-of-shard markers).
 
 This file is also each side's entry point (`--side`), so it imports only the standard library at
-the top: the open_clip environment need not have TensorFlow or clip_jax.
+the top: the open_clip environment need not have TensorFlow or clip_jax, and `--before` runs its
+reading side against the other checkout's code.
 """
 
 from __future__ import annotations
@@ -141,18 +147,27 @@ def time_batches(next_batch, batch_size: int, warmup_batches: int, batches: int)
   return {"samples_per_s": batches * batch_size / seconds, "seconds": seconds}
 
 
-def measure_ours(args) -> dict:
-  """clip_jax's pipeline: input_pipeline.create_dataset with the webdataset source."""
+def _limit_tensorflow_threads(cores: int) -> None:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   # tf.data runs its work on the inter-op pool unless given a private one; size it to the cores
   # before anything starts TensorFlow's runtime.
-  tf.config.threading.set_inter_op_parallelism_threads(args.cores)
-  tf.config.threading.set_intra_op_parallelism_threads(args.cores)
-  import input_pipeline  # pylint: disable=g-import-not-at-top
+  tf.config.threading.set_inter_op_parallelism_threads(cores)
+  tf.config.threading.set_intra_op_parallelism_threads(cores)
+
+
+def _data_settings(args, **changes):
   from clip_jax import settings  # pylint: disable=g-import-not-at-top
-  data = settings.Data(name="webdataset", files=args.files, image_size=224, context_length=77,
-                       tokenizer="clip_bpe", seed=0)
-  iterator = input_pipeline.create_dataset(data, global_batch_size=args.batch_size)
+  return settings.Data(name="webdataset", files=args.files, image_size=224, context_length=77,
+                       tokenizer="clip_bpe", seed=0, **changes)
+
+
+def measure_ours(args) -> dict:
+  """clip_jax's pipeline: input_pipeline.create_dataset with the webdataset source."""
+  _limit_tensorflow_threads(args.cores)
+  import input_pipeline  # pylint: disable=g-import-not-at-top
+  changes = {"exact_resize": True} if args.exact_resize else {}
+  iterator = input_pipeline.create_dataset(_data_settings(args, **changes),
+                                           global_batch_size=args.batch_size)
 
   def next_batch():
     batch = next(iterator)
@@ -160,6 +175,39 @@ def measure_ours(args) -> dict:
     assert batch["text"].shape == (args.batch_size, 77), batch["text"].shape
 
   return time_batches(next_batch, args.batch_size, args.warmup_batches, args.batches)
+
+
+def measure_reading(args) -> dict:
+  """The reading stage alone, records/s: the stream in Python ("stream", the serial reader of
+  every version), and, where the code has it, `input_pipeline.read_records`, the stage as the
+  pipeline runs it in tf.data ("tf.data")."""
+  _limit_tensorflow_threads(args.cores)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import input_pipeline  # pylint: disable=g-import-not-at-top
+  from input_pipeline import sources  # pylint: disable=g-import-not-at-top
+  stream = sources.create_stream(_data_settings(args), process_index=0, process_count=1)
+  records = args.reading_records
+  warmup = max(1, records // 5)
+  iterator = stream.iterate()
+  for _ in range(warmup):
+    next(iterator)
+  start = time.perf_counter()
+  for _ in range(records):
+    next(iterator)
+  result = {"stream": records / (time.perf_counter() - start)}
+  if hasattr(input_pipeline, "read_records"):
+    # Only the record counts come back to Python, as the pipeline's images stay in tf.data.
+    counts = input_pipeline.read_records(
+        stream, {"samples": 0, "records": 0, "position": None}).map(
+            lambda chunk: tf.size(chunk["record_number"])).prefetch(2).as_numpy_iterator()
+    counted = 0
+    while counted < warmup:
+      counted += next(counts)
+    counted, start = 0, time.perf_counter()
+    while counted < records:
+      counted += next(counts)
+    result["tf.data"] = counted / (time.perf_counter() - start)
+  return result
 
 
 def measure_open_clip(args) -> dict:
@@ -189,21 +237,26 @@ def measure_open_clip(args) -> dict:
           "version": open_clip.__version__}
 
 
-def side_flags(args, files: str) -> list[str]:
-  return [f"--files={files}", f"--cores={args.cores}", f"--batch_size={args.batch_size}",
+def side_flags(args, files: str, cores: int | None = None) -> list[str]:
+  """The flags of one side at `cores` (default: the single count of `args.cores`)."""
+  cores = cores if cores is not None else args.cores
+  return [f"--files={files}", f"--cores={cores}", f"--batch_size={args.batch_size}",
           f"--warmup_batches={args.warmup_batches}", f"--batches={args.batches}"]
 
 
 def run_side(side: str, python: str, flags: list[str],
-             module: str = "benchmarks.input_pipeline") -> tuple[dict | None, str]:
-  """Runs one side of the benchmark `module` in a fresh process: (its figures, or None and
-  why). The side prints its figures as JSON on its last line after RESULT_PREFIX."""
-  command = [python, "-m", module, f"--side={side}", *flags]
+             module: str = "benchmarks.input_pipeline",
+             root: str = REPO_ROOT) -> tuple[dict | None, str]:
+  """Runs one side of the benchmark `module` (or script file) in a fresh process with the code
+  of the checkout `root`: (its figures, or None and why). The side prints its figures as JSON on
+  its last line after RESULT_PREFIX."""
+  # A script runs with -P: its own folder first on sys.path would shadow the package.
+  command = [python, *(["-P", module] if module.endswith(".py") else ["-m", module]),
+             f"--side={side}", *flags]
   env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2",
-         "PYTHONPATH": os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))}
-  print(f"Running {side}: {' '.join(command)}", flush=True)
-  done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                        check=False)
+         "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+  print(f"Running {side} ({root}): {' '.join(command)}", flush=True)
+  done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, check=False)
   lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
   if done.returncode or not lines:
     return None, f"{side} failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
@@ -222,88 +275,172 @@ def open_clip_missing(python: str,
   return ""
 
 
+# reading: the shards' records alone; pipeline: decode, crop, tokenise, batch; exact: the same
+# with exact_resize=True (open_clip's work).
+STAGES = ("reading", "pipeline", "exact")
+
+
 def parse_args():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--cores", type=int, default=1, help="CPUs each side is pinned to.")
+  parser.add_argument("--cores", default="1,2",
+                      help="Comma-separated CPU counts to pin each measurement to.")
   parser.add_argument("--batch_size", type=int, default=256)
   parser.add_argument("--warmup_batches", type=int, default=3)
   parser.add_argument("--batches", type=int, default=10, help="Batches timed after warm-up.")
+  parser.add_argument("--reading_records", type=int, default=20_000,
+                      help="Records timed in the reading stage (after a fifth as many).")
   parser.add_argument("--num_images", type=int, default=2000)
   parser.add_argument("--samples_per_shard", type=int, default=100)
   parser.add_argument("--seed", type=int, default=0, help="Of the generated images and captions.")
   parser.add_argument("--data_dir", default=None,
                       help="Where to write (or reuse) the shards; default: a temporary directory.")
+  parser.add_argument("--before", default=None,
+                      help="A checkout of the code to compare with (e.g. a git worktree of the "
+                      "base commit): its reading stage and whole pipeline are measured too.")
   parser.add_argument("--open_clip_python", default=sys.executable,
                       help="Python of an environment with open_clip_torch, torch and webdataset.")
   parser.add_argument("--no_open_clip", action="store_true", help="Skip the open_clip reference.")
   parser.add_argument("--no_record", action="store_true", help="Do not append to RESULTS.md.")
   parser.add_argument("--notes", default="", help="Appended below the table in RESULTS.md.")
+  parser.add_argument("--stages", default=",".join(STAGES),
+                      help=f"Comma-separated stages to measure, of {', '.join(STAGES)}.")
   parser.add_argument("--json", default="",
-                      help="Also write each side's figures, by side, to this JSON file "
-                      "(clip_jax.doctor reads them).")
-  parser.add_argument("--side", choices=("ours", "open_clip"), help=argparse.SUPPRESS)
+                      help="Also write the figures to this JSON file, keyed 'stage code cores' "
+                      "(e.g. 'pipeline this 2'; clip_jax.doctor reads them).")
+  parser.add_argument("--side", choices=("ours", "reading", "open_clip"), help=argparse.SUPPRESS)
+  parser.add_argument("--exact_resize", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--files", help=argparse.SUPPRESS)
   args = parser.parse_args()
-  for name in ("cores", "batch_size", "batches", "num_images", "samples_per_shard"):
+  try:
+    args.cores = [int(count) for count in str(args.cores).split(",")]
+  except ValueError:
+    parser.error(f"--cores={args.cores}: need comma-separated integers, e.g. 1,2.")
+  if args.side and len(args.cores) == 1:
+    args.cores = args.cores[0]
+  for name in ("batch_size", "batches", "num_images", "samples_per_shard", "reading_records"):
     if getattr(args, name) < 1:
       parser.error(f"--{name}={getattr(args, name)}: need >= 1.")
+  if not args.side and min(args.cores) < 1:
+    parser.error(f"--cores={args.cores}: need counts >= 1.")
+  args.stages = args.stages.split(",")
+  if unknown := set(args.stages) - set(STAGES):
+    parser.error(f"--stages: {', '.join(sorted(unknown))}; allowed: {', '.join(STAGES)}.")
   return args
+
+
+def load() -> str:
+  """The machine's 1-minute load average, for the printed record of a shared machine."""
+  return f"{os.getloadavg()[0]:.2f}"
 
 
 def main():
   args = parse_args()
   if args.side:  # One side, in its own pinned process: report the figures to the driver.
     pin_to_cores(args.cores)
-    measure = measure_ours if args.side == "ours" else measure_open_clip
+    measure = {"ours": measure_ours, "reading": measure_reading,
+               "open_clip": measure_open_clip}[args.side]
     print(RESULT_PREFIX + json.dumps(measure(args)), flush=True)
     return
-  if -(-args.num_images // args.samples_per_shard) < args.cores:
+  if -(-args.num_images // args.samples_per_shard) < max(args.cores):
     raise ValueError(f"--num_images={args.num_images} in shards of --samples_per_shard="
-                     f"{args.samples_per_shard} give fewer shards than --cores={args.cores}; "
+                     f"{args.samples_per_shard} give fewer shards than --cores={max(args.cores)}; "
                      "open_clip needs a shard per worker.")
+  available = len(os.sched_getaffinity(0))
+  if max(args.cores) > available:
+    raise ValueError(f"--cores={max(args.cores)}: only {available} CPUs are available.")
+  codes = {"this": REPO_ROOT, **({"before": os.path.abspath(args.before)} if args.before else {})}
+  this_file = os.path.abspath(__file__)
+  figures, loads, notes = {}, [], []
+
+  def measure(key, side, root, flags, module="benchmarks.input_pipeline"):
+    before_load = load()
+    figures[key], error = run_side(side, sys.executable, flags, module, root)
+    loads.append(f"{before_load}-{load()}")
+    if error:
+      print(error)
+      notes.append(f"{' '.join(map(str, key))} failed.")
+
   with tempfile.TemporaryDirectory() as temporary:
     files = generate_shards(args.data_dir or temporary, args.num_images, args.samples_per_shard,
                             args.seed)
-    results, notes = {}, []
+    reading_flags = [f"--reading_records={args.reading_records}"]
+    for cores in args.cores:
+      for code, root in codes.items():
+        if "reading" in args.stages:  # The reading side is this file's, run on each checkout.
+          measure(("reading", code, cores), "reading", root,
+                  side_flags(args, files, cores) + reading_flags, this_file)
+        if "pipeline" in args.stages:
+          measure(("pipeline", code, cores), "ours", root, side_flags(args, files, cores))
+      if "exact" in args.stages:
+        measure(("exact", "this", cores), "ours", REPO_ROOT,
+                side_flags(args, files, cores) + ["--exact_resize"])
     why_not = "--no_open_clip" if args.no_open_clip else open_clip_missing(args.open_clip_python)
     if why_not:
       print(f"open_clip's pipeline not measured: {why_not}")
       notes.append(f"open_clip not measured: {why_not}.")
     else:
-      results["open_clip"], error = run_side("open_clip", args.open_clip_python, side_flags(args, files))
-      if error:
-        print(error)
-        notes.append("open_clip's pipeline failed.")
-    results["clip_jax"], error = run_side("ours", sys.executable, side_flags(args, files))
-    if error:
-      raise RuntimeError(error)
-  reference = results.get("open_clip")
-  header = ["pipeline", "cores", "batch", "samples/s", "samples/s per core", "vs open_clip"]
-  rows = []
-  for name, result in results.items():
-    if result is None:
-      continue
-    label = f"open_clip {result['version']}" if name == "open_clip" else name
-    ratio = "-" if reference is None else (
-        f"{result['samples_per_s'] / reference['samples_per_s']:.2f}x")
-    rows.append([label, args.cores, args.batch_size, f"{result['samples_per_s']:.1f}",
-                 f"{result['samples_per_s'] / args.cores:.1f}", ratio])
-  common.report(
-      "Input pipeline", header, rows,
-      " ".join(notes + [
-          f"{args.num_images} generated photo-like JPEGs (300-700 px a side, quality 90) with "
-          "LAION-length captions, in WebDataset shards; both sides read the same shards, "
-          "decode, random-resized-crop to 224, tokenise to 77 and batch, each "
-          f"pinned to {args.cores} core(s) (open_clip: get_wds_dataset, DataLoader with "
-          f"{args.cores} worker(s)). open_clip standardises the pixels on the host (float32 "
-          "batches); clip_jax hands uint8 pixels to the device, which standardises them. "
-          "clip_jax's default training resize (libjpeg draft scale, bicubic without "
-          "antialiasing) is timed; data.exact_resize=True (PIL's pixels) is about half as fast. "
-          f"{args.warmup_batches} warm-up batches, then {args.batches} timed.",
-          args.notes]).strip(), record=not args.no_record)
+      for cores in args.cores:
+        before_load = load()
+        figures[("open_clip", "open_clip", cores)], error = run_side(
+            "open_clip", args.open_clip_python, side_flags(args, files, cores))
+        loads.append(f"{before_load}-{load()}")
+        if error:
+          print(error)
+          notes.append("open_clip's pipeline failed.")
+  notes = " ".join(notes + [
+      f"{args.num_images} generated photo-like JPEGs (300-700 px a side, quality "
+      "90) with LAION-length captions, in WebDataset shards of "
+      f"{args.samples_per_shard}. Reading: records/s of the shards' records "
+      "(image bytes and captions) in stream order, in Python alone and as the "
+      "pipeline hands them to tf.data. Pipeline: decode, random-resized-crop to "
+      "224, tokenise to 77 and batch; clip_jax's default resize (libjpeg draft "
+      "scale, bicubic without antialiasing), then exact_resize=True (PIL's "
+      "pixels, open_clip's work: the like-for-like row). open_clip: "
+      "get_wds_dataset with a DataLoader of one worker per core, float32 "
+      "standardised batches. Each measurement in its own process pinned to the "
+      f"first N CPUs; {args.warmup_batches} warm-up batches, then "
+      f"{args.batches} timed. 1-minute load before-after each measurement, in "
+      f"order: {', '.join(loads)}.", args.notes]).strip()
+  common.report("Input pipeline", *table(args, figures), notes, record=not args.no_record)
+  print(notes)
   if args.json:
     with open(args.json, "w") as file:
-      json.dump(results, file)
+      json.dump({" ".join(map(str, key)): value for key, value in figures.items()}, file)
+
+
+def table(args, figures: dict) -> tuple[list[str], list[list[str]]]:
+  """The printed table: one row per stage, code and core count, with the ratios of one run."""
+  header = ["stage", "code", "cores", "per s", "per s per core", "vs 1st cores", "vs before",
+            "vs open_clip"]
+  # (stage, the figure of its side's result) -> label
+  stages = {("reading", "stream"): "reading: stream in Python",
+            ("reading", "tf.data"): "reading: into tf.data",
+            ("pipeline", "samples_per_s"): "pipeline",
+            ("exact", "samples_per_s"): "pipeline, exact_resize",
+            ("open_clip", "samples_per_s"): "open_clip"}
+
+  def value(stage, part, code, cores):
+    return (figures.get((stage, code, cores)) or {}).get(part)
+
+  def ratio(numerator, denominator):
+    return "-" if numerator is None or denominator is None else f"{numerator / denominator:.2f}x"
+
+  rows = []
+  for (stage, part), label in stages.items():
+    for code in ("this", "before", "open_clip"):
+      for cores in args.cores:
+        here = value(stage, part, code, cores)
+        if here is None:
+          continue
+        # Like for like: open_clip decodes fully and resizes with antialiasing, as exact_resize.
+        theirs = value("open_clip", part, "open_clip", cores) if stage == "exact" else None
+        name = f"open_clip {figures[(stage, code, cores)].get('version', '')}" if (
+            stage == "open_clip") else code
+        rows.append([label, name, cores, f"{here:.0f}", f"{here / cores:.0f}",
+                     ratio(here, value(stage, part, code, args.cores[0])),
+                     ratio(here, value(stage, part, "before", cores)) if code == "this" else "-",
+                     ratio(here, theirs)])
+  return header, rows
 
 
 if __name__ == "__main__":

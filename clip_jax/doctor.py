@@ -145,12 +145,13 @@ def pipeline(images: int, batches: int) -> dict[str, Any]:
     command = [sys.executable, "-m", "benchmarks.input_pipeline", f"--cores={cores}",
                f"--num_images={images}", f"--samples_per_shard={-(-images // cores)}",
                "--batch_size=64", "--warmup_batches=1", f"--batches={batches}",
-               "--no_open_clip", "--no_record", f"--data_dir={directory}", f"--json={figures}"]
+               "--stages=pipeline", "--no_open_clip", "--no_record", f"--data_dir={directory}",
+               f"--json={figures}"]
     done = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, check=False)
     if done.returncode:
       raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
     with open(figures) as file:
-      result = json.load(file)["clip_jax"]
+      result = json.load(file)[f"pipeline this {cores}"]
   return {"cores": cores, "samples_per_s": result["samples_per_s"],
           "samples_per_s_per_core": result["samples_per_s"] / cores,
           "what": f"{images} generated photo-like JPEGs in WebDataset shards, decoded, cropped to "
