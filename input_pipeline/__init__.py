@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import os
 from typing import Any, Iterator
 import weakref
 
@@ -282,7 +283,15 @@ def _stream_examples(data: settings.Data, stream, local_state,
             .ignore_errors())
 
   # A chunk yields at most RECORD_CHUNK examples, so with this block length each chunk is
-  # handed out whole before the next: the order is the stream's for any number of threads.
+  # handed out whole before the next: the order is the stream's for any number of threads. One
+  # chunk per core at a time (tf.data's AUTOTUNE cycle length starts at one and grows slowly).
   return read_records(stream, local_state).interleave(
-      decode_or_drop, cycle_length=tf.data.AUTOTUNE, block_length=RECORD_CHUNK,
+      decode_or_drop, cycle_length=_usable_cores(), block_length=RECORD_CHUNK,
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _usable_cores() -> int:
+  """The CPUs this process may run on (its affinity, as set by taskset), else all of them."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1

@@ -219,3 +219,19 @@ def test_a_failing_reader_stops_the_run_instead_of_ending_the_data(tmp_path, mon
   monkeypatch.setattr(webdataset, "read_tar", broken)
   with pytest.raises(tf.errors.OpError, match="connection reset"):
     next(input_pipeline.create_dataset(data_settings(files=files), global_batch_size=4))
+
+
+def test_batches_do_not_depend_on_how_records_are_chunked(tmp_path, monkeypatch):
+  """Chunks are decoded in parallel: the order, the crops and the dropped records must not
+  depend on how many records a chunk holds or which thread decodes it."""
+  bad = [(f"{name}.{extension}", data) for name, (extension, data) in bad_images().items()]
+  bad += [(f"{name.split('.')[0]}.txt", b"sample 999") for name, _ in bad]
+  files, _ = write_numbered_shards(tmp_path, [7, 3, 9, 5, 4], extra=bad)
+  data = data_settings(files=files)
+  reference = take(input_pipeline.create_dataset(data, global_batch_size=4), 12)
+  for chunk in (1, 3):
+    monkeypatch.setattr(input_pipeline, "RECORD_CHUNK", chunk)
+    batches = take(input_pipeline.create_dataset(data, global_batch_size=4), 12)
+    for batch, expected in zip(batches, reference, strict=True):
+      np.testing.assert_array_equal(batch["image"], expected["image"])
+      np.testing.assert_array_equal(batch["text"], expected["text"])
