@@ -8,11 +8,13 @@ text transformer, here used by both towers (OpenAI's ViT blocks keep PyTorch's d
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from clip_jax.models import attention as attention_lib
 
@@ -91,7 +93,8 @@ class Dense(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:  # [..., I]
     kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    return _affine(x.astype(self.dtype), kernel, bias)                 # [..., O]
+    x = checkpoint_name(x.astype(self.dtype), f"{self.name}.inputs")
+    return checkpoint_name(_affine(x, kernel, bias), f"{self.name}.outputs")  # [..., O]
 
 
 def normal(stddev: float) -> nn.initializers.Initializer:
@@ -99,18 +102,67 @@ def normal(stddev: float) -> nn.initializers.Initializer:
   return nn.initializers.normal(stddev=stddev)
 
 
-class LayerNorm(nn.LayerNorm):
-  """LayerNorm computed in float32 and cast back: bfloat16 statistics are too coarse.
+def _layer_norm_statistics(x: jax.Array, epsilon: float) -> tuple[jax.Array, jax.Array]:
+  """The float32 mean and 1 / sqrt(variance + epsilon) over the last axis, [..., 1] each.
 
-  The variance is the two-pass mean((x - mean)^2), as PyTorch computes it: Flax's fast
-  E[x^2] - E[x]^2 loses the variance to cancellation when the mean is large.
+  The variance is the two-pass mean((x - mean)^2), as PyTorch computes it: the one-pass
+  E[x^2] - E[x]^2 loses it to cancellation when the mean is large (a residual stream's).
   """
+  x = x.astype(jnp.float32)
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  variance = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+  return mean, jax.lax.rsqrt(variance + epsilon)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float) -> jax.Array:
+  """(x - mean) / sqrt(variance + epsilon) * scale + bias over the last axis, in float32 and
+  returned in x's dtype: Flax's LayerNorm (its arithmetic, in its order) on x cast to float32."""
+  mean, inverse_std = _layer_norm_statistics(x, epsilon)                # [..., 1] each
+  return ((x.astype(jnp.float32) - mean) * (inverse_std * scale) + bias).astype(x.dtype)
+
+
+def _layer_norm_forward(x, scale, bias, epsilon):
+  mean, inverse_std = _layer_norm_statistics(x, epsilon)
+  outputs = ((x.astype(jnp.float32) - mean) * (inverse_std * scale) + bias).astype(x.dtype)
+  return outputs, (x, scale, mean, inverse_std)
+
+
+def _layer_norm_backward(epsilon, residuals, grad):  # grad [..., W], in x's dtype
+  """The gradients from x in its own dtype and two float32 numbers per row.
+
+  Autodiff would keep the float32 centred and normalised x ([..., W] each, twice bfloat16's
+  bytes) for the backward pass; these are recomputed here from x, which the pass keeps anyway.
+  """
+  del epsilon
+  x, scale, mean, inverse_std = residuals
+  normalized = (x.astype(jnp.float32) - mean) * inverse_std              # [..., W]
+  grad = grad.astype(jnp.float32)
+  batch_axes = tuple(range(x.ndim - 1))
+  grad_scale = jnp.sum(grad * normalized, axis=batch_axes)              # [W]
+  grad_bias = jnp.sum(grad, axis=batch_axes)                            # [W]
+  grad_normalized = grad * scale                                        # [..., W]
+  grad_x = inverse_std * (grad_normalized - jnp.mean(grad_normalized, axis=-1, keepdims=True)
+                          - normalized * jnp.mean(grad_normalized * normalized, axis=-1,
+                                                  keepdims=True))
+  return grad_x.astype(x.dtype), grad_scale, grad_bias
+
+
+_layer_norm.defvjp(_layer_norm_forward, _layer_norm_backward)
+
+
+class LayerNorm(nn.Module):
+  """`nn.LayerNorm` (same parameters: `scale`, `bias` [W]) computed in float32 and returned in the
+  input's dtype: bfloat16 statistics are too coarse. Its backward pass keeps only the input and
+  the per-row statistics (see `_layer_norm_backward`)."""
 
   epsilon: float = 1e-5  # PyTorch's default.
-  use_fast_variance: bool = False
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return super().__call__(x.astype(jnp.float32)).astype(x.dtype)
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:  # [..., W]
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+    bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+    return _layer_norm(x, scale, bias, self.epsilon)
 
 
 class MultiHeadAttention(nn.Module):
@@ -182,12 +234,22 @@ def _scan_body(block: ResidualAttentionBlock, x: jax.Array, _) -> tuple[jax.Arra
   return block(x), None
 
 
+# What a scanned block keeps for its backward pass without remat: the block's input (the scan's
+# carry), the q/k/v projection, the attention's output and its projection, and the MLP's hidden
+# layer before the activation: 10 x [B, L, W] in the compute dtype. The backward pass recomputes
+# the LayerNorms, the attention's probabilities and the activation from them: no matmul of the
+# projections. Without a policy the scan keeps every value autodiff saves, stacked over the layers
+# (float32 statistics and probabilities, the activation's parts): about 3x as much.
+SCANNED_BLOCK_SAVES = ("in_proj.outputs", "out_proj.inputs", "out_proj.outputs", "c_fc.outputs")
+
+
 class Transformer(nn.Module):
   """`layers` residual blocks, either unrolled (`resblocks_{i}`) or scanned (`resblocks`).
 
   Scanning compiles one block instead of `layers` copies and stacks the parameters on a leading
   layer axis; remat recomputes each block's activations in the backward pass instead of storing
-  them. Neither changes the function computed.
+  them. Without remat a scanned block saves `SCANNED_BLOCK_SAVES`, about what XLA keeps of
+  unrolled blocks. None of these changes the function computed.
   """
 
   width: int
@@ -204,8 +266,12 @@ class Transformer(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, L, W]
     block = ResidualAttentionBlock
-    if self.remat:  # Inside a scan, CSE cannot undo the recomputation: skip its prevention.
+    # Inside a scan, CSE cannot undo the recomputation: skip its prevention.
+    if self.remat:
       block = nn.remat(block, prevent_cse=not self.scan)
+    elif self.scan:
+      block = nn.remat(block, prevent_cse=False, policy=jax.checkpoint_policies.
+                       save_only_these_names(*SCANNED_BLOCK_SAVES))
     settings = dict(heads=self.width // self.head_width, mlp_dim=self.mlp_dim or 4 * self.width,
                     depth=self.layers, activation=self.activation, causal=self.causal,
                     dtype=self.dtype, attention=self.attention)
