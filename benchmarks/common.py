@@ -63,8 +63,9 @@ def commit() -> str:
   head = git("rev-parse", "--short", "HEAD")
   if head.returncode:
     return "unknown"
-  changed = git("status", "--porcelain", "--", ".", ":!benchmarks/RESULTS.md",
-                ":!benchmarks/HISTORY.md").stdout.strip()
+  # Pathspecs from the top of the repository: the whole tree's code, less the two logs.
+  changed = git("status", "--porcelain", "--", ":(top)", ":(top,exclude)benchmarks/RESULTS.md",
+                ":(top,exclude)benchmarks/HISTORY.md").stdout.strip()
   return head.stdout.strip() + (" with uncommitted changes" if changed else "")
 
 

@@ -1,6 +1,7 @@
 """benchmarks/common.py's record of a run: the dated log grows, RESULTS.md keeps one current
 section per benchmark under an index of them."""
 
+import subprocess
 import sys
 
 from benchmarks import common
@@ -48,3 +49,23 @@ def test_results_md_is_in_the_form_the_record_rewrites():
   with open(common.HISTORY_PATH) as file:
     logged = set(common.section_title(section) for section in common.split_sections(file.read())[1])
   assert set(titles) <= logged
+
+
+def test_the_commit_is_marked_for_changes_anywhere_but_the_two_logs(tmp_path, monkeypatch):
+  git = lambda *arguments: subprocess.run(["git", "-C", str(tmp_path), *arguments], check=True,
+                                          capture_output=True)
+  (tmp_path / "benchmarks").mkdir()
+  (tmp_path / "clip_jax").mkdir()
+  for name in ("benchmarks/RESULTS.md", "benchmarks/HISTORY.md", "clip_jax/model.py"):
+    (tmp_path / name).write_text("1\n")
+  git("init", "-q")
+  git("add", ".")
+  git("-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "first")
+  monkeypatch.setattr(common, "BENCHMARKS", str(tmp_path / "benchmarks"))
+  head = common.commit()
+  assert len(head) >= 7 and "uncommitted" not in head
+  (tmp_path / "benchmarks/RESULTS.md").write_text("2\n")  # a run recording itself
+  (tmp_path / "benchmarks/HISTORY.md").write_text("2\n")
+  assert common.commit() == head
+  (tmp_path / "clip_jax/model.py").write_text("2\n")  # code outside benchmarks/
+  assert common.commit() == head + " with uncommitted changes"
