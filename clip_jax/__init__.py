@@ -16,6 +16,7 @@ accelerators.libtpu_as_compiler_only()  # Before anything starts JAX's backends.
 
 from clip_jax.models import create_model
 from clip_jax.models import list_models
+from clip_jax import pretrained
 from clip_jax.pretrained import load
 
 __all__ = ["create_model", "list_models", "load", "tokenize"]
@@ -23,8 +24,8 @@ __all__ = ["create_model", "list_models", "load", "tokenize"]
 
 @functools.lru_cache(maxsize=None)
 def _clip_bpe(context_length: int):
-  # Imported on first use: the input pipeline brings TensorFlow, which `import clip_jax` need not.
-  from input_pipeline import tokenizers  # pylint: disable=g-import-not-at-top
+  with pretrained.input_pipeline_needed("clip_jax.tokenize"):
+    from input_pipeline import tokenizers  # pylint: disable=g-import-not-at-top
   return tokenizers.ClipBpeTokenizer(context_length)
 
 

@@ -8,6 +8,7 @@ preprocessing and the tokenizer of the model's vocabulary.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from typing import Any, Callable, NamedTuple, Sequence
@@ -70,8 +71,8 @@ def image_views(images, image_size: int,
   """One image or a list of them (PIL images or uint8 arrays [H, W, 3]) -> their evaluation
   views, uint8 [N, S, S, 3], exactly as evaluation makes them: what the model takes, and a
   quarter of the bytes of standardised floats."""
-  # Imported here: TensorFlow is only needed once images are preprocessed.
-  from input_pipeline import preprocessing  # pylint: disable=g-import-not-at-top
+  with input_pipeline_needed("preprocess"):
+    from input_pipeline import preprocessing  # pylint: disable=g-import-not-at-top
   is_batch = isinstance(images, (list, tuple)) or np.ndim(images) == 4
   views = []
   for image in images if is_batch else [images]:
@@ -143,9 +144,36 @@ def load(path: str, use_ema: bool = False) -> Pretrained:
     raise FileNotFoundError(f"{path} is neither a converted checkpoint (no {MODEL_FILE}: see "
                             "`python -m clip_jax.convert`) nor a training workdir (no "
                             f"{WORKDIR_CONFIG} beside checkpoints/).")
-  # Imported here: the tokenizers bring TensorFlow, which `import clip_jax` need not.
-  from input_pipeline import tokenizers  # pylint: disable=g-import-not-at-top
-  tokenizer = tokenizers.create_tokenizer(data)
-  tokenize = lambda texts: tokenizer.tokenize([texts] if isinstance(texts, str) else list(texts))
   return Pretrained(model, variables,
-                    make_preprocess(data.image_size, model.config.preprocessing), tokenize)
+                    make_preprocess(data.image_size, model.config.preprocessing),
+                    make_tokenize(data))
+
+
+def make_tokenize(data: settings.Data) -> Callable[[str | Sequence[str]], np.ndarray]:
+  """A function from one text or a list of them to int32 ids [N, data.context_length], with the
+  tokenizer of `data`, built on the first call: loading a model does not need TensorFlow."""
+  tokenizer = None
+
+  def tokenize(texts: str | Sequence[str]) -> np.ndarray:
+    nonlocal tokenizer
+    if tokenizer is None:
+      with input_pipeline_needed("tokenize"):
+        from input_pipeline import tokenizers  # pylint: disable=g-import-not-at-top
+      tokenizer = tokenizers.create_tokenizer(data)
+    return tokenizer.tokenize([texts] if isinstance(texts, str) else list(texts))
+
+  return tokenize
+
+
+@contextlib.contextmanager
+def input_pipeline_needed(user: str):
+  """Around an import of the input pipeline, made on first use: it brings TensorFlow, which
+  loading a model and running it do not need (a bare accelerator host may not have it). A
+  failure says what `user` needs and what works without it."""
+  try:
+    yield
+  except ImportError as error:
+    raise ImportError(
+        f"{user} needs the input pipeline, which needs TensorFlow ({error}); install clip_jax "
+        "with its dependencies (pip install -e .), or give the model uint8 images [N, S, S, 3] "
+        "and token ids of your own.") from error
