@@ -10,7 +10,6 @@ pipeline skips and counts it.
 from __future__ import annotations
 
 import functools
-import posixpath
 from typing import Iterator, Sequence
 
 from absl import logging
@@ -25,9 +24,9 @@ _DEFAULTS = settings.Data()  # read_tar's defaults: the settings' (img2dataset's
 
 def split_member_name(name: str) -> tuple[str, str]:
   """'dir/000123.tar.jpg' -> ('dir/000123', 'tar.jpg'): WebDataset's key and extension."""
-  directory, base = posixpath.split(name)
+  directory, slash, base = name.rpartition("/")
   stem, _, extension = base.partition(".")
-  return posixpath.join(directory, stem), extension.lower()
+  return directory + slash + stem, extension.lower()
 
 
 def read_samples(path: str, offset: int = 0
@@ -150,7 +149,7 @@ def _checksum_matches(header: bytes) -> bool:
     stored = _header_number(header[148:156])
   except ValueError:
     return False
-  return stored == sum(header[:148]) + 8 * 32 + sum(header[156:])  # the field counts as spaces
+  return stored == sum(header) - sum(header[148:156]) + 8 * 32  # the field counts as spaces
 
 
 def _header_number(field: bytes) -> int:
