@@ -10,7 +10,6 @@ pipeline skips and counts it.
 from __future__ import annotations
 
 import functools
-import posixpath
 from typing import Iterator, Sequence
 
 from absl import logging
@@ -21,25 +20,30 @@ from input_pipeline import streams
 from input_pipeline.sources import file_lists
 
 _DEFAULTS = settings.Data()  # read_tar's defaults: the settings' (img2dataset's extensions).
+# Far above any image or caption worth training on (an 89-megapixel PNG, PIL's pixel limit, is
+# at most 256 MiB only uncompressed); a member above it is skipped unread.
+MAX_MEMBER_BYTES = 256 << 20
 
 
 def split_member_name(name: str) -> tuple[str, str]:
   """'dir/000123.tar.jpg' -> ('dir/000123', 'tar.jpg'): WebDataset's key and extension."""
-  directory, base = posixpath.split(name)
+  directory, slash, base = name.rpartition("/")
   stem, _, extension = base.partition(".")
-  return posixpath.join(directory, stem), extension.lower()
+  return directory + slash + stem, extension.lower()
 
 
-def read_samples(path: str, offset: int = 0
+def read_samples(path: str, offset: int = 0, max_member_bytes: int = MAX_MEMBER_BYTES
                  ) -> Iterator[tuple[str, dict[str, bytes], int]]:
   """(key, {extension: bytes}, byte offset of the next sample) for each sample of a tar file,
   from byte `offset`: 0 or an offset this function returned, the start of a sample's first
-  header. A damaged tar ends the shard there, with a warning."""
+  header. Members that are not regular files or hold more than `max_member_bytes` are left out
+  unread (a sample without its image is then skipped and counted). A damaged tar ends the shard
+  there, with a warning."""
   with _open(path) as file:
     file.seek(offset)
     key, members = None, {}
     try:
-      for name, data, header_offset, end in _tar_files(file, offset):
+      for name, data, header_offset, end in _tar_files(file, offset, max_member_bytes):
         member_key, extension = split_member_name(name)
         if member_key != key and members:
           yield key, members, header_offset
@@ -107,15 +111,19 @@ class _ChunkedReader:
 _BLOCK = 512
 _REGULAR_FILES = (b"0", b"\0", b"7")  # regular, old-style regular, contiguous
 _EXTENDED_HEADERS = (b"x", b"g", b"L")  # POSIX pax (one member, global), GNU long name
+_MAX_EXTENDED_HEADER_BYTES = 1 << 20  # a pax or long-name header: a name and a few fields
 
 
-def _tar_files(file, offset: int) -> Iterator[tuple[str, bytes, int, int]]:
+def _tar_files(file, offset: int, max_member_bytes: int = MAX_MEMBER_BYTES
+               ) -> Iterator[tuple[str, bytes, int, int]]:
   """(name, data, offset of its first header, offset after it) of each regular file member of a
-  tar stream read from byte `offset`.
+  tar stream read from byte `offset`, up to `max_member_bytes` each.
 
   A minimal reader of ustar, pax and GNU tars (what tarfile, GNU tar and webdataset write),
   several times faster than `tarfile` in stream mode, which parses each header into a TarInfo and
-  copies data through a file object. Directories, links and devices are skipped.
+  copies data through a file object. Directories, links, devices, GNU sparse files and members
+  above the limit are skipped without holding their data: memory stays bounded whatever a
+  shard's headers claim.
   """
   first_header, pax_name, long_name = offset, None, None
   while True:
@@ -126,10 +134,13 @@ def _tar_files(file, offset: int) -> Iterator[tuple[str, bytes, int, int]]:
       raise _DamagedTar(f"a damaged header at byte {offset}", first_header)
     size = _header_number(header[124:136])
     padded = -(-size // _BLOCK) * _BLOCK
-    data = file.read(padded)
     kind = header[156:157]
     name = pax_name or long_name or _header_name(header)
-    if len(data) < padded:
+    if kind in _EXTENDED_HEADERS and size > _MAX_EXTENDED_HEADER_BYTES or size < 0:
+      raise _DamagedTar(f"a header at byte {offset} claims {size} bytes", first_header)
+    wanted = kind in _EXTENDED_HEADERS or (kind in _REGULAR_FILES and size <= max_member_bytes)
+    data = file.read(padded) if wanted else b""
+    if (len(data) if wanted else _skip(file, padded)) < padded:
       raise _DamagedTar(f"a member cut short after byte {offset}", first_header,
                         name.decode("utf-8", "surrogateescape") if kind in _REGULAR_FILES else None)
     offset += _BLOCK + padded
@@ -140,9 +151,21 @@ def _tar_files(file, offset: int) -> Iterator[tuple[str, bytes, int, int]]:
       elif kind == b"x":
         pax_name = _pax_path(data)
       continue
-    if kind in _REGULAR_FILES:
+    if wanted:
       yield name.decode("utf-8", "surrogateescape"), data, first_header, offset
     first_header, pax_name, long_name = offset, None, None
+
+
+def _skip(file, count: int) -> int:
+  """Reads past `count` bytes 64 KiB at a time (reading, unlike seeking, finds a shard's end);
+  returns the bytes there were."""
+  skipped = 0
+  while skipped < count:
+    chunk = file.read(min(1 << 16, count - skipped))
+    if not chunk:
+      break
+    skipped += len(chunk)
+  return skipped
 
 
 def _checksum_matches(header: bytes) -> bool:
@@ -150,7 +173,7 @@ def _checksum_matches(header: bytes) -> bool:
     stored = _header_number(header[148:156])
   except ValueError:
     return False
-  return stored == sum(header[:148]) + 8 * 32 + sum(header[156:])  # the field counts as spaces
+  return stored == sum(header) - sum(header[148:156]) + 8 * 32  # the field counts as spaces
 
 
 def _header_number(field: bytes) -> int:

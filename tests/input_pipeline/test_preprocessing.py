@@ -283,6 +283,74 @@ def test_bad_input_raises(name):
       call()
 
 
+def _sized_files():
+  """Every format and variant the decoder reads, at a size whose sides differ."""
+  pixels = photo(75, 101)
+  return {**lossless_files(),
+          **{f"jpeg_{variant}": encode(Image.fromarray(pixels), "JPEG", quality=90, **options)
+             for variant, options in _JPEG_VARIANTS.items()},
+          "webp_lossy": encode(Image.fromarray(pixels), "WEBP", quality=80),
+          "webp_lossy_alpha": encode(Image.fromarray(np.dstack([_RGB, _ALPHA])), "WEBP",
+                                     quality=80),
+          "bmp_top_down": bmp_top_down(_RGB)}
+
+
+def bmp_top_down(pixels: np.ndarray) -> bytes:
+  """A BMP with a negative height (rows stored top first), which PIL reads but does not write."""
+  data = bytearray(encode(Image.fromarray(pixels[::-1]), "BMP"))
+  data[22:26] = struct.pack("<i", -pixels.shape[0])
+  return bytes(data)
+
+
+_header_size = tf.function(preprocessing.header_size, input_signature=[_BYTES])
+
+
+@pytest.mark.parametrize("name", sorted(_sized_files()))
+def test_header_size_is_the_decoded_size(name):
+  data = _sized_files()[name]
+  height, width = Image.open(io.BytesIO(data)).size[::-1]
+  assert [int(value) for value in _header_size(data)] == [height, width]
+
+
+def png_bomb(height: int, width: int) -> bytes:
+  """A PNG of zeros of `height` x `width`: ~1000:1 compressed (16384^2 RGB: 0.8 GB decoded)."""
+  compressor, row = zlib.compressobj(9), b"\0" * (1 + 3 * width)
+  idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+  def chunk(kind, payload):
+    return (struct.pack(">I", len(payload)) + kind + payload
+            + struct.pack(">I", zlib.crc32(kind + payload)))
+
+  header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+  return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def jpeg_bomb(height: int, width: int) -> bytes:
+  """A small JPEG whose frame header is patched to declare `height` x `width`."""
+  data = bytearray(encode(Image.fromarray(photo(16, 16)), "JPEG"))
+  frame = data.index(b"\xff\xc0")  # SOF0: marker, length, precision, height, width
+  data[frame + 5:frame + 9] = struct.pack(">HH", height, width)
+  return bytes(data)
+
+
+def test_decompression_bombs_are_refused_from_their_headers():
+  bombs = {"png": png_bomb(16384, 16384), "jpeg": jpeg_bomb(60000, 60000)}
+  assert len(bombs["png"]) < 1 << 20  # ~0.8 GB of pixels in under a MiB
+  for name, data in bombs.items():
+    assert int(np.prod(_header_size(data))) > preprocessing.MAX_IMAGE_PIXELS, name
+    for call in (lambda: eval_fn(32)(data), lambda: train_fn(32)(data, seed(0)),
+                 lambda: train_fn(32, exact_resize=True)(data, seed(0))):
+      with pytest.raises(tf.errors.InvalidArgumentError, match="declares more than 89478485"):
+        call()
+  # A limit of one's own, in pixels: the 75 x 101 photo passes 7,575 and fails 7,574.
+  data = _sized_files()["png_rgb"]
+  limited = lambda limit: tf.function(  # noqa: E731
+      lambda data: preprocessing.eval_image(data, 16, max_pixels=limit))(data)
+  assert limited(37 * 53).shape == (16, 16, 3)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="declares more than 1960 pixels"):
+    limited(37 * 53 - 1)
+
+
 def test_ignore_errors_drops_bad_elements():
   """How the pipeline uses these functions: bad elements vanish, good ones keep their order."""
   good = [encode(Image.fromarray(photo(30 + i, 40)), "PNG") for i in range(3)]

@@ -4,6 +4,7 @@ import io
 import itertools
 import os
 import tarfile
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -94,6 +95,47 @@ class TestWebDataset:
             for extension, data in members.items()] == expected
     assert not list(webdataset.read_samples(path, samples[-1][2]))  # the end: nothing after it
 
+
+  def test_links_sparse_files_and_oversized_members_are_skipped_unread(self, tmp_path):
+    path = tmp_path / "shard.tar"
+    big = os.urandom(4 << 20)
+    write_tar(str(path), [("1.jpg", b"J1"), ("1.txt", b"one"), ("2.jpg", b"sparse"),
+                          ("2.txt", b"two"), ("3.jpg", big), ("3.txt", b"three"),
+                          ("5.jpg", b"J5"), ("5.txt", b"five")])
+    with tarfile.open(path, "a") as archive:  # appended: a link named like an image
+      link = tarfile.TarInfo("6.jpg")
+      link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+      archive.addfile(link)
+      archive.addfile(tarfile.TarInfo("6.txt"), io.BytesIO(b""))
+    data = bytearray(path.read_bytes())
+    header = data.index(b"2.jpg")  # a member's header starts with its name
+    data[header + 156:header + 157] = b"S"  # GNU sparse: its data would be expanded
+    data[header + 148:header + 156] = b" " * 8
+    data[header + 148:header + 155] = b"%06o\0" % sum(data[header:header + 512])
+    path.write_bytes(bytes(data))
+    tracemalloc.start()
+    records = [record for record, _ in webdataset.read_tar(str(path), 0)]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    with tarfile.open(path) as archive:  # still a valid tar, with a sparse member
+      assert [(member.name, member.type) for member in archive.getmembers()][2:4] == [
+          ("2.jpg", tarfile.GNUTYPE_SPARSE), ("2.txt", tarfile.REGTYPE)]
+    records_small_limit = [
+        members for _, members, _ in webdataset.read_samples(str(path), 0, max_member_bytes=1024)]
+    assert records == [{"image": b"J1", "captions": [b"one"]},
+                       {"image": b"", "captions": [b"two"]},  # skipped and counted downstream
+                       {"image": big, "captions": [b"three"]},
+                       {"image": b"J5", "captions": [b"five"]},
+                       {"image": b"", "captions": [b""]}]
+    assert [sorted(members) for members in records_small_limit] == [
+        ["jpg", "txt"], ["txt"], ["txt"], ["jpg", "txt"], ["txt"]]
+    del records
+    tracemalloc.start()
+    for _ in webdataset.read_samples(str(path), 0, max_member_bytes=1024):
+      pass
+    # The reader's 1 MiB buffer and two 64 KiB chunks: far from the member's 4 MiB.
+    assert tracemalloc.get_traced_memory()[1] < 1.5 * (1 << 20) < 4 * (1 << 20) < peak
+    tracemalloc.stop()
 
   def test_other_file_systems_read_as_local_files(self, tmp_path):
     path = str(tmp_path / "shard.tar")
