@@ -37,7 +37,7 @@ def load_with_flags(config_file: str, *arguments: str) -> settings.Run:
 COMMAND_LINE = {
     "model.name": ("tiny-rn", lambda run: run.model.name),
     "model.overrides.embed_dim": ("24", lambda run: run.model.architecture.embed_dim),
-    "model.overrides.dtype": ("bfloat16", lambda run: run.model.architecture.dtype),
+    "model.overrides.dtype": ("float32", lambda run: run.model.architecture.dtype),
     "model.overrides.remat": ("True", lambda run: run.model.architecture.remat),
     "model.overrides.scan": ("True", lambda run: run.model.architecture.scan),
     "model.overrides.attention": ("splash", lambda run: run.model.architecture.attention),
