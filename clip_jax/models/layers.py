@@ -8,7 +8,6 @@ text transformer, here used by both towers (OpenAI's ViT blocks keep PyTorch's d
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -102,67 +101,18 @@ def normal(stddev: float) -> nn.initializers.Initializer:
   return nn.initializers.normal(stddev=stddev)
 
 
-def _layer_norm_statistics(x: jax.Array, epsilon: float) -> tuple[jax.Array, jax.Array]:
-  """The float32 mean and 1 / sqrt(variance + epsilon) over the last axis, [..., 1] each.
+class LayerNorm(nn.LayerNorm):
+  """LayerNorm computed in float32 and cast back: bfloat16 statistics are too coarse.
 
-  The variance is the two-pass mean((x - mean)^2), as PyTorch computes it: the one-pass
-  E[x^2] - E[x]^2 loses it to cancellation when the mean is large (a residual stream's).
+  The variance is the two-pass mean((x - mean)^2), as PyTorch computes it: Flax's fast
+  E[x^2] - E[x]^2 loses the variance to cancellation when the mean is large.
   """
-  x = x.astype(jnp.float32)
-  mean = jnp.mean(x, axis=-1, keepdims=True)
-  variance = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-  return mean, jax.lax.rsqrt(variance + epsilon)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float) -> jax.Array:
-  """(x - mean) / sqrt(variance + epsilon) * scale + bias over the last axis, in float32 and
-  returned in x's dtype: Flax's LayerNorm (its arithmetic, in its order) on x cast to float32."""
-  mean, inverse_std = _layer_norm_statistics(x, epsilon)                # [..., 1] each
-  return ((x.astype(jnp.float32) - mean) * (inverse_std * scale) + bias).astype(x.dtype)
-
-
-def _layer_norm_forward(x, scale, bias, epsilon):
-  mean, inverse_std = _layer_norm_statistics(x, epsilon)
-  outputs = ((x.astype(jnp.float32) - mean) * (inverse_std * scale) + bias).astype(x.dtype)
-  return outputs, (x, scale, mean, inverse_std)
-
-
-def _layer_norm_backward(epsilon, residuals, grad):  # grad [..., W], in x's dtype
-  """The gradients from x in its own dtype and two float32 numbers per row.
-
-  Autodiff would keep the float32 centred and normalised x ([..., W] each, twice bfloat16's
-  bytes) for the backward pass; these are recomputed here from x, which the pass keeps anyway.
-  """
-  del epsilon
-  x, scale, mean, inverse_std = residuals
-  normalized = (x.astype(jnp.float32) - mean) * inverse_std              # [..., W]
-  grad = grad.astype(jnp.float32)
-  batch_axes = tuple(range(x.ndim - 1))
-  grad_scale = jnp.sum(grad * normalized, axis=batch_axes)              # [W]
-  grad_bias = jnp.sum(grad, axis=batch_axes)                            # [W]
-  grad_normalized = grad * scale                                        # [..., W]
-  grad_x = inverse_std * (grad_normalized - jnp.mean(grad_normalized, axis=-1, keepdims=True)
-                          - normalized * jnp.mean(grad_normalized * normalized, axis=-1,
-                                                  keepdims=True))
-  return grad_x.astype(x.dtype), grad_scale, grad_bias
-
-
-_layer_norm.defvjp(_layer_norm_forward, _layer_norm_backward)
-
-
-class LayerNorm(nn.Module):
-  """`nn.LayerNorm` (same parameters: `scale`, `bias` [W]) computed in float32 and returned in the
-  input's dtype: bfloat16 statistics are too coarse. Its backward pass keeps only the input and
-  the per-row statistics (see `_layer_norm_backward`)."""
 
   epsilon: float = 1e-5  # PyTorch's default.
+  use_fast_variance: bool = False
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:  # [..., W]
-    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
-    bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
-    return _layer_norm(x, scale, bias, self.epsilon)
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return super().__call__(x.astype(jnp.float32)).astype(x.dtype)
 
 
 class MultiHeadAttention(nn.Module):

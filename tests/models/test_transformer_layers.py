@@ -2,7 +2,6 @@
 
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,26 +37,6 @@ def test_layer_norm_normalises_in_float32_and_returns_the_input_dtype():
   x32 = np.asarray(x, np.float32)
   expected = (x32 - x32.mean(-1, keepdims=True)) / np.sqrt(x32.var(-1, keepdims=True) + 1e-5)
   np.testing.assert_allclose(np.asarray(y, np.float32), expected, atol=2e-2)
-
-
-def test_layer_norm_gradients_are_autodiffs_of_flax_layer_norm():
-  # The custom backward pass (which keeps only the input and per-row statistics) against JAX's
-  # autodiff of Flax's own LayerNorm, on a residual stream's large mean.
-  keys = jax.random.split(jax.random.PRNGKey(0), 4)
-  x = 30.0 + jax.random.normal(keys[0], (2, 5, 64))                             # [B, L, W]
-  params = {"scale": 1.0 + jax.random.normal(keys[1], (64,)),
-            "bias": jax.random.normal(keys[2], (64,))}
-  cotangent = jax.random.normal(keys[3], x.shape)
-  reference = nn.LayerNorm(epsilon=1e-5, use_fast_variance=False)
-  results = []
-  for norm in (layers.LayerNorm(), reference):
-    outputs, pullback = jax.vjp(lambda p, x, norm=norm: norm.apply({"params": p}, x), params, x)
-    results.append((outputs, *pullback(cotangent)))
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5), *results)
-  outputs, pullback = jax.vjp(layers.LayerNorm().apply, {"params": params}, x.astype(jnp.bfloat16))
-  grad_params, grad_x = pullback(cotangent.astype(jnp.bfloat16))
-  assert outputs.dtype == grad_x.dtype == jnp.bfloat16
-  assert {leaf.dtype for leaf in jax.tree.leaves(grad_params)} == {jnp.dtype(jnp.float32)}
 
 
 def test_activations():
