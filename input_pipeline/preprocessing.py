@@ -48,7 +48,16 @@ def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
 
 def header_size(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   """int64 (height, width) as the header of a JPEG, PNG, GIF, BMP or WebP declares them, read
-  without decoding; (0, 0) for other data (which the decoders then refuse)."""
+  without decoding; (0, 0) for other data (which the decoders then refuse). JPEGs, nearly every
+  training image, take one op; the other formats' fields are read only for them."""
+  def jpeg():
+    return tuple(tf.unstack(tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64)))
+
+  return tf.cond(tf.io.is_jpeg(image_bytes), jpeg, lambda: _other_header_size(image_bytes))
+
+
+def _other_header_size(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """`header_size` of a PNG, GIF, BMP or WebP: fields at fixed offsets."""
   header = _header(image_bytes, 32)
   tag = lambda offset, text: tf.strings.substr(header, offset, len(text)) == text  # noqa: E731
 
@@ -58,34 +67,24 @@ def header_size(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
                              little_endian=little_endian)
     return tf.cast(tf.reshape(value, []), tf.int64) & 0xFFFFFFFF
 
-  def webp():
-    # VP8X: 24-bit width - 1 and height - 1 at 24 and 27. VP8L: 14-bit fields after the byte
-    # 0x2f at 20. VP8 (lossy): 14-bit fields at 26 and 28, after the frame tag.
-    bits = number(21, 4)
-    vp8x = (number(24, 4) & 0xFFFFFF) + 1, (number(27, 4) & 0xFFFFFF) + 1
-    vp8l = (tf.bitwise.right_shift(bits, 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
-    vp8 = number(28, 2) & 0x3FFF, number(26, 2) & 0x3FFF
-    height = tf.where(tag(12, "VP8X"), vp8x[1], tf.where(tag(12, "VP8L"), vp8l[0], vp8[0]))
-    width = tf.where(tag(12, "VP8X"), vp8x[0], tf.where(tag(12, "VP8L"), vp8l[1], vp8[1]))
-    return height, width
-
-  is_jpeg = tf.io.is_jpeg(image_bytes)
-  is_png = tag(0, b"\x89PNG") & tag(12, "IHDR")
-  is_gif = tag(0, "GIF8")
-  is_bmp = tag(0, "BM")
-  is_webp = tag(0, "RIFF") & tag(8, "WEBP")
-  jpeg = tf.cond(is_jpeg, lambda: tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64),
-                 lambda: tf.zeros([2], tf.int64))
-  webp_height, webp_width = webp()
+  # WebP. VP8X: 24-bit width - 1 and height - 1 at 24 and 27. VP8L: 14-bit fields after the
+  # byte 0x2f at 20. VP8 (lossy): 14-bit fields at 26 and 28, after the frame tag.
+  bits = number(21, 4)
+  vp8x = (number(27, 4) & 0xFFFFFF) + 1, (number(24, 4) & 0xFFFFFF) + 1
+  vp8l = (tf.bitwise.right_shift(bits, 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+  vp8 = number(28, 2) & 0x3FFF, number(26, 2) & 0x3FFF
+  webp = [tf.where(tag(12, "VP8X"), x, tf.where(tag(12, "VP8L"), l, v))
+          for x, l, v in zip(vp8x, vp8l, vp8)]
   bmp_height = number(22, 4)  # negative (two's complement) for top-down rows
-  bmp_height = tf.where(bmp_height >= 1 << 31, (1 << 32) - bmp_height, bmp_height)
-  height = tf.where(is_jpeg, jpeg[0], tf.where(
-      is_png, number(20, 4, False), tf.where(is_gif, number(8, 2), tf.where(
-          is_bmp, bmp_height, tf.where(is_webp, webp_height, 0)))))
-  width = tf.where(is_jpeg, jpeg[1], tf.where(
-      is_png, number(16, 4, False), tf.where(is_gif, number(6, 2), tf.where(
-          is_bmp, number(18, 4), tf.where(is_webp, webp_width, 0)))))
-  return height, width
+  bmp = [tf.where(bmp_height >= 1 << 31, (1 << 32) - bmp_height, bmp_height), number(18, 4)]
+  png = [number(20, 4, False), number(16, 4, False)]
+  gif = [number(8, 2), number(6, 2)]
+  is_png = tag(0, b"\x89PNG") & tag(12, "IHDR")
+  is_gif, is_bmp, is_webp = tag(0, "GIF8"), tag(0, "BM"), tag(0, "RIFF") & tag(8, "WEBP")
+  return tuple(
+      tf.where(is_png, png[axis], tf.where(is_gif, gif[axis], tf.where(
+          is_bmp, bmp[axis], tf.where(is_webp, webp[axis], tf.constant(0, tf.int64)))))
+      for axis in (0, 1))
 
 
 def within_pixel_limit(image_bytes: tf.Tensor, max_pixels: int = MAX_IMAGE_PIXELS) -> tf.Tensor:
