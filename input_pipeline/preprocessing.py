@@ -17,7 +17,7 @@ _JPEG_DCT = "INTEGER_ACCURATE"
 # torchvision's RandomResizedCrop tries this many random windows before its central fallback.
 _CROP_ATTEMPTS = 10
 # PIL's Image.MAX_IMAGE_PIXELS: above it an image is refused from its header, before decoding
-# (a 64 KiB PNG can declare 8192 x 8192 pixels).
+# (a PNG of zeros under 1 MiB can declare 16384 x 16384 pixels: 0.8 GB decoded).
 MAX_IMAGE_PIXELS = 89_478_485
 
 
