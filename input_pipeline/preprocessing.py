@@ -51,7 +51,7 @@ def header_size(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   without decoding; (0, 0) for other data (which the decoders then refuse). JPEGs, nearly every
   training image, take one op; the other formats' fields are read only for them."""
   def jpeg():
-    return tuple(tf.unstack(tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64)))
+    return tuple(tf.cast(side, tf.int64) for side in _jpeg_size(image_bytes))
 
   return tf.cond(tf.io.is_jpeg(image_bytes), jpeg, lambda: _other_header_size(image_bytes))
 
