@@ -66,6 +66,7 @@ _FILES_PER_SHARD = flags.DEFINE_integer("files_per_shard",
                                         "WebDataset input shard is one output shard.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", embeddings.Options.batch_size,
                                    "Images or texts encoded at once, split over the devices.")
+_LIMITS = embeddings.define_limit_flags()
 
 
 def main(argv):
@@ -75,7 +76,8 @@ def main(argv):
                                              texts=_TEXTS.value,
                                              dtype=_DTYPE.value, output_dtype=_OUTPUT_DTYPE.value,
                                              files_per_shard=_FILES_PER_SHARD.value,
-                                             batch_size=_BATCH_SIZE.value), _OUT.value)
+                                             batch_size=_BATCH_SIZE.value, **_LIMITS()),
+                          _OUT.value)
   print(summary(result, _OUT.value))
 
 

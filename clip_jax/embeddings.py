@@ -11,14 +11,16 @@ import functools
 import io
 import json
 import os
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from clip_jax import files
 from clip_jax import pretrained
+from clip_jax import settings
 from clip_jax import sharding
 from clip_jax.evaluation import evaluators
 from clip_jax.evaluation import zero_shot
@@ -42,6 +44,21 @@ class Options:
   output_dtype: str = "float16"
   files_per_shard: int = 10_000  # image files, or lines of --texts, per output shard
   batch_size: int = 256
+  # The bounds on a sample of training's data settings (docs/data.md), with their defaults.
+  max_member_bytes: int = settings.Data().max_member_bytes
+  max_image_pixels: int = settings.Data().max_image_pixels
+
+
+def define_limit_flags() -> Callable[[], dict[str, int]]:
+  """The command-line flags of `Options`' limits on a sample, for the tools that read image
+  collections; returns a function that gives their values by the Options' field names."""
+  member = flags.DEFINE_integer(
+      "max_member_bytes", Options.max_member_bytes, "Tar members and image files larger than "
+      "this are skipped unread (and listed as skipped).")
+  pixels = flags.DEFINE_integer(
+      "max_image_pixels", Options.max_image_pixels, "Images whose header declares more pixels "
+      "are skipped before decoding (and listed as skipped).")
+  return lambda: {"max_member_bytes": member.value, "max_image_pixels": pixels.value}
 
 
 def shard_name(index: int) -> str:
@@ -206,10 +223,10 @@ def _embed_image_shard(embedder: Embedder, options: Options, out: str, shard, ro
                        counts: dict[str, int], progress) -> int:
   """Embeds and writes one shard; returns how many inputs it had."""
   from input_pipeline import image_collections  # pylint: disable=g-import-not-at-top
-  samples = list(image_collections.read_shard(shard, root))
+  samples = list(image_collections.read_shard(shard, root, options.max_member_bytes))
   embeddings, embedded = [], []
   for indices, views in image_collections.views(samples, embedder.image_size, embedder.view,
-                                                options.batch_size):
+                                                options.batch_size, options.max_image_pixels):
     embeddings.append(embedder.encode_images(views))
     embedded.extend(indices.tolist())
     progress.update(len(indices))
@@ -223,7 +240,8 @@ def _embed_image_shard(embedder: Embedder, options: Options, out: str, shard, ro
                "offset": [s.offset for s in kept], "caption": [s.caption for s in kept]},
               {"inputs": len(samples), "embedded": len(kept), "skipped": [
                   {"key": samples[index].key, "source": samples[index].source,
-                   "why": "no image" if not samples[index].image else "does not decode"}
+                   "why": image_collections.skip_reason(samples[index],
+                                                        options.max_image_pixels)}
                   for index in skipped]})
   counts["embedded"] += len(kept)
   counts["skipped"] += len(skipped)

@@ -224,6 +224,12 @@ class Data:
       "(low, high) with 0 < low <= high <= 1"))
   exact_resize: bool = _setting(False, _FLAG)
   cycle_length: int = _setting(8, _POSITIVE_COUNT)  # Shards read at once by each process.
+  # Bounds on what a record from a stranger may take (docs/data.md): a tar member of more bytes
+  # is passed over unread (256 MiB holds an uncompressed image at the pixel limit), an image whose
+  # header declares more pixels (PIL's Image.MAX_IMAGE_PIXELS) is refused before decoding; the
+  # sample is then skipped and counted.
+  max_member_bytes: int = _setting(256 << 20, _POSITIVE_COUNT)
+  max_image_pixels: int = _setting(89_478_485, _POSITIVE_COUNT)
   shuffle_window: int = _setting(2_048, _POSITIVE_COUNT)  # Records shuffled together.
   # webdataset and tfrecord: a brace pattern, a glob or a list of paths (local or gs://).
   files: str | tuple[str, ...] = _setting("", (

@@ -270,7 +270,8 @@ def _stream_examples(data: settings.Data, stream, local_state,
     captions = tf.boolean_mask(captions, tf.strings.length(tf.strings.strip(captions)) > 0)
     choice = tf.random.stateless_uniform([], caption_seed, 0, tf.shape(captions)[0], tf.int32)
     image = preprocessing.train_image(record["image"], data.image_size, crop_seed,
-                                      scale=data.crop_scale, exact_resize=data.exact_resize)
+                                      scale=data.crop_scale, exact_resize=data.exact_resize,
+                                      max_pixels=data.max_image_pixels)
     return {"image": image,
             "caption": captions[choice], "record_number": record["record_number"],
             "position": record["position"]}

@@ -15,7 +15,8 @@ the checkpoint's own preprocessing and tokenizer). Two passes, each resumable sh
 
 Each output file is written whole, then renamed: a killed run leaves finished shards, and the same
 command continues, so that every kept sample is written exactly once. `<out>/report.json` gives
-the counts (read, scored, unscorable: no caption or an image that does not decode, kept) and
+the counts (read, scored, unscorable: no caption, no image, an image over the pixel limit or one
+that does not decode; kept) and
 `<out>/scores.png` the histogram of the scores with the threshold.
 """
 
@@ -45,13 +46,15 @@ SCORE_KEY = "clip_score"
 
 
 def score_shard(embedder: embeddings.Embedder, shard: image_collections.Shard, out: str,
-                batch_size: int) -> None:
-  """Pass 1 for one input shard: every sample with a caption and a decodable image scored."""
-  samples = list(image_collections.read_shard(shard))
+                batch_size: int, limits: dict[str, int]) -> None:
+  """Pass 1 for one input shard: every sample with a caption and a decodable image scored;
+  `limits` as `embeddings.Options` has them."""
+  samples = list(image_collections.read_shard(shard, "", limits["max_member_bytes"]))
   with_caption = [index for index, sample in enumerate(samples) if sample.caption]
   image_features, scored = [], []
   for indices, views in image_collections.views([samples[i] for i in with_caption],
-                                                embedder.image_size, embedder.view, batch_size):
+                                                embedder.image_size, embedder.view, batch_size,
+                                                limits["max_image_pixels"]):
     image_features.append(embedder.encode_images(views))
     scored.extend(with_caption[i] for i in indices)
   dim = embedder.config.embed_dim
@@ -66,7 +69,7 @@ def score_shard(embedder: embeddings.Embedder, shard: image_collections.Shard, o
        "caption": [s.caption for s in kept], "score": scores.tolist()},
       {"inputs": len(samples), "embedded": len(kept), "skipped": [
           {"key": samples[i].key, "why": "no caption" if not samples[i].caption else
-           "no image" if not samples[i].image else "does not decode"}
+           image_collections.skip_reason(samples[i], limits["max_image_pixels"])}
           for i in sorted(set(range(len(samples))) - set(scored))]})
 
 
@@ -85,12 +88,12 @@ def threshold(scores: np.ndarray, min_score: float | None, keep_fraction: float 
 
 
 def write_kept(shard: image_collections.Shard, scores: dict[str, list], minimum: float,
-                path: str) -> int:
+               path: str, max_member_bytes: int) -> int:
   """Pass 2 for one input shard: its kept samples, in order, to a new tar; returns their number."""
   keep = {key: score for key, score in zip(scores["key"], scores["score"]) if score >= minimum}
   buffer = io.BytesIO()
   with tarfile.open(fileobj=buffer, mode="w") as archive:
-    for sample in image_collections.read_shard(shard):
+    for sample in image_collections.read_shard(shard, "", max_member_bytes):
       if sample.key not in keep:
         continue
       members = dict(sample.members)
@@ -119,9 +122,12 @@ def _settings(out: str, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(model: str, inputs: str, out: str, *, min_score: float | None = None,
-        keep_fraction: float | None = None, batch_size: int = 256) -> dict[str, Any]:
+        keep_fraction: float | None = None, batch_size: int = 256,
+        max_member_bytes: int = embeddings.Options.max_member_bytes,
+        max_image_pixels: int = embeddings.Options.max_image_pixels) -> dict[str, Any]:
   """Both passes over the shards `inputs` names, resuming what a previous run left; returns the
-  report (also written to report.json, with the histogram in scores.png)."""
+  report (also written to report.json, with the histogram in scores.png). Samples beyond the
+  limits (`embeddings.Options`) are unscorable."""
   from tqdm import tqdm
   if (min_score is None) == (keep_fraction is None):
     raise ValueError("Give exactly one of --min_score and --keep_fraction.")
@@ -131,12 +137,13 @@ def run(model: str, inputs: str, out: str, *, min_score: float | None = None,
   if not is_tar:
     raise ValueError(f"--in={inputs!r} names no .tar shards; allowed: WebDataset shards.")
   shards = image_collections.make_shards(paths, True, 1)
+  limits = {"max_member_bytes": max_member_bytes, "max_image_pixels": max_image_pixels}
   settings = _settings(out, {"model": model, "in": paths, "min_score": min_score,
-                             "keep_fraction": keep_fraction})
+                             "keep_fraction": keep_fraction, **limits})
   embedder = embeddings.Embedder(model, batch_size=batch_size)
   for shard in tqdm(shards, desc="Scoring", unit="shard", dynamic_ncols=True):
     if not embeddings.is_done(out, "scores", shard.index):
-      score_shard(embedder, shard, out, batch_size)
+      score_shard(embedder, shard, out, batch_size, limits)
   scores = all_scores(out)
   if "threshold" not in settings:
     settings = {**settings, "threshold": threshold(scores, min_score, keep_fraction)}
@@ -150,7 +157,7 @@ def run(model: str, inputs: str, out: str, *, min_score: float | None = None,
     if path.exists():
       kept += sum(score >= minimum for score in shard_scores["score"])
     else:
-      kept += write_kept(shard, shard_scores, minimum, path)
+      kept += write_kept(shard, shard_scores, minimum, path, max_member_bytes)
   reports = embeddings.reports(out, "scores")
   unscorable: dict[str, int] = {}
   for report in reports:
@@ -186,13 +193,14 @@ _MIN_SCORE = flags.DEFINE_float("min_score", None, "Keep samples scoring at leas
 _KEEP_FRACTION = flags.DEFINE_float("keep_fraction", None,
                                     "Keep this fraction of the scored samples, the best.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images or captions encoded at once.")
+_LIMITS = embeddings.define_limit_flags()
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   report = run(_MODEL.value, _IN.value, _OUT.value, min_score=_MIN_SCORE.value,
-               keep_fraction=_KEEP_FRACTION.value, batch_size=_BATCH_SIZE.value)
+               keep_fraction=_KEEP_FRACTION.value, batch_size=_BATCH_SIZE.value, **_LIMITS())
   print(f"Kept {report['kept']} of {report['scored']} scored samples (of {report['samples']} in "
         f"{report['shards']} shards) with a CLIP score of at least {report['threshold']:.4f}; "
         f"unscorable: {report['unscorable'] or 'none'}.")

@@ -65,11 +65,15 @@ def make_shards(inputs: Sequence[str], is_tar: bool, files_per_shard: int) -> li
           for index, start in enumerate(range(0, len(inputs), files_per_shard))]
 
 
-def read_shard(shard: Shard, root: str = "") -> Iterator[Sample]:
-  """The shard's samples in order. A file's key is its path relative to `root` (the folder)."""
+def read_shard(shard: Shard, root: str = "",
+               max_member_bytes: int = webdataset.MAX_MEMBER_BYTES) -> Iterator[Sample]:
+  """The shard's samples in order. A file's key is its path relative to `root` (the folder).
+  Tar members of more than `max_member_bytes` are left out unread; an image file of more is
+  given as no image."""
   if shard.is_tar:
     offset = 0
-    for key, members, next_offset in webdataset.read_samples(shard.files[0]):
+    for key, members, next_offset in webdataset.read_samples(shard.files[0], 0,
+                                                             max_member_bytes):
       image = next((members[extension] for extension in IMAGE_EXTENSIONS
                     if extension in members), b"")
       caption = members.get(CAPTION_EXTENSION, b"").decode("utf-8", errors="replace")
@@ -79,9 +83,11 @@ def read_shard(shard: Shard, root: str = "") -> Iterator[Sample]:
   for path in shard.files:
     try:
       with tf.io.gfile.GFile(path, "rb") as file:
-        image = file.read()
+        image = file.read(max_member_bytes + 1)
     except (OSError, tf.errors.OpError):
       image = b""  # unreadable: skipped as an image that does not decode
+    if len(image) > max_member_bytes:
+      image = b""
     source = path if "://" in path else os.path.abspath(path)
     yield Sample(os.path.relpath(path, root) if root else path, source, -1, "", image, {})
 
@@ -96,14 +102,27 @@ def read_sample_image(source: str, offset: int) -> bytes:
   return next(members[extension] for extension in IMAGE_EXTENSIONS if extension in members)
 
 
+def skip_reason(sample: Sample, max_pixels: int = preprocessing.MAX_IMAGE_PIXELS) -> str:
+  """Why `views` left a sample out, for the tools' reports."""
+  if not sample.image:
+    return "no image"  # none in the sample, or one over the byte limit, left unread
+  try:
+    height, width = preprocessing.header_size(tf.constant(sample.image))
+  except tf.errors.OpError:
+    return "does not decode"
+  return "over the pixel limit" if int(height) * int(width) > max_pixels else "does not decode"
+
+
 def views(samples: Sequence[Sample], image_size: int, view: configs.Preprocessing,
-          batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+          batch_size: int, max_pixels: int = preprocessing.MAX_IMAGE_PIXELS
+          ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """(indices into `samples` int64 [b], evaluation views uint8 [b, S, S, 3]) in batches of at
-  most `batch_size`, in order; the samples whose image does not decode are left out."""
+  most `batch_size`, in order; the samples whose image does not decode or declares more than
+  `max_pixels` pixels are left out."""
   @tf.autograph.experimental.do_not_convert
   def view_of(index, image_bytes):
     return index, preprocessing.eval_image(image_bytes, image_size, view.resize_mode,
-                                           view.interpolation)
+                                           view.interpolation, max_pixels)
 
   images = tf.data.Dataset.from_generator(
       lambda: ((index, sample.image) for index, sample in enumerate(samples)),

@@ -12,13 +12,15 @@ import math
 
 import tensorflow as tf
 
+from clip_jax import settings
+
 # libjpeg's accurate integer IDCT, which PIL uses; TF's default (the fast IDCT) is off by up to 5.
 _JPEG_DCT = "INTEGER_ACCURATE"
 # torchvision's RandomResizedCrop tries this many random windows before its central fallback.
 _CROP_ATTEMPTS = 10
-# PIL's Image.MAX_IMAGE_PIXELS: above it an image is refused from its header, before decoding
-# (a PNG of zeros under 1 MiB can declare 16384 x 16384 pixels: 0.8 GB decoded).
-MAX_IMAGE_PIXELS = 89_478_485
+# Above it an image is refused from its header, before decoding (a PNG of zeros under 1 MiB can
+# declare 16384 x 16384 pixels: 0.8 GB decoded); `data.max_image_pixels` sets it for training.
+MAX_IMAGE_PIXELS = settings.Data().max_image_pixels
 
 
 def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:

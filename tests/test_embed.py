@@ -186,6 +186,29 @@ def test_webdataset_shards_and_captions(checkpoint, tmp_path):
   assert np.all(cosines > 0.99), cosines  # bfloat16 compute, float16 storage
 
 
+def test_images_beyond_the_limits_are_skipped_and_listed(checkpoint, folder, tmp_path):
+  """--max_image_pixels refuses an image from its header, --max_member_bytes a file before it is
+  read whole: such images are skipped and listed, as undecodable ones are."""
+  generated = sorted(os.path.join(folder, f"generated_{index}.png") for index in range(4))
+  sizes = {path: os.path.getsize(path) for path in generated}
+  limit = sorted(sizes.values())[1]  # two files pass it
+
+  def embedded_and_skipped(**limits):
+    out = str(tmp_path / "-".join(limits))
+    embeddings.run(embeddings.Options(model=checkpoint, images=f"{folder}/generated_*.png",
+                                      **limits), out)
+    _, rows = embeddings.read_all(out)
+    skipped = [json.loads(line) for line in open(os.path.join(out, "skipped.jsonl"))]
+    return rows["key"], {entry["key"]: entry["why"] for entry in skipped}
+
+  # 40 x 50, 50 x 50, 60 x 50 and 70 x 50 pixels
+  assert embedded_and_skipped(max_image_pixels=2_500) == (
+      generated[:2], {generated[2]: "over the pixel limit", generated[3]: "over the pixel limit"})
+  assert embedded_and_skipped(max_member_bytes=limit) == (
+      [path for path in generated if sizes[path] <= limit],
+      {path: "no image" for path in generated if sizes[path] > limit})
+
+
 def test_classify_gives_the_papers_zero_shot_probabilities(checkpoint, folder):
   """Against the probabilities computed here in float64 from the model's own features:
   80-template class embeddings, softmax of the scaled cosine similarities."""

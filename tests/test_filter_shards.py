@@ -110,6 +110,21 @@ def test_half_kept_with_their_scores_exactly_once_through_an_interruption(shards
   assert os.path.getsize(os.path.join(out, "scores.png")) > 5_000
 
 
+def test_the_sample_limits_hold(checkpoint, shards, tmp_path):
+  """Images declaring more than --max_image_pixels are unscorable, never decoded; members over
+  --max_member_bytes are left out of what is read and written."""
+  # Images of 30, 34, 38 and 42 x 40 pixels (shard 0's last does not decode).
+  report = filter_shards.run(checkpoint, shards[0], str(tmp_path / "pixels"), min_score=-1.0,
+                             batch_size=4, max_image_pixels=34 * 40)
+  assert report["scored"] == 4 and report["unscorable"] == {
+      "over the pixel limit": 2, "does not decode": 1, "no caption": 1}
+  out = str(tmp_path / "bytes")
+  report = filter_shards.run(checkpoint, shards[0], out, min_score=-1.0, batch_size=4,
+                             max_member_bytes=32)  # the captions and the 16-byte HTML page
+  assert report["scored"] == 0 and report["unscorable"] == {
+      "no image": 6, "does not decode": 1, "no caption": 1}
+
+
 def test_a_resumed_run_keeps_its_flags(checkpoint, shards, filtered):
   with pytest.raises(ValueError, match=r"--keep_fraction=0\.5, not 0\.3; allowed: the same"):
     filter_shards.run(checkpoint, shards[0], filtered[0], keep_fraction=0.3)

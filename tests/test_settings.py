@@ -73,6 +73,8 @@ COMMAND_LINE = {
     "data.crop_scale": ("(0.5,1.0)", lambda run: run.data.crop_scale),
     "data.exact_resize": ("True", lambda run: run.data.exact_resize),
     "data.cycle_length": ("4", lambda run: run.data.cycle_length),
+    "data.max_member_bytes": ("1024", lambda run: run.data.max_member_bytes),
+    "data.max_image_pixels": ("4096", lambda run: run.data.max_image_pixels),
     "data.shuffle_window": ("64", lambda run: run.data.shuffle_window),
     "data.files": ("/d/{00000..00009}.tar", lambda run: run.data.files),
     "data.image_extensions": ("('png',)", lambda run: run.data.image_extensions),

@@ -20,9 +20,7 @@ from input_pipeline import streams
 from input_pipeline.sources import file_lists
 
 _DEFAULTS = settings.Data()  # read_tar's defaults: the settings' (img2dataset's extensions).
-# Far above any image or caption worth training on (an 89-megapixel PNG, PIL's pixel limit, is
-# at most 256 MiB only uncompressed); a member above it is skipped unread.
-MAX_MEMBER_BYTES = 256 << 20
+MAX_MEMBER_BYTES = _DEFAULTS.max_member_bytes  # a member above it is skipped unread
 
 
 def split_member_name(name: str) -> tuple[str, str]:
@@ -37,25 +35,31 @@ def read_samples(path: str, offset: int = 0, max_member_bytes: int = MAX_MEMBER_
   """(key, {extension: bytes}, byte offset of the next sample) for each sample of a tar file,
   from byte `offset`: 0 or an offset this function returned, the start of a sample's first
   header. Members that are not regular files or hold more than `max_member_bytes` are left out
-  unread (a sample without its image is then skipped and counted). A damaged tar ends the shard
-  there, with a warning."""
+  unread, with a warning (a sample without its image is then skipped and counted; a sample of
+  such members only is given with no members). A damaged tar ends the shard there, with a
+  warning."""
   with _open(path) as file:
     file.seek(offset)
     key, members = None, {}
     try:
       for name, data, header_offset, end in _tar_files(file, offset, max_member_bytes):
         member_key, extension = split_member_name(name)
-        if member_key != key and members:
+        if member_key != key and key is not None:
           yield key, members, header_offset
           members = {}
         key = member_key
-        members[extension] = data
+        if data is not None:
+          members[extension] = data
+        else:
+          logging.log_every_n_seconds(
+              logging.WARNING, "%s: member %s skipped unread (not a regular file, or more than "
+              "data.max_member_bytes=%d bytes).", 10, path, name, max_member_bytes)
     except _DamagedTar as error:  # a truncated download, a damaged block
       logging.warning("%s: %s; reading of this shard stops there.", path, error)
-      if error.name is not None and split_member_name(error.name)[0] != key and members:
+      if error.name is not None and split_member_name(error.name)[0] != key and key is not None:
         yield key, members, error.header_offset  # the damage starts the next sample
       return
-    if members:
+    if key is not None:
       yield key, members, end
 
 
@@ -111,13 +115,15 @@ class _ChunkedReader:
 _BLOCK = 512
 _REGULAR_FILES = (b"0", b"\0", b"7")  # regular, old-style regular, contiguous
 _EXTENDED_HEADERS = (b"x", b"g", b"L")  # POSIX pax (one member, global), GNU long name
+_DIRECTORY = b"5"
 _MAX_EXTENDED_HEADER_BYTES = 1 << 20  # a pax or long-name header: a name and a few fields
 
 
 def _tar_files(file, offset: int, max_member_bytes: int = MAX_MEMBER_BYTES
-               ) -> Iterator[tuple[str, bytes, int, int]]:
-  """(name, data, offset of its first header, offset after it) of each regular file member of a
-  tar stream read from byte `offset`, up to `max_member_bytes` each.
+               ) -> Iterator[tuple[str, bytes | None, int, int]]:
+  """(name, data, offset of its first header, offset after it) of each member of a tar stream
+  read from byte `offset` but directories; data is None for the members left unread: those that
+  are not regular files or hold more than `max_member_bytes`.
 
   A minimal reader of ustar, pax and GNU tars (what tarfile, GNU tar and webdataset write),
   several times faster than `tarfile` in stream mode, which parses each header into a TarInfo and
@@ -151,8 +157,9 @@ def _tar_files(file, offset: int, max_member_bytes: int = MAX_MEMBER_BYTES
       elif kind == b"x":
         pax_name = _pax_path(data)
       continue
-    if wanted:
-      yield name.decode("utf-8", "surrogateescape"), data, first_header, offset
+    if wanted or kind != _DIRECTORY:
+      yield (name.decode("utf-8", "surrogateescape"), data if wanted else None, first_header,
+             offset)
     first_header, pax_name, long_name = offset, None, None
 
 
@@ -208,11 +215,11 @@ def _pax_path(data: bytes) -> bytes | None:
 
 def read_tar(path: str, offset: int,
              image_extensions: Sequence[str] = _DEFAULTS.image_extensions,
-             caption_extension: str = _DEFAULTS.caption_extension
-             ) -> Iterator[tuple[streams.Record, int]]:
+             caption_extension: str = _DEFAULTS.caption_extension,
+             max_member_bytes: int = MAX_MEMBER_BYTES) -> Iterator[tuple[streams.Record, int]]:
   """(record, byte offset of the next sample) for each sample from byte `offset` of a tar file
   (see `read_samples`)."""
-  for _, members, next_offset in read_samples(path, offset):
+  for _, members, next_offset in read_samples(path, offset, max_member_bytes):
     yield _record(members, image_extensions, caption_extension), next_offset
 
 
@@ -225,6 +232,7 @@ def _record(members: dict[str, bytes], image_extensions, caption_extension) -> s
 
 def create_stream(data: settings.Data, *, process_index: int, process_count: int) -> streams.Stream:
   read_file = functools.partial(read_tar, image_extensions=data.image_extensions,
-                                caption_extension=data.caption_extension)
+                                caption_extension=data.caption_extension,
+                                max_member_bytes=data.max_member_bytes)
   return file_lists.file_stream(data, read_file, process_index=process_index,
                                 process_count=process_count)

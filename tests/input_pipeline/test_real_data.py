@@ -119,6 +119,26 @@ def test_bad_samples_are_skipped_and_counted_and_good_ones_all_kept(tmp_path):
   assert iterator.skipped_samples == 2 * bad_count
 
 
+def test_the_data_settings_limits_skip_and_count(tmp_path):
+  """data.max_image_pixels refuses images from their header, data.max_member_bytes passes over
+  members unread: their samples are skipped and counted, the others all kept."""
+  members, good_numbers = [], []
+  for number in range(12):
+    height = (16, 20, 16)[number % 3]  # 16 x 16 (256 pixels) or 20 x 16 (320)
+    caption = f"sample {number}".encode() if number % 4 else b"sample 999 " * 100  # 1,100 bytes
+    members += [(f"{number:06d}.jpg", encode(photo(height, 16, seed=number), "JPEG")),
+                (f"{number:06d}.txt", caption)]
+    if height == 16 and number % 4:
+      good_numbers.append(number)
+  path = str(tmp_path / "00000.tar")
+  write_tar(path, members)
+  limited = data_settings(files=path, cycle_length=1, shuffle_window=1, max_image_pixels=300,
+                          max_member_bytes=1_000)
+  iterator = input_pipeline.create_dataset(limited, global_batch_size=len(good_numbers))
+  assert sorted(caption_ids(limited)(next(iterator)["text"])) == good_numbers
+  assert iterator.skipped_samples == 12 - len(good_numbers)
+
+
 def numbered_settings(tmp_path, **changes):
   files, _ = write_numbered_shards(tmp_path, [7, 3, 9, 5, 4])
   return data_settings(files=files, **changes)
