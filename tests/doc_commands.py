@@ -63,6 +63,16 @@ def blocks(page: str, language: str) -> list[str]:
   return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
 
 
+def documented_message(page: str, message: str) -> str:
+  """`message` as the page shows it: its ```text blocks hold messages with <placeholders>, after
+  "Error: " or a log line's "] "; the message must match exactly one of them."""
+  shown = [re.split(r"^Error: |^\S+ \S+ \S+ \S+\] ", line, maxsplit=1)[-1]
+           for block in blocks(page, "text") for line in block.splitlines()]
+  patterns = ["^" + re.sub(r"<[^>]+>", ".+", re.escape(line)) + "$" for line in shown]
+  assert sum(bool(re.match(pattern, message)) for pattern in patterns) == 1, (message, page)
+  return message
+
+
 def commands(page: str) -> list[str]:
   """The page's commands in order, continuation lines joined, comments left out."""
   found = []

@@ -41,7 +41,8 @@ def _is_hf(tensors: dict[str, np.ndarray]) -> bool:
 
 
 def import_weights(src: str, model: str | None = None, activation: str | None = None,
-                   preprocessing: Mapping[str, Any] | None = None) -> Imported:
+                   preprocessing: Mapping[str, Any] | None = None, *,
+                   trust_code: bool = False) -> Imported:
   """Reads a checkpoint (a file, a directory, or `hf-hub:<repo>`: `hub`) and returns clip_jax's
   config and variables for it.
 
@@ -55,12 +56,15 @@ def import_weights(src: str, model: str | None = None, activation: str | None = 
   The image preprocessing (`configs.Preprocessing`) is OpenAI's, changed by what the source
   publishes beside the weights (open_clip's or Hugging Face's config, `preprocessing_layout`),
   changed in turn by the fields of `preprocessing`.
+
+  A TorchScript archive other than OpenAI's releases is refused (`tensor_files.UntrustedCode`)
+  unless `trust_code`: loading one runs the code inside it.
   """
   source = {}
   if hub.is_hub_source(src):
     source["hub"] = src.removeprefix(hub.PREFIX)
     src = hub.local_directory(src)
-  tensors = tensor_files.read(src)
+  tensors = tensor_files.read(src, trust_code)
   source["path"] = os.path.abspath(src)
   hf_config_path = os.path.join(src, HF_CONFIG)
   if _is_hf(tensors):

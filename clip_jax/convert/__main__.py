@@ -17,7 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 
-from clip_jax import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
+from clip_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from clip_jax import convert
 from clip_jax import pretrained
 from clip_jax.models import configs
 
@@ -38,6 +39,10 @@ _RESIZE_MODE = flags.DEFINE_enum("resize_mode", None, list(configs.RESIZE_MODES)
                                  "How evaluation resizes images, as --mean (default shortest).")
 _INTERPOLATION = flags.DEFINE_enum("interpolation", None, list(configs.INTERPOLATIONS),
                                    "The resize filter, as --mean (default bicubic).")
+_TRUST_CODE = flags.DEFINE_bool(
+    "trust_code", False, "Load a TorchScript archive that is not one of OpenAI's releases. Such "
+    "a file is a program: PyTorch runs the code inside it as it loads, with your permissions. "
+    "Only for files from someone you trust; otherwise use the weights as .safetensors.")
 _TO = flags.DEFINE_enum("to", None, list(convert.EXPORT_FORMATS),
                         "Export a clip_jax checkpoint for this library instead of importing.")
 
@@ -50,9 +55,12 @@ def main(argv):
       print(f"Wrote {path}")
     return
   channels = lambda flag: flag.value and tuple(float(value) for value in flag.value)  # noqa: E731
-  imported = convert.import_weights(_SRC.value, _MODEL.value, _ACTIVATION.value, dict(
-      mean=channels(_MEAN), std=channels(_STD), resize_mode=_RESIZE_MODE.value,
-      interpolation=_INTERPOLATION.value))
+  try:
+    imported = convert.import_weights(_SRC.value, _MODEL.value, _ACTIVATION.value, dict(
+        mean=channels(_MEAN), std=channels(_STD), resize_mode=_RESIZE_MODE.value,
+        interpolation=_INTERPOLATION.value), trust_code=_TRUST_CODE.value)
+  except (ValueError, FileNotFoundError, ImportError) as error:  # a message for the user
+    cli.refuse(error)
   pretrained.save(_DST.value, imported.config, imported.variables, imported.source)
   source = imported.source
   read_from = f"hf-hub:{source['hub']} ({source['path']})" if "hub" in source else source["path"]

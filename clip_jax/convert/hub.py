@@ -27,14 +27,18 @@ def local_directory(src: str) -> str:
   if repo.count("/") != 1:
     raise ValueError(f"--src={src!r}: expected hf-hub:<owner>/<name>, e.g. "
                      "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K.")
+  def download(*patterns):
+    try:
+      return snapshot_download(repo, allow_patterns=["*.json", *patterns])
+    except OSError as error:  # not found, offline without it in the cache, no network, ...
+      raise FileNotFoundError(f"{src}: {error}") from None
+
   folder = ""
-  for name in tensor_files.DIRECTORY_WEIGHTS:
-    folder = snapshot_download(repo, allow_patterns=[name, "*.json"])
-    if os.path.exists(os.path.join(folder, name)):
+  for name in tensor_files.DIRECTORY_WEIGHTS:  # safetensors first: see tensor_files
+    folder = download(name)
+    if os.path.exists(path := os.path.join(folder, name)):
+      if name.endswith(tensor_files.INDEX_SUFFIX):
+        return download(*tensor_files.shards(path))
       return folder
-  for index in tensor_files.DIRECTORY_INDEXES:
-    if os.path.exists(index_path := os.path.join(folder, index)):
-      return snapshot_download(repo, allow_patterns=["*.json", *tensor_files.shards(index_path)])
   raise FileNotFoundError(f"{src} (at {folder}) holds none of "
-                          f"{', '.join(tensor_files.DIRECTORY_WEIGHTS)}, and no sharded "
-                          f"checkpoint's index.")
+                          f"{', '.join(tensor_files.DIRECTORY_WEIGHTS)}.")

@@ -35,9 +35,10 @@ def read_samples(path: str, offset: int = 0, max_member_bytes: int = MAX_MEMBER_
   """(key, {extension: bytes}, byte offset of the next sample) for each sample of a tar file,
   from byte `offset`: 0 or an offset this function returned, the start of a sample's first
   header. Members that are not regular files or hold more than `max_member_bytes` are left out
-  unread, with a warning (a sample without its image is then skipped and counted; a sample of
-  such members only is given with no members). A damaged tar ends the shard there, with a
-  warning."""
+  unread, with one warning per shard (a sample without its image is then skipped and counted; a
+  sample of such members only is given with no members). A damaged tar ends the shard there,
+  with a warning."""
+  skipped = []  # names of the members left unread
   with _open(path) as file:
     file.seek(offset)
     key, members = None, {}
@@ -48,17 +49,20 @@ def read_samples(path: str, offset: int = 0, max_member_bytes: int = MAX_MEMBER_
           yield key, members, header_offset
           members = {}
         key = member_key
-        if data is not None:
-          members[extension] = data
+        if data is None:
+          skipped.append(name)
         else:
-          logging.log_every_n_seconds(
-              logging.WARNING, "%s: member %s skipped unread (not a regular file, or more than "
-              "data.max_member_bytes=%d bytes).", 10, path, name, max_member_bytes)
+          members[extension] = data
     except _DamagedTar as error:  # a truncated download, a damaged block
       logging.warning("%s: %s; reading of this shard stops there.", path, error)
       if error.name is not None and split_member_name(error.name)[0] != key and key is not None:
         yield key, members, error.header_offset  # the damage starts the next sample
       return
+    finally:  # also when the reader stops early
+      if skipped:
+        logging.warning("%s: %d members skipped unread (not regular files, or more than "
+                        "data.max_member_bytes=%d bytes), the first %s.", path, len(skipped),
+                        max_member_bytes, skipped[0])
     if key is not None:
       yield key, members, end
 

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+import doc_commands
 from shard_files import write_tar
 
 from clip_jax import settings
@@ -96,7 +97,7 @@ class TestWebDataset:
     assert not list(webdataset.read_samples(path, samples[-1][2]))  # the end: nothing after it
 
 
-  def test_links_sparse_files_and_oversized_members_are_skipped_unread(self, tmp_path):
+  def test_links_sparse_files_and_oversized_members_are_skipped_unread(self, tmp_path, caplog):
     path = tmp_path / "shard.tar"
     big = os.urandom(4 << 20)
     write_tar(str(path), [("1.jpg", b"J1"), ("1.txt", b"one"), ("2.jpg", b"sparse"),
@@ -136,6 +137,10 @@ class TestWebDataset:
     # The reader's 1 MiB buffer and two 64 KiB chunks: far from the member's 4 MiB.
     assert tracemalloc.get_traced_memory()[1] < 1.5 * (1 << 20) < 4 * (1 << 20) < peak
     tracemalloc.stop()
+    warnings = [record.getMessage() for record in caplog.records if "skipped" in record.getMessage()]
+    assert warnings[0] == doc_commands.documented_message("docs/untrusted_files.md", (
+        f"{path}: 2 members skipped unread (not regular files, or more than "
+        f"data.max_member_bytes={webdataset.MAX_MEMBER_BYTES} bytes), the first 2.jpg."))
 
   def test_other_file_systems_read_as_local_files(self, tmp_path):
     path = str(tmp_path / "shard.tar")
