@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -19,12 +21,14 @@ from clip_jax import settings
 DIRECTORY = "checkpoints"  # in the workdir, a folder per checkpointed step
 
 
-def create_manager(workdir: str, checkpoint: settings.Checkpoint = settings.Checkpoint()
-                   ) -> ocp.CheckpointManager:
-  """Asynchronous manager keeping the last `checkpoint.max_to_keep` checkpoints under workdir."""
+def create_manager(workdir: str, checkpoint: settings.Checkpoint = settings.Checkpoint(), *,
+                   writer: bool = False) -> ocp.CheckpointManager:
+  """Asynchronous manager keeping the last `checkpoint.max_to_keep` checkpoints under workdir.
+  The run that writes the workdir (`writer`, holding its lock) removes the temporary folders of
+  saves that were interrupted; a reader must not, as they may be a running save's."""
   options = ocp.CheckpointManagerOptions(
       max_to_keep=checkpoint.max_to_keep, enable_async_checkpointing=checkpoint.async_save,
-      create=True)
+      create=True, cleanup_tmp_directories=writer)
   return ocp.CheckpointManager(files.path(workdir) / DIRECTORY, options=options,
                                item_names=("state", "data"))
 
@@ -49,6 +53,47 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
   restored = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
   return restored["state"], restored["data"], step
+
+
+def saved_steps(workdir: str) -> list[int]:
+  """The steps of the checkpoints in a training workdir (orbax names their folders by step)."""
+  directory = files.path(workdir) / DIRECTORY
+  if not directory.is_dir():
+    return []
+  return sorted(int(entry.name) for entry in directory.iterdir() if entry.name.isdigit())
+
+
+UNRESTORABLE_SUFFIX = ".unrestorable"
+
+
+def restore_newest(manager: ocp.CheckpointManager, abstract_state: Any) -> tuple[Any, dict, int]:
+  """`restore` of the newest checkpoint that restores: one that cannot (damaged, half-copied) is
+  logged with its path and error and the one before it tried, down to the oldest kept. The ones
+  that did not restore are kept beside the others, renamed `<step>.unrestorable`, so that the run
+  saves those steps anew."""
+  failures = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      restored = restore(manager, abstract_state, step)
+    except Exception as error:  # pylint: disable=broad-except  # Orbax raises many kinds
+      path = manager.directory / str(step)
+      message = f"{type(error).__name__}: {(str(error).strip() or '?').splitlines()[0]}"
+      logging.error("The checkpoint %s does not restore (%s); trying the one before it.", path,
+                    message)
+      failures.append((step, message))
+      continue
+    if failures:
+      if jax.process_index() == 0:
+        for failed, _ in failures:
+          (manager.directory / str(failed)).rename(
+              manager.directory / f"{failed}{UNRESTORABLE_SUFFIX}")
+      multihost_utils.sync_global_devices("clip_jax: unrestorable checkpoints set aside")
+      manager.reload()
+    return restored
+  raise ValueError(f"No checkpoint in {manager.directory} restores ("
+                   f"{'; '.join(f'step {step}: {message}' for step, message in failures)}): "
+                   "move the damaged ones away to start again from the last good one, or use "
+                   "a new workdir.")
 
 
 def restore_variables(workdir: str, step: int | None = None,

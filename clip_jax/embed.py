@@ -33,8 +33,10 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from clip_jax import files
+from clip_jax import cli
 from clip_jax import embeddings
+from clip_jax import files
+from clip_jax import workdir
 from clip_jax.models import configs
 
 
@@ -67,17 +69,20 @@ _FILES_PER_SHARD = flags.DEFINE_integer("files_per_shard",
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", embeddings.Options.batch_size,
                                    "Images or texts encoded at once, split over the devices.")
 _LIMITS = embeddings.define_limit_flags()
+_BREAK_LOCK = workdir.define_break_lock_flag("--out folder")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax's restore messages would bury the progress bar.
-  result = embeddings.run(embeddings.Options(model=_MODEL.value, images=_IMAGES.value,
-                                             texts=_TEXTS.value,
-                                             dtype=_DTYPE.value, output_dtype=_OUTPUT_DTYPE.value,
-                                             files_per_shard=_FILES_PER_SHARD.value,
-                                             batch_size=_BATCH_SIZE.value, **_LIMITS()),
-                          _OUT.value)
+  options = embeddings.Options(model=_MODEL.value, images=_IMAGES.value, texts=_TEXTS.value,
+                               dtype=_DTYPE.value, output_dtype=_OUTPUT_DTYPE.value,
+                               files_per_shard=_FILES_PER_SHARD.value,
+                               batch_size=_BATCH_SIZE.value, **_LIMITS())
+  try:
+    result = embeddings.run(options, _OUT.value, break_lock=_BREAK_LOCK.value)
+  except workdir.WorkdirBusy as error:
+    cli.refuse(error)
   print(summary(result, _OUT.value))
 
 

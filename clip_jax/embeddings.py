@@ -22,6 +22,7 @@ from clip_jax import files
 from clip_jax import pretrained
 from clip_jax import settings
 from clip_jax import sharding
+from clip_jax import workdir
 from clip_jax.evaluation import evaluators
 from clip_jax.evaluation import zero_shot
 from clip_jax.models import clip as clip_model
@@ -268,30 +269,33 @@ def embed_texts(embedder: Embedder, options: Options, out: str, progress) -> dic
   return counts
 
 
-def run(options: Options, out: str) -> dict[str, Any]:
-  """Embeds what `options` names into `out`, resuming what a previous run left; returns the
-  totals over all shards (also written to the manifest) and writes skipped.jsonl."""
+def run(options: Options, out: str, *, break_lock: bool = False) -> dict[str, Any]:
+  """Embeds what `options` names into `out`, holding its lock (clip_jax.workdir), resuming what
+  a previous run left; returns the totals over all shards (also written to the manifest) and
+  writes skipped.jsonl."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   if not options.images and not options.texts:
     raise ValueError("Nothing to embed: give --images, --texts or both.")
   if options.output_dtype not in OUTPUT_DTYPES:
     raise ValueError(f"--output_dtype={options.output_dtype!r}; allowed: "
                      f"{', '.join(OUTPUT_DTYPES)}.")
-  embedder = Embedder(options.model, options.dtype, options.batch_size)
-  manifest = _check_manifest(out, options, embedder)
-  this_run = {}
-  for kind, embed in (("images", embed_images), ("texts", embed_texts)):
-    if not getattr(options, kind):
-      continue
-    with tqdm(unit=kind[:-1], desc=f"Embedding {kind}", dynamic_ncols=True,
-              mininterval=1.0) as progress:
-      this_run[kind] = embed(embedder, options, out, progress)
-  totals = {kind: _totals(out, kind) for kind in KINDS if getattr(options, kind)}
-  skipped = [json.dumps(entry) for report in reports(out, "images") for entry in report["skipped"]]
-  files.write_text(files.path(out) / "skipped.jsonl", "".join(f"{line}\n" for line in skipped))
-  files.write_text(files.path(out) / MANIFEST, json.dumps(
-      {**manifest, "totals": totals}, indent=2))
-  return {"this_run": this_run, "totals": totals}
+  with workdir.Lock(out, break_lock=break_lock):
+    embedder = Embedder(options.model, options.dtype, options.batch_size)
+    manifest = _check_manifest(out, options, embedder)
+    this_run = {}
+    for kind, embed in (("images", embed_images), ("texts", embed_texts)):
+      if not getattr(options, kind):
+        continue
+      with tqdm(unit=kind[:-1], desc=f"Embedding {kind}", dynamic_ncols=True,
+                mininterval=1.0) as progress:
+        this_run[kind] = embed(embedder, options, out, progress)
+    totals = {kind: _totals(out, kind) for kind in KINDS if getattr(options, kind)}
+    skipped = [json.dumps(entry) for report in reports(out, "images")
+               for entry in report["skipped"]]
+    files.write_text(files.path(out) / "skipped.jsonl", "".join(f"{line}\n" for line in skipped))
+    files.write_text(files.path(out) / MANIFEST, json.dumps(
+        {**manifest, "totals": totals}, indent=2))
+    return {"this_run": this_run, "totals": totals}
 
 
 def reports(out: str, kind: str) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ though Orbax checkpoints only to local and gs:// paths.
 from __future__ import annotations
 
 import os
+import uuid
 
 from etils import epath
 
@@ -34,15 +35,19 @@ def write_bytes(location: str | os.PathLike, data: bytes) -> None:
   """Writes the whole file at once: a reader sees the old content or the new, never half of it.
 
   A bucket publishes an object only once its upload is complete; a local file is written beside
-  its place and then renamed into it.
+  its place under a name of its own (two writers never share it), flushed to the disk, and then
+  renamed into place.
   """
   target = path(location)
   target.parent.mkdir(parents=True, exist_ok=True)
   if is_remote(location):
     target.write_bytes(data)
     return
-  partial = target.parent / f"{target.name}.partial"
-  partial.write_bytes(data)
+  partial = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
+  with open(partial, "wb") as file:
+    file.write(data)
+    file.flush()
+    os.fsync(file.fileno())
   partial.replace(target)
 
 

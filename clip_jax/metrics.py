@@ -38,7 +38,10 @@ class MetricsLogger:
   this way every file of the run goes through the one file-system layer (clip_jax.files).
   """
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: str, enabled: bool = True, start_step: int = 0):
+    """`start_step`: the step the run starts after (its restored checkpoint's): the records of
+    later steps, written by a run that stopped before its next checkpoint, are dropped, since
+    this run writes them again."""
     self.enabled = enabled
     self.workdir = workdir
     self.path = files.path(workdir) / METRICS_FILE
@@ -46,6 +49,9 @@ class MetricsLogger:
                     if enabled and files.is_remote(workdir) else "")
     if enabled:
       files.path(workdir).mkdir(parents=True, exist_ok=True)
+      if self.path.exists():
+        kept = [record for record in read_metrics(workdir) if record["step"] <= start_step]
+        files.write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
       # TensorBoard only: the console gets progress_line, not clu's logging writer.
       self.writer = metric_writers.SummaryWriter(self.staging or workdir)
 
@@ -99,10 +105,17 @@ def progress_line(step: int, total_steps: int, scalars: dict[str, float]) -> str
 
 
 def read_metrics(workdir: str) -> list[dict]:
+  """The records of metrics.jsonl; a line cut short by a killed process is left out."""
   path = files.path(workdir) / METRICS_FILE
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  records = []
+  for line in path.read_text().splitlines():
+    try:
+      records.append(json.loads(line))
+    except ValueError:
+      continue
+  return [record for record in records if isinstance(record, dict) and "step" in record]
 
 
 def accuracy_names(records: list[dict]) -> list[str]:

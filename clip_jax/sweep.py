@@ -163,20 +163,12 @@ def expand(sweep: ml_collections.ConfigDict) -> list[Run]:
   return sorted(runs, key=lambda run: (training_flops(run.training), run.name))
 
 
-def checkpointed_steps(workdir: str) -> list[int]:
-  """The steps of the checkpoints in a training workdir (orbax names their folders by step)."""
-  directory = files.path(workdir) / checkpoint.DIRECTORY
-  if not directory.is_dir():
-    return []
-  return sorted(int(entry.name) for entry in directory.iterdir() if entry.name.isdigit())
-
-
 def status(run: Run, sweep_dir: str) -> str:
   """"done", "partial (step S of T)" or "pending", from what the run's workdir holds."""
   workdir = os.path.join(sweep_dir, run.name)
   if (files.path(workdir) / RESULT_FILE).exists():
     return "done"
-  steps = checkpointed_steps(workdir)
+  steps = checkpoint.saved_steps(workdir)
   return f"partial (step {steps[-1]} of {run.training.total_steps})" if steps else "pending"
 
 
@@ -199,7 +191,7 @@ def execute(run: Run, sweep_dir: str) -> bool:
   """Trains (or resumes) one run; True when it reached its last step (False: preempted)."""
   workdir = os.path.join(sweep_dir, run.name)
   final_scalars = train.train_and_evaluate(run.training, workdir)
-  if run.training.total_steps not in checkpointed_steps(workdir):
+  if run.training.total_steps not in checkpoint.saved_steps(workdir):
     return False
   if jax.process_index() == 0:
     write_result(run, workdir, final_scalars)

@@ -3,14 +3,18 @@
 The config is parsed once (`clip_jax.settings`, failing at once on a bad value) and what needs
 files is checked (`check_resources`); `build` makes the mesh and the run's program on it
 (clip_jax.program: model, optimiser, jitted step) and restores the workdir's latest checkpoint
-if there is one; `train_loop` steps, logs, evaluates and checkpoints until `total_steps`. SIGTERM (preemption) saves a checkpoint and exits
-cleanly; the next start with the same workdir resumes from it with the very next batch.
+if there is one; `train_loop` steps, logs, evaluates and checkpoints until `total_steps`.
+SIGTERM (preemption) saves a checkpoint and exits with PREEMPTED_EXIT_STATUS; the next start with
+the same workdir resumes from it with the very next batch. The workdir is the run's alone while it
+trains (clip_jax.workdir: a lock, and a resume only with the settings it started with).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sys
 from typing import Any, NamedTuple
 
 # TensorFlow (tf.data only, here) logs its C++ start-up chatter unless told before it is imported.
@@ -26,6 +30,7 @@ from ml_collections import config_flags
 
 import input_pipeline
 from clip_jax import checkpoint
+from clip_jax import cli
 from clip_jax import distributed
 from clip_jax import files
 from clip_jax import finetune
@@ -37,8 +42,12 @@ from clip_jax import program as program_lib
 from clip_jax import settings
 from clip_jax import sharding
 from clip_jax import train_step as train_step_lib
+from clip_jax import workdir as workdir_lib
 from clip_jax.evaluation import evaluators
 
+# The exit status of a run stopped by SIGTERM at a checkpoint (EX_TEMPFAIL): run the same command
+# again to resume. A finished run exits with 0.
+PREEMPTED_EXIT_STATUS = 75
 
 
 class NonFiniteError(FloatingPointError):
@@ -120,11 +129,38 @@ def summary_lines(run: settings.Run, results: dict[str, float]) -> list[str]:
           *(f"EMA {line}" for line in evaluators.summary_lines(run.evals, ema))]
 
 
+def config_json(run: settings.Run) -> str:
+  return settings.to_config(run).to_json_best_effort(indent=2, sort_keys=True) + "\n"
+
+
 def save_config(run: settings.Run, workdir: str) -> None:
   """The run's whole settings as workdir/config.json, so that the workdir alone can be loaded and
   evaluated (`settings.parse` reads it back)."""
-  files.write_text(files.path(workdir) / pretrained.WORKDIR_CONFIG,
-                   settings.to_config(run).to_json_best_effort(indent=2, sort_keys=True) + "\n")
+  files.write_text(files.path(workdir) / pretrained.WORKDIR_CONFIG, config_json(run))
+
+
+class SettingsChanged(ValueError):
+  """A resume with settings that would make one run of two."""
+
+
+def check_resume(run: settings.Run, workdir: str) -> None:
+  """Refuses to resume the workdir's run with other settings than the ones in its config.json,
+  but for those that may change (workdir.RESUMABLE), naming each difference."""
+  path = files.path(workdir) / pretrained.WORKDIR_CONFIG
+  if not path.exists():
+    return
+  try:
+    stored = json.loads(path.read_text())
+  except ValueError as error:
+    raise SettingsChanged(f"{path} is not valid JSON ({error}): it holds the settings of the "
+                          "checkpoints beside it; restore it, or remove it to resume with these "
+                          "settings.") from None
+  changes = workdir_lib.resume_changes(stored, json.loads(config_json(run)))
+  if changes:
+    raise SettingsChanged(
+        f"{workdir} holds a run with other settings, which resuming would mix into one run: "
+        f"{'; '.join(changes)}. Use a new workdir, or the settings of {path}; what may change on "
+        "resume: docs/training.md.")
 
 
 def gather_data_state(dataset: input_pipeline.DataIterator) -> dict:
@@ -157,18 +193,18 @@ class Training(NamedTuple):
 
 def build(run: settings.Run, workdir: str) -> Training:
   """The mesh and the program on it, and the state and data stream: restored from the workdir's
-  latest checkpoint if it has one, else initialised (or fine-tuned from)."""
-  if jax.process_index() == 0:
-    save_config(run, workdir)
+  newest checkpoint that restores if it has one (with the same settings: `check_resume`), else
+  initialised (or fine-tuned from). config.json is written once that has succeeded."""
   mesh = sharding.create_mesh(run.mesh)
   sharding.check_batch_size(run.global_batch_size, mesh, jax.process_count(),
                            run.accumulation_steps)
   program = program_lib.make_program(run, mesh)
 
-  manager = checkpoint.create_manager(workdir, run.checkpoint)
+  manager = checkpoint.create_manager(workdir, run.checkpoint, writer=True)
   data_state = None
   if manager.latest_step() is not None:
-    state, data_state, restored_step = checkpoint.restore(
+    check_resume(run, workdir)
+    state, data_state, restored_step = checkpoint.restore_newest(
         manager, checkpoint.abstract_like(program.abstract_state, program.state_shardings))
     if jax.process_index() == 0:
       print(f"Resumed from the checkpoint of step {restored_step} in {workdir}.", flush=True)
@@ -181,6 +217,8 @@ def build(run: settings.Run, workdir: str) -> Training:
   dataset = input_pipeline.create_dataset(
       run.data, global_batch_size=run.global_batch_size, process_index=jax.process_index(),
       process_count=jax.process_count(), state=data_state)
+  if jax.process_index() == 0:
+    save_config(run, workdir)
   return Training(run=run, workdir=workdir, program=program, mesh=mesh, state=state,
                   dataset=dataset, manager=manager)
 
@@ -201,8 +239,8 @@ def train_loop(training: Training) -> dict[str, float]:
                                                         run.total_steps)}
 
   is_main = jax.process_index() == 0
-  logger = metrics_lib.MetricsLogger(workdir, enabled=is_main)
   start_step = int(state.step)
+  logger = metrics_lib.MetricsLogger(workdir, enabled=is_main, start_step=start_step)
   throughput = metrics_lib.Throughput(start_step, run.total_steps, run.global_batch_size)
   preemption = _Preemption(start_step)
   last_scalars: dict[str, float] = {}
@@ -267,12 +305,33 @@ def train_loop(training: Training) -> dict[str, float]:
   return last_scalars
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict | settings.Run,
-                       workdir: str) -> dict[str, float]:
-  """Runs (or resumes) training in `workdir`; returns the last logged and evaluated scalars."""
+def hold_workdir(workdir: str, break_lock: bool = False) -> workdir_lib.Lock | None:
+  """Process 0 takes the workdir's lock (None elsewhere); if it cannot, every process raises
+  WorkdirBusy (a collective: all processes call it)."""
+  lock, refusal = None, None
+  if jax.process_index() == 0:
+    lock = workdir_lib.Lock(workdir, break_lock=break_lock)
+    try:
+      lock.acquire()
+    except workdir_lib.WorkdirBusy as error:
+      lock, refusal = None, error
+  if distributed.gather_int64([refusal is not None]).any():
+    raise refusal or workdir_lib.WorkdirBusy(f"{workdir} is in use (process 0 says by whom).")
+  return lock
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict | settings.Run, workdir: str, *,
+                       break_lock: bool = False) -> dict[str, float]:
+  """Runs (or resumes) training in `workdir`, holding its lock; returns the last logged and
+  evaluated scalars."""
   run = config if isinstance(config, settings.Run) else settings.parse(config)
   check_resources(run)
-  return train_loop(build(run, workdir))
+  lock = hold_workdir(workdir, break_lock)
+  try:
+    return train_loop(build(run, workdir))
+  finally:
+    if lock is not None:
+      lock.release()
 
 
 def main(argv):
@@ -284,7 +343,13 @@ def main(argv):
   except ValueError as error:  # A bad value: the message says which and what is allowed.
     raise app.UsageError(f"--config: {error}") from None
   distributed.initialize(run.distributed)
-  train_and_evaluate(run, flags.FLAGS.workdir)
+  workdir = flags.FLAGS.workdir
+  try:
+    train_and_evaluate(run, workdir, break_lock=flags.FLAGS.break_lock)
+  except (workdir_lib.WorkdirBusy, SettingsChanged) as error:
+    cli.refuse(error)
+  if run.total_steps not in checkpoint.saved_steps(workdir):
+    sys.exit(PREEMPTED_EXIT_STATUS)
 
 
 if __name__ == "__main__":
@@ -293,5 +358,6 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Training configuration file.",
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
+  workdir_lib.define_break_lock_flag("workdir")
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main, flags_parser=settings.parse_flags)

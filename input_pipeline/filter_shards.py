@@ -37,8 +37,10 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from clip_jax import cli
 from clip_jax import embeddings
 from clip_jax import files
+from clip_jax import workdir
 from input_pipeline import image_collections
 
 SETTINGS = "filter.json"
@@ -124,10 +126,11 @@ def _settings(out: str, given: dict[str, Any]) -> dict[str, Any]:
 def run(model: str, inputs: str, out: str, *, min_score: float | None = None,
         keep_fraction: float | None = None, batch_size: int = 256,
         max_member_bytes: int = embeddings.Options.max_member_bytes,
-        max_image_pixels: int = embeddings.Options.max_image_pixels) -> dict[str, Any]:
-  """Both passes over the shards `inputs` names, resuming what a previous run left; returns the
-  report (also written to report.json, with the histogram in scores.png). Samples beyond the
-  limits (`embeddings.Options`) are unscorable."""
+        max_image_pixels: int = embeddings.Options.max_image_pixels,
+        break_lock: bool = False) -> dict[str, Any]:
+  """Both passes over the shards `inputs` names, holding the lock of `out` (clip_jax.workdir),
+  resuming what a previous run left; returns the report (also written to report.json, with the
+  histogram in scores.png). Samples beyond the limits (`embeddings.Options`) are unscorable."""
   from tqdm import tqdm
   if (min_score is None) == (keep_fraction is None):
     raise ValueError("Give exactly one of --min_score and --keep_fraction.")
@@ -136,39 +139,41 @@ def run(model: str, inputs: str, out: str, *, min_score: float | None = None,
   paths, is_tar = image_collections.list_inputs(inputs)
   if not is_tar:
     raise ValueError(f"--in={inputs!r} names no .tar shards; allowed: WebDataset shards.")
-  shards = image_collections.make_shards(paths, True, 1)
-  limits = {"max_member_bytes": max_member_bytes, "max_image_pixels": max_image_pixels}
-  settings = _settings(out, {"model": model, "in": paths, "min_score": min_score,
-                             "keep_fraction": keep_fraction, **limits})
-  embedder = embeddings.Embedder(model, batch_size=batch_size)
-  for shard in tqdm(shards, desc="Scoring", unit="shard", dynamic_ncols=True):
-    if not embeddings.is_done(out, "scores", shard.index):
-      score_shard(embedder, shard, out, batch_size, limits)
-  scores = all_scores(out)
-  if "threshold" not in settings:
-    settings = {**settings, "threshold": threshold(scores, min_score, keep_fraction)}
-    files.write_text(files.path(out) / SETTINGS, json.dumps(settings, indent=2))
-  minimum = settings["threshold"]
-  kept = 0
-  score_shards = list(embeddings.read_shards(out, "scores"))
-  for shard, (_, shard_scores) in tqdm(list(zip(shards, score_shards)), desc="Writing",
-                                       unit="shard", dynamic_ncols=True):
-    path = files.path(out) / "shards" / os.path.basename(shard.files[0])
-    if path.exists():
-      kept += sum(score >= minimum for score in shard_scores["score"])
-    else:
-      kept += write_kept(shard, shard_scores, minimum, path, max_member_bytes)
-  reports = embeddings.reports(out, "scores")
-  unscorable: dict[str, int] = {}
-  for report in reports:
-    for entry in report["skipped"]:
-      unscorable[entry["why"]] = unscorable.get(entry["why"], 0) + 1
-  report = {"shards": len(shards), "samples": sum(r["inputs"] for r in reports),
-            "scored": int(scores.size), "unscorable": unscorable, "threshold": minimum,
-            "kept": int(kept), "kept_fraction_of_scored": kept / scores.size if scores.size else 0}
-  files.write_text(files.path(out) / "report.json", json.dumps(report, indent=2))
-  _plot_histogram(scores, minimum, files.path(out) / "scores.png")
-  return report
+  with workdir.Lock(out, break_lock=break_lock):
+    shards = image_collections.make_shards(paths, True, 1)
+    limits = {"max_member_bytes": max_member_bytes, "max_image_pixels": max_image_pixels}
+    settings = _settings(out, {"model": model, "in": paths, "min_score": min_score,
+                               "keep_fraction": keep_fraction, **limits})
+    embedder = embeddings.Embedder(model, batch_size=batch_size)
+    for shard in tqdm(shards, desc="Scoring", unit="shard", dynamic_ncols=True):
+      if not embeddings.is_done(out, "scores", shard.index):
+        score_shard(embedder, shard, out, batch_size, limits)
+    scores = all_scores(out)
+    if "threshold" not in settings:
+      settings = {**settings, "threshold": threshold(scores, min_score, keep_fraction)}
+      files.write_text(files.path(out) / SETTINGS, json.dumps(settings, indent=2))
+    minimum = settings["threshold"]
+    kept = 0
+    score_shards = list(embeddings.read_shards(out, "scores"))
+    for shard, (_, shard_scores) in tqdm(list(zip(shards, score_shards)), desc="Writing",
+                                         unit="shard", dynamic_ncols=True):
+      path = files.path(out) / "shards" / os.path.basename(shard.files[0])
+      if path.exists():
+        kept += sum(score >= minimum for score in shard_scores["score"])
+      else:
+        kept += write_kept(shard, shard_scores, minimum, path, max_member_bytes)
+    reports = embeddings.reports(out, "scores")
+    unscorable: dict[str, int] = {}
+    for report in reports:
+      for entry in report["skipped"]:
+        unscorable[entry["why"]] = unscorable.get(entry["why"], 0) + 1
+    report = {"shards": len(shards), "samples": sum(r["inputs"] for r in reports),
+              "scored": int(scores.size), "unscorable": unscorable, "threshold": minimum,
+              "kept": int(kept),
+              "kept_fraction_of_scored": kept / scores.size if scores.size else 0}
+    files.write_text(files.path(out) / "report.json", json.dumps(report, indent=2))
+    _plot_histogram(scores, minimum, files.path(out) / "scores.png")
+    return report
 
 
 def _plot_histogram(scores: np.ndarray, minimum: float, path) -> None:
@@ -194,13 +199,18 @@ _KEEP_FRACTION = flags.DEFINE_float("keep_fraction", None,
                                     "Keep this fraction of the scored samples, the best.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images or captions encoded at once.")
 _LIMITS = embeddings.define_limit_flags()
+_BREAK_LOCK = workdir.define_break_lock_flag("--out folder")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  report = run(_MODEL.value, _IN.value, _OUT.value, min_score=_MIN_SCORE.value,
-               keep_fraction=_KEEP_FRACTION.value, batch_size=_BATCH_SIZE.value, **_LIMITS())
+  try:
+    report = run(_MODEL.value, _IN.value, _OUT.value, min_score=_MIN_SCORE.value,
+                 keep_fraction=_KEEP_FRACTION.value, batch_size=_BATCH_SIZE.value,
+                 break_lock=_BREAK_LOCK.value, **_LIMITS())
+  except workdir.WorkdirBusy as error:
+    cli.refuse(error)
   print(f"Kept {report['kept']} of {report['scored']} scored samples (of {report['samples']} in "
         f"{report['shards']} shards) with a CLIP score of at least {report['threshold']:.4f}; "
         f"unscorable: {report['unscorable'] or 'none'}.")

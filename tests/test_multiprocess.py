@@ -106,15 +106,17 @@ def stop(processes: list[command_server.ServedProcess], log_base: str, why: str)
   pytest.fail(f"{why}\n{logs(log_base)}")
 
 
-def wait_for(processes: list[command_server.ServedProcess], log_base: str) -> None:
-  """Waits for every process to exit with status 0; kills them all if one hangs."""
+def wait_for(processes: list[command_server.ServedProcess], log_base: str,
+             status: int = 0) -> None:
+  """Waits for every process to exit with `status`; kills them all if one hangs."""
   deadline = time.time() + PROCESS_TIMEOUT_SECONDS
   try:
     for process in processes:
       process.wait(timeout=max(deadline - time.time(), 1))
   except subprocess.TimeoutExpired:
     stop(processes, log_base, f"The processes did not finish in {PROCESS_TIMEOUT_SECONDS} s.")
-  assert [process.returncode for process in processes] == [0] * NUM_PROCESSES, logs(log_base)
+  returncodes = [process.returncode for process in processes]
+  assert returncodes == [status] * NUM_PROCESSES, logs(log_base)
 
 
 def train_in_processes(workdir: str, environment: dict[str, str]) -> None:
@@ -187,7 +189,7 @@ def test_sigterm_to_one_process_stops_both_at_one_checkpoint_then_they_resume_ex
       stop(processes, workdir, "Process 0 never started training.")
     time.sleep(0.1)
   processes[0].send_signal(signal.SIGTERM)
-  wait_for(processes, workdir)
+  wait_for(processes, workdir, train.PREEMPTED_EXIT_STATUS)
   stopped_at = max(losses_by_step(workdir))
   assert stopped_at < TOTAL_STEPS - 1 and saved_steps(workdir)[-1] == stopped_at, logs(workdir)
   assert not os.path.exists(os.path.join(workdir, "training_curves.png"))
@@ -200,7 +202,7 @@ def test_sigterm_to_one_process_stops_both_at_one_checkpoint_then_they_resume_ex
       stop(processes, workdir, "Process 0 never resumed.")
     time.sleep(0.1)
   processes[1].send_signal(signal.SIGTERM)
-  wait_for(processes, workdir)
+  wait_for(processes, workdir, train.PREEMPTED_EXIT_STATUS)
   stopped_again_at = saved_steps(workdir)[-1]
   assert stopped_at < stopped_again_at < TOTAL_STEPS, logs(workdir)
   assert max(losses_by_step(workdir)) == stopped_again_at

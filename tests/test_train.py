@@ -375,7 +375,7 @@ def test_sigterm_to_the_command_line_program_saves_and_exits_cleanly(tmp_path):
     time.sleep(0.5)
   process.send_signal(signal.SIGTERM)
   process.wait(timeout=120)
-  assert process.returncode == 0, open(log).read()[-2000:]
+  assert process.returncode == train.PREEMPTED_EXIT_STATUS, open(log).read()[-2000:]
   saved = sorted(int(name) for name in os.listdir(os.path.join(workdir, "checkpoints"))
                  if name.isdigit())
   assert saved and saved[-1] >= 2
