@@ -110,7 +110,13 @@ def read_workdir(workdir: str,
   Only the run's config is parsed: nothing that training checks at start-up (a fine-tuning
   source, the evaluators' data) needs to be there.
   """
-  run = settings.parse(json.loads(files.read_text(files.path(workdir) / WORKDIR_CONFIG)))
+  config_path = files.path(workdir) / WORKDIR_CONFIG
+  try:
+    config = json.loads(config_path.read_text())
+  except ValueError as error:
+    raise ValueError(f"{config_path} is not valid JSON ({error}): it holds the settings of the "
+                     "checkpoints beside it; restore it from a copy.") from None
+  run = settings.parse(config)
   variables, _ = checkpoint.restore_variables(workdir, use_ema=use_ema)
   return run, clip_model.CLIP(run.model.architecture), variables
 

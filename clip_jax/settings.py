@@ -323,6 +323,9 @@ class Run:
   # "stop": a non-finite loss or gradient stops the run at its last good checkpoint; "skip": the
   # update is dropped and training goes on.
   nonfinite: str = _setting("stop", _one_of(*NONFINITE_POLICIES))
+  # With nonfinite="skip": the run stops after this many skipped steps in a row (a run whose every
+  # step is skipped is broken, not unlucky).
+  max_consecutive_skips: int = _setting(20, _POSITIVE_COUNT)
   model: Model
   data: Data = dataclasses.field(default_factory=Data)
   loss: Loss = dataclasses.field(default_factory=Loss)

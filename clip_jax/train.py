@@ -246,12 +246,26 @@ def train_loop(training: Training) -> dict[str, float]:
   last_scalars: dict[str, float] = {}
   pending = None  # (step, metrics) of the step in flight: checked after the next is dispatched.
 
+  skips = {"in_a_row": 0, "last_checked": start_step}  # a step may be checked more than once
+
   def check_finite(step, step_metrics):
+    first_check, skips["last_checked"] = step > skips["last_checked"], step
     if bool(step_metrics["finite"]):
+      if first_check:
+        skips["in_a_row"] = 0
       return
     if run.nonfinite == "skip":
-      logging.warning("Step %d: non-finite loss or gradients; update skipped.", step)
-      return
+      if first_check:
+        skips["in_a_row"] += 1
+        logging.warning("Step %d: non-finite loss or gradients; update skipped.", step)
+      if skips["in_a_row"] < run.max_consecutive_skips:
+        return
+      manager.wait_until_finished()
+      raise NonFiniteError(
+          f"Steps {step - skips['in_a_row'] + 1} to {step}: {skips['in_a_row']} steps in a row "
+          "with a non-finite loss or gradients were skipped (max_consecutive_skips="
+          f"{run.max_consecutive_skips}), and training stopped. The last checkpoint is step "
+          f"{manager.latest_step()} in {workdir}.")
     manager.wait_until_finished()
     raise NonFiniteError(
         f"Step {step}: loss={float(step_metrics['loss'])} or its gradients are not finite; the "

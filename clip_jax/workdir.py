@@ -34,7 +34,8 @@ _REMOTE_SETTLE_SECONDS = 2.0  # a bucket: how long a new lock stands before it i
 # Settings a resumed run may change (docs/training.md): how long it runs, what it logs, evaluates
 # and keeps, and how it is spread over devices and hosts. Any other change would make one run of
 # two, and is refused.
-RESUMABLE = ("total_steps", "log_every_steps", "nonfinite", "accumulation_steps", "evals",
+RESUMABLE = ("total_steps", "log_every_steps", "nonfinite", "max_consecutive_skips",
+             "accumulation_steps", "evals",
              "checkpoint", "mesh", "distributed", "data.max_member_bytes",
              "data.max_image_pixels")
 

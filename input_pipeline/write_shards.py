@@ -275,7 +275,11 @@ def read_image_folder(image_dir: str, skipped: SkipLog) -> Iterator[Sample]:
       skipped.add("missing caption", path)
       continue
     with tf.io.gfile.GFile(caption_path, "rb") as file:
-      caption = file.read().decode("utf-8").strip()
+      try:
+        caption = file.read().decode("utf-8").strip()
+      except UnicodeDecodeError:
+        skipped.add("caption not UTF-8", path)
+        continue
     if not caption:
       skipped.add("empty caption", path)
       continue

@@ -125,6 +125,7 @@ COMMAND_LINE = {
     "ema_decay": ("0.999", lambda run: run.ema_decay),
     "log_every_steps": ("5", lambda run: run.log_every_steps),
     "nonfinite": ("skip", lambda run: run.nonfinite),
+    "max_consecutive_skips": ("5", lambda run: run.max_consecutive_skips),
 }
 # Keys that only make sense together with others.
 COMPANIONS = {

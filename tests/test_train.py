@@ -130,6 +130,10 @@ def test_a_workdir_loads_where_its_evaluators_data_is_absent(straight_run, tmp_p
   features = model.apply(variables, preprocess(np.zeros((30, 40, 3), np.uint8)),
                          method=model.encode_image)
   assert features.shape == (1, 16) and tokenize("a red star").shape == (1, 16)
+  with open(config_path, "r+") as file:  # cut short
+    file.truncate(20)
+  with pytest.raises(ValueError, match=rf"^{config_path} is not valid JSON \("):
+    clip_jax.load(workdir)
 
 
 def run_preempted_then_resumed(config, workdir, preempt_at, monkeypatch):
@@ -282,7 +286,9 @@ def test_sigmoid_loss_trains_a_model_with_siglip_scale_and_bias(tmp_path):
 
 
 def poison_batches(monkeypatch, bad_step):
-  """Makes the `bad_step`-th batch of a fresh run (1-based) contain NaN images."""
+  """Makes the `bad_step`-th batch of a fresh run (1-based; or each of a tuple of them) contain
+  NaN images."""
+  bad_steps = {bad_step} if isinstance(bad_step, int) else set(bad_step)
   original = input_pipeline.create_dataset
 
   class Poisoned:
@@ -292,7 +298,7 @@ def poison_batches(monkeypatch, bad_step):
     def __next__(self):
       batch = next(self.iterator)
       self.count += 1
-      if self.count == bad_step:
+      if self.count in bad_steps:
         # Standardised float images (the model takes those too): uint8 cannot hold NaN.
         batch = {**batch, "image": np.full(batch["image"].shape, np.nan, np.float32)}
       return batch
@@ -326,6 +332,16 @@ def test_nonfinite_loss_skipped_when_configured(tmp_path, monkeypatch):
   assert np.isnan(losses[3]) and np.isfinite(losses[TOTAL_STEPS])
   state, _, _ = restore_params(str(tmp_path), config, jax.devices())
   assert all(np.isfinite(value).all() for value in flat_params(state).values())
+
+
+def test_skipping_stops_after_max_consecutive_skips(tmp_path, monkeypatch):
+  poison_batches(monkeypatch, bad_step=(2, 4, 5))
+  config = tiny_config(nonfinite="skip", max_consecutive_skips=2)
+  with pytest.raises(train.NonFiniteError, match=r"^Steps 4 to 5: 2 steps in a row .* skipped "
+                     r"\(max_consecutive_skips=2\).*The last checkpoint is step 4 in "):
+    train.train_and_evaluate(config, str(tmp_path))
+  losses = losses_by_step(str(tmp_path))
+  assert np.isnan(losses[2]) and np.isfinite(losses[3]) and np.isnan(losses[4]) and 5 not in losses
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -53,19 +53,26 @@ def read_table_rows(path: str, separator: str = _DEFAULTS.separator,
   The header may start with a byte order mark (as spreadsheets write UTF-8). Relative image paths
   are relative to the table's directory; absolute ones and URLs (gs://...) are kept as they are.
   """
-  with tf.io.gfile.GFile(path, "r") as file:
-    reader = csv.DictReader(io.StringIO(file.read()), delimiter=separator)
-    fieldnames = [name.lstrip("\ufeff") for name in reader.fieldnames or ()]
-    reader.fieldnames = fieldnames
-    for key, column in ((keys.image_column, image_column), (keys.caption_column, caption_column)):
-      if column not in fieldnames:
-        raise ValueError(f"{key}={column!r} is not a column of {keys.file}={path}; allowed: "
-                         f"{', '.join(fieldnames)} ({keys.separator}={separator!r}).")
-    directory = os.path.dirname(path)
-    for row in reader:
-      image_path, caption = (row[image_column] or "").strip(), row[caption_column]
-      yield TableRow(reader.line_num, _resolve(image_path, directory) if image_path else "",
-                     caption.strip() if caption is not None else None)
+  with tf.io.gfile.GFile(path, "rb") as file:
+    data = file.read()
+  try:
+    text = data.decode("utf-8")
+  except UnicodeDecodeError as error:
+    line = data.count(b"\n", 0, error.start) + 1
+    raise ValueError(f"{keys.file}={path}, line {line}: not UTF-8 ({error.reason} at byte "
+                     f"{error.start}); save the table as UTF-8.") from None
+  reader = csv.DictReader(io.StringIO(text), delimiter=separator)
+  fieldnames = [name.lstrip("\ufeff") for name in reader.fieldnames or ()]
+  reader.fieldnames = fieldnames
+  for key, column in ((keys.image_column, image_column), (keys.caption_column, caption_column)):
+    if column not in fieldnames:
+      raise ValueError(f"{key}={column!r} is not a column of {keys.file}={path}; allowed: "
+                       f"{', '.join(fieldnames)} ({keys.separator}={separator!r}).")
+  directory = os.path.dirname(path)
+  for row in reader:
+    image_path, caption = (row[image_column] or "").strip(), row[caption_column]
+    yield TableRow(reader.line_num, _resolve(image_path, directory) if image_path else "",
+                   caption.strip() if caption is not None else None)
 
 
 def _resolve(path: str, directory: str) -> str:

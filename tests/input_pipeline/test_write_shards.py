@@ -254,6 +254,24 @@ def test_image_folder_uses_sidecar_captions_and_counts_the_rest(tmp_path, image_
   assert result.skipped.examples["missing caption"] == [str(folder / "b.png")]
 
 
+def test_undecodable_text_is_skipped_or_named_with_its_line(tmp_path, image_files):
+  """A caption file that is not UTF-8 skips its image; a table that is not UTF-8 is refused
+  naming the file and the line."""
+  folder = tmp_path / "images"
+  (folder / "a.txt").write_text("a dog\n")
+  (folder / "b.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+  result = ws.run(str(tmp_path / "out"), 10, image_folder=str(folder))
+  assert [s["txt"] for s in samples_of(result.paths[0]).values()] == [b"a dog"]
+  assert result.skipped.counts["caption not UTF-8"] == 1
+  assert result.skipped.examples["caption not UTF-8"] == [str(folder / "b.png")]
+  table = tmp_path / "data.tsv"
+  table.write_bytes(  # the \xe9 is byte 50
+      "filepath\ttitle\nimages/a.jpg\ta dog\nimages/b.png\tcaf\xe9\n".encode("latin-1"))
+  with pytest.raises(ValueError, match=rf"^--csv={table}, line 3: not UTF-8 \(invalid "
+                     r"continuation byte at byte 50\); save the table as UTF-8\.$"):
+    ws.run(str(tmp_path / "out2"), 10, csv_path=str(table))
+
+
 def test_bad_flag_combinations_name_the_flags(tmp_path):
   exactly_one = "exactly one of --csv, --image_folder and --synthetic"
   with pytest.raises(ValueError, match=exactly_one):
