@@ -27,6 +27,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import collections
 import io
 import json
 import tarfile
@@ -139,6 +140,13 @@ def run(model: str, inputs: str, out: str, *, min_score: float | None = None,
   paths, is_tar = image_collections.list_inputs(inputs)
   if not is_tar:
     raise ValueError(f"--in={inputs!r} names no .tar shards; allowed: WebDataset shards.")
+  by_name = collections.defaultdict(list)
+  for path in paths:  # each is written to shards/<its name>
+    by_name[os.path.basename(path)].append(path)
+  if shared := [named for named in by_name.values() if len(named) > 1]:
+    raise ValueError(f"--in={inputs!r} names shards of the same name, which would be written to "
+                     f"one output file: {', '.join(' and '.join(named) for named in shared)}; "
+                     "allowed: shards whose names differ (filter each folder into its own --out).")
   with workdir.Lock(out, break_lock=break_lock):
     shards = image_collections.make_shards(paths, True, 1)
     limits = {"max_member_bytes": max_member_bytes, "max_image_pixels": max_image_pixels}

@@ -130,3 +130,13 @@ def test_a_resumed_run_keeps_its_flags(checkpoint, shards, filtered):
     filter_shards.run(checkpoint, shards[0], filtered[0], keep_fraction=0.3)
   with pytest.raises(ValueError, match="exactly one of --min_score and --keep_fraction"):
     filter_shards.run(checkpoint, shards[0], filtered[0])
+
+
+def test_shards_of_the_same_name_are_refused_before_any_work(tmp_path):
+  for folder in ("a", "b"):
+    (tmp_path / folder).mkdir()
+    shard_files.write_tar(str(tmp_path / folder / "00000.tar"), [("0.txt", b"x")])
+  with pytest.raises(ValueError, match=r"shards of the same name.*a/00000\.tar and .*b/00000\.tar"):
+    filter_shards.run("no-model", f"{tmp_path}/a/00000.tar,{tmp_path}/b/00000.tar",
+                      str(tmp_path / "out"), min_score=0.2)
+  assert not (tmp_path / "out").exists()
