@@ -99,24 +99,33 @@ def restore_newest(manager: ocp.CheckpointManager, abstract_state: Any) -> tuple
 def restore_variables(workdir: str, step: int | None = None,
                       use_ema: bool = False) -> tuple[dict[str, Any], int]:
   """The model variables (numpy; params and, for a ResNet, batch_stats) of a workdir's checkpoint,
-  by default the latest, and its step: what evaluation and `clip_jax.load` need, without the
-  optimiser state's structure or the mesh it was trained on. With `use_ema`, the parameters'
-  moving average (a run with `ema_decay` > 0) in place of the parameters."""
+  by default the latest, and its step: what evaluation and `clip_jax.load` need, on any host,
+  whatever mesh the run had. Only those parts are read (not the optimiser state), each into this
+  host's memory. With `use_ema`, the parameters' moving average (a run with `ema_decay` > 0) in
+  place of the parameters."""
   manager = create_manager(workdir)
   try:
     step = manager.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"{workdir} has no checkpoint yet.")
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  finally:
-    manager.close()
-  params = state["state"]["params"]
-  if use_ema:
-    params = state["state"].get("ema_params")
-    if not params:
+    with ocp.StandardCheckpointer() as checkpointer:
+      stored = checkpointer.metadata(manager.directory / str(step) / "state").item_metadata.tree
+    params_key = "ema_params" if use_ema else "params"
+    if not stored.get(params_key):
       raise ValueError(f"use_ema=True, but {workdir} keeps no moving average of its parameters "
                        "(its run had ema_decay=0); allowed: use_ema=False.")
-  variables = {"params": params}
-  if state["state"].get("batch_stats"):
-    variables["batch_stats"] = state["state"]["batch_stats"]
+    wanted = {key: stored[key] for key in (params_key, "batch_stats") if stored.get(key)}
+    # Host memory on one device: the saved shardings name the devices of the run that saved.
+    host = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                            sharding=host), wanted),
+        restore_args=jax.tree.map(lambda _: ocp.ArrayRestoreArgs(restore_type=np.ndarray,
+                                                                 sharding=host), wanted),
+        partial_restore=True)))["state"]
+  finally:
+    manager.close()
+  variables = {"params": restored[params_key]}
+  if "batch_stats" in restored:
+    variables["batch_stats"] = restored["batch_stats"]
   return jax.tree.map(np.asarray, variables), step

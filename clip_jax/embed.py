@@ -7,7 +7,9 @@ Images get the checkpoint's own evaluation view (`CLIPConfig.preprocessing`) in 
 pipeline and go to the devices as uint8, in batches split over every local device. The output is
 read without clip_jax (numpy and any Parquet reader):
 
-  <out>/embed.json              the model, its architecture and preprocessing, the flags, totals
+  <out>/embed.json              the flags, the model's step and weights' and --texts' SHA-256
+                                (a resume with others is refused), its architecture and
+                                preprocessing, totals
   <out>/inputs.txt              the image inputs in order (files or tar shards), fixed at the start
   <out>/images/00000.npy        [n, E] L2-normalised image embeddings of input shard 0 (float16)
   <out>/images/00000.parquet    its n rows: key, source (file or tar), offset (of the sample in
@@ -81,7 +83,7 @@ def main(argv):
                                batch_size=_BATCH_SIZE.value, **_LIMITS())
   try:
     result = embeddings.run(options, _OUT.value, break_lock=_BREAK_LOCK.value)
-  except workdir.WorkdirBusy as error:
+  except (workdir.WorkdirBusy, workdir.SettingsChanged) as error:
     cli.refuse(error)
   print(summary(result, _OUT.value))
 

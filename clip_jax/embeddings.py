@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clip_jax import checkpoint
 from clip_jax import files
 from clip_jax import pretrained
 from clip_jax import settings
@@ -118,7 +119,11 @@ class Embedder:
   """A pretrained model's image and text encoders on every local device, and its views."""
 
   def __init__(self, model_path: str, dtype: str = "float32", batch_size: int = 256):
-    loaded = pretrained.load(model_path)
+    # A workdir's newest step, named, so that the provenance of outputs says which it was.
+    self.step = (max(checkpoint.saved_steps(model_path), default=None)
+                 if pretrained.is_workdir(model_path) else None)
+    loaded = pretrained.load(model_path, step=self.step)
+    self.weights_digest = pretrained.variables_digest(loaded.variables)
     self.config = dataclasses.replace(loaded.model.config, dtype=dtype)
     self.model = clip_model.CLIP(self.config)
     self.tokenize = loaded.tokenize
@@ -170,20 +175,32 @@ class Embedder:
     return self.encode_images(pretrained.image_views(images, self.image_size, self.view))
 
 
+def provenance(embedder: Embedder, texts: str = "") -> dict[str, Any]:
+  """What outputs were made with, beyond the flags: the checkpoint's step (a workdir's; None for a
+  converted checkpoint) and the digests of its weights and of the --texts file."""
+  return {"step": embedder.step, "weights_sha256": embedder.weights_digest,
+          "texts_sha256": files.sha256(texts) if texts else None}
+
+
+def check_output(out: str, record: str, given: dict[str, Any]) -> dict[str, Any]:
+  """The run recorded in `out`/`record`, refused (workdir.SettingsChanged, naming each change)
+  unless it is `given`; else `given`, recorded as the run's."""
+  path = files.path(out) / record
+  stored = workdir.check_resume(path, given, remedy=(
+      f"Use a new --out, or the model, inputs and flags recorded in {path}."))
+  if stored is None:
+    files.write_text(path, json.dumps(given, indent=2))
+    return given
+  return stored
+
+
 def _check_manifest(out: str, options: Options, embedder: Embedder) -> dict[str, Any]:
-  """The run's manifest: written at the start, and the same flags required to resume."""
-  manifest = {"options": dataclasses.asdict(options),
-              "model": configs.config_to_dict(embedder.config),
-              "embedding_dim": embedder.config.embed_dim}
-  path = files.path(out) / MANIFEST
-  if path.exists():
-    given = json.loads(path.read_text())["options"]
-    for key, value in manifest["options"].items():
-      if given.get(key) != value:
-        raise ValueError(f"{out} holds an embedding run with --{key}={given.get(key)!r}, not "
-                         f"{value!r}; allowed: the same flags to resume it, or a new --out.")
-  files.write_text(path, json.dumps(manifest, indent=2))
-  return manifest
+  """The run's manifest: written at the start; the same flags, weights and texts required to
+  resume."""
+  return check_output(out, MANIFEST, {
+      "options": dataclasses.asdict(options), "provenance": provenance(embedder, options.texts),
+      "model": configs.config_to_dict(embedder.config),
+      "embedding_dim": embedder.config.embed_dim})
 
 
 def _image_shards(out: str, images: str, files_per_shard: int):

@@ -8,6 +8,7 @@ though Orbax checkpoints only to local and gs:// paths.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 
@@ -29,6 +30,15 @@ def path(location: str | os.PathLike) -> epath.Path:
 
 def read_text(location: str | os.PathLike) -> str:
   return path(location).read_text()
+
+
+def sha256(location: str | os.PathLike) -> str:
+  """The file's SHA-256, read in chunks (files of gigabytes)."""
+  digest = hashlib.sha256()
+  with path(location).open("rb") as file:
+    while chunk := file.read(1 << 20):
+      digest.update(chunk)
+  return digest.hexdigest()
 
 
 def write_bytes(location: str | os.PathLike, data: bytes) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -102,10 +103,11 @@ def is_workdir(path: str) -> bool:
           and (files.path(path) / checkpoint.DIRECTORY).is_dir())
 
 
-def read_workdir(workdir: str,
-                 use_ema: bool = False) -> tuple[settings.Run, clip_model.CLIP, dict[str, Any]]:
-  """(run settings, model, variables as numpy arrays) of a training workdir's latest checkpoint;
-  with `use_ema`, the moving average of the parameters (a run with `ema_decay` > 0).
+def read_workdir(workdir: str, use_ema: bool = False, step: int | None = None
+                 ) -> tuple[settings.Run, clip_model.CLIP, dict[str, Any]]:
+  """(run settings, model, variables as numpy arrays) of a training workdir's checkpoint of
+  `step` (default: the latest); with `use_ema`, the moving average of the parameters (a run with
+  `ema_decay` > 0).
 
   Only the run's config is parsed: nothing that training checks at start-up (a fine-tuning
   source, the evaluators' data) needs to be there.
@@ -117,8 +119,19 @@ def read_workdir(workdir: str,
     raise ValueError(f"{config_path} is not valid JSON ({error}): it holds the settings of the "
                      "checkpoints beside it; restore it from a copy.") from None
   run = settings.parse(config)
-  variables, _ = checkpoint.restore_variables(workdir, use_ema=use_ema)
+  variables, _ = checkpoint.restore_variables(workdir, step, use_ema=use_ema)
   return run, clip_model.CLIP(run.model.architecture), variables
+
+
+def variables_digest(variables: dict[str, Any]) -> str:
+  """The SHA-256 of variables (names, dtypes, shapes, values): which weights outputs were made
+  with, whatever file or step they came from."""
+  digest = hashlib.sha256()
+  for key_path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+    array = np.ascontiguousarray(leaf)
+    digest.update(f"{jax.tree_util.keystr(key_path)} {array.dtype} {array.shape}\n".encode())
+    digest.update(array.reshape(-1).view(np.uint8))
+  return digest.hexdigest()
 
 
 def checkpoint_data(architecture: configs.CLIPConfig,
@@ -129,22 +142,24 @@ def checkpoint_data(architecture: configs.CLIPConfig,
                              context_length=architecture.text.context_length)
 
 
-def load(path: str, use_ema: bool = False) -> Pretrained:
+def load(path: str, use_ema: bool = False, step: int | None = None) -> Pretrained:
   """(model, variables, preprocess, tokenize) of a converted checkpoint or a training workdir.
 
   A converted checkpoint tokenizes with CLIP's BPE; a workdir with its run's tokenizer (e.g. the
   synthetic dataset's words) and evaluation view of images. `use_ema` takes a workdir's moving
-  average of the parameters (a run with `ema_decay` > 0) instead of its parameters.
+  average of the parameters (a run with `ema_decay` > 0) instead of its parameters, and `step` a
+  workdir's checkpoint of that step instead of its latest.
   """
-  if use_ema and not is_workdir(path):
-    raise ValueError(f"use_ema=True with {path}, which is not a training workdir; allowed: "
-                     "use_ema=False (a converted checkpoint holds one set of parameters).")
+  for name, value, allowed in (("use_ema", use_ema, False), ("step", step, None)):
+    if value != allowed and not is_workdir(path):
+      raise ValueError(f"{name}={value!r} with {path}, which is not a training workdir; allowed: "
+                       f"{name}={allowed} (a converted checkpoint holds one set of parameters).")
   if is_converted(path):
     architecture, variables = read(path)
     model = clip_model.CLIP(architecture)
     data = checkpoint_data(architecture)
   elif is_workdir(path):
-    run, model, variables = read_workdir(path, use_ema)
+    run, model, variables = read_workdir(path, use_ema, step)
     data = run.data
   else:
     raise FileNotFoundError(f"{path} is neither a converted checkpoint (no {MODEL_FILE}: see "

@@ -139,40 +139,25 @@ def save_config(run: settings.Run, workdir: str) -> None:
   files.write_text(files.path(workdir) / pretrained.WORKDIR_CONFIG, config_json(run))
 
 
-class SettingsChanged(ValueError):
-  """A resume with settings that would make one run of two."""
-
-
 def check_resume(run: settings.Run, workdir: str) -> None:
   """Refuses to resume the workdir's run with other settings than the ones in its config.json,
   but for those that may change (workdir.RESUMABLE), naming each difference."""
   path = files.path(workdir) / pretrained.WORKDIR_CONFIG
-  if not path.exists():
-    return
-  try:
-    stored = json.loads(path.read_text())
-  except ValueError as error:
-    raise SettingsChanged(f"{path} is not valid JSON ({error}): it holds the settings of the "
-                          "checkpoints beside it; restore it, or remove it to resume with these "
-                          "settings.") from None
-  changes = workdir_lib.resume_changes(stored, json.loads(config_json(run)))
-  if changes:
-    raise SettingsChanged(
-        f"{workdir} holds a run with other settings, which resuming would mix into one run: "
-        f"{'; '.join(changes)}. Use a new workdir, or the settings of {path}; what may change on "
-        "resume: docs/training.md.")
+  workdir_lib.check_resume(path, json.loads(config_json(run)), may_change=workdir_lib.RESUMABLE,
+                           remedy=f"Use a new workdir, or the settings of {path}; what may "
+                           "change on resume: docs/training.md.")
 
 
 def gather_data_state(dataset: input_pipeline.DataIterator) -> dict:
   """The data state of every process, for the checkpoint (a collective: all processes call it)."""
   local = dataset.get_state()
   if jax.process_count() == 1:
-    return input_pipeline.combine_states([local])
+    return input_pipeline.combine_states([local], dataset.source_digest)
   # Every process's position has the same length: it depends on the config only.
   rows = distributed.gather_int64([local["samples"], local["records"], *local["position"]])
   return input_pipeline.combine_states([
       {"samples": int(row[0]), "records": int(row[1]), "position": [int(v) for v in row[2:]]}
-      for row in rows])
+      for row in rows], dataset.source_digest)
 
 
 def total_skipped_samples(dataset: input_pipeline.DataIterator) -> int:
@@ -360,7 +345,8 @@ def main(argv):
   workdir = flags.FLAGS.workdir
   try:
     train_and_evaluate(run, workdir, break_lock=flags.FLAGS.break_lock)
-  except (workdir_lib.WorkdirBusy, SettingsChanged) as error:
+  except (workdir_lib.WorkdirBusy, workdir_lib.SettingsChanged,
+          input_pipeline.DataChanged) as error:
     cli.refuse(error)
   if run.total_steps not in checkpoint.saved_steps(workdir):
     sys.exit(PREEMPTED_EXIT_STATUS)

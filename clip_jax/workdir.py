@@ -19,7 +19,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from absl import flags
 from absl import logging
@@ -175,13 +175,40 @@ def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   return flat
 
 
-def resume_changes(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
-  """The settings, other than RESUMABLE ones, that differ between a workdir's stored config and
-  a new run's (both as config.json holds them), each as 'key: stored -> given'."""
+class SettingsChanged(ValueError):
+  """A resume with other settings or inputs than the folder's run: it would make one run of two."""
+
+
+def check_resume(record: str | os.PathLike, given: Mapping[str, Any], *,
+                 may_change: Sequence[str] = (), remedy: str) -> dict[str, Any] | None:
+  """The run recorded in `record` (a JSON file: a workdir's config.json, a tool's manifest), or
+  None if there is none yet; SettingsChanged if `given` differs from it in anything but the keys
+  of `may_change` (and their sub-keys), naming each difference, then saying `remedy`. Only the
+  top-level keys of `given` are compared: a record may also hold results (totals, a threshold)."""
+  path = files.path(record)
+  if not path.exists():
+    return None
+  try:
+    stored = json.loads(path.read_text())
+  except ValueError as error:
+    raise SettingsChanged(f"{path} is not valid JSON ({error}): it holds the settings of the "
+                          "files beside it; restore it, or remove it to resume with these "
+                          "settings.") from None
+  given = json.loads(json.dumps(given))  # as the record would hold it: tuples are lists
+  changes = _changes({key: stored.get(key) for key in given}, given, may_change)
+  if changes:
+    raise SettingsChanged(f"{path.parent} holds a run with other settings, which resuming would "
+                          f"mix into one run: {'; '.join(changes)}. {remedy}")
+  return stored
+
+
+def _changes(stored: Mapping[str, Any], given: Mapping[str, Any],
+             may_change: Sequence[str]) -> list[str]:
+  """Each difference but those under `may_change`, as 'key: stored -> given' (keys flattened)."""
   before, after = _flat(stored), _flat(given)
   changed = []
   for key in sorted(set(before) | set(after)):
-    if any(key == allowed or key.startswith(allowed + ".") for allowed in RESUMABLE):
+    if any(key == allowed or key.startswith(allowed + ".") for allowed in may_change):
       continue
     if before.get(key) != after.get(key):
       changed.append(f"{key}: {before.get(key)!r} -> {after.get(key)!r}")

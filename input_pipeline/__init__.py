@@ -78,9 +78,10 @@ class DataIterator(BatchIterator):
   taken after k batches resumes with batch k + 1.
   """
 
-  def __init__(self, dataset: tf.data.Dataset, state: dict[str, Any]):
+  def __init__(self, dataset: tf.data.Dataset, state: dict[str, Any], source_digest: str | None):
     super().__init__(dataset)
     self._state = dict(state)
+    self.source_digest = source_digest  # of the stream read (None: synthetic data)
 
   def __next__(self) -> Batch:
     batch = super().__next__()
@@ -100,9 +101,15 @@ class DataIterator(BatchIterator):
     return dict(self._state)
 
 
-def combine_states(process_states: list[dict[str, Any]]) -> dict[str, Any]:
-  """The data state of a checkpoint: every process's `get_state()`, by process index."""
-  return {"processes": list(process_states)}
+class DataChanged(ValueError):
+  """A resume whose data source reads other shards than the saved data state's positions mean."""
+
+
+def combine_states(process_states: list[dict[str, Any]],
+                   source_digest: str | None) -> dict[str, Any]:
+  """The data state of a checkpoint: every process's `get_state()`, by process index, and the
+  digest of the shards they read (`DataIterator.source_digest`)."""
+  return {"processes": list(process_states), "source_digest": source_digest}
 
 
 def create_dataset(data: settings.Data, *, global_batch_size: int, process_index: int = 0,
@@ -112,7 +119,8 @@ def create_dataset(data: settings.Data, *, global_batch_size: int, process_index
   Yields {"image": uint8 [b, H, W, 3], "text": int32 [b, context_length]} with
   b = global_batch_size // process_count. `state` is a `combine_states` of the processes' states
   at a checkpoint: the stream continues with the next batch. Synthetic data resumes on any
-  process count; the others need the same count (each process owns its shards).
+  process count; the others need the same count (each process owns its shards) and the same
+  shards (DataChanged otherwise: a glob or folder whose files changed under the same pattern).
   """
   tokenizer = tokenizers.create_tokenizer(data)
   local_batch_size = _local_batch_size(global_batch_size, process_index, process_count)
@@ -120,9 +128,12 @@ def create_dataset(data: settings.Data, *, global_batch_size: int, process_index
   if data.name == "synthetic":
     examples = _synthetic_examples(data, local_state, global_batch_size, local_batch_size,
                                    process_index)
+    source_digest = None
   else:
     stream = sources.create_stream(data, process_index=process_index, process_count=process_count)
+    _check_source(state, stream.digest)
     examples = _stream_examples(data, stream, local_state, process_index)
+    source_digest = stream.digest
 
   @tf.autograph.experimental.do_not_convert
   def finish(batch):
@@ -132,7 +143,7 @@ def create_dataset(data: settings.Data, *, global_batch_size: int, process_index
   batches = (examples.batch(local_batch_size, drop_remainder=True)
              .map(finish, num_parallel_calls=tf.data.AUTOTUNE)
              .prefetch(tf.data.AUTOTUNE))
-  return DataIterator(batches, local_state)
+  return DataIterator(batches, local_state, source_digest)
 
 
 def create_eval_images(data: settings.Data, *, num_images: int, batch_size: int) -> BatchIterator:
@@ -181,6 +192,18 @@ def _local_state(name: str, state: dict[str, Any] | None, process_index: int,
   raise ValueError(f"The data state was saved by {len(processes)} processes, this run has "
                    f"{process_count}: data.name={name!r} resumes only on as many processes "
                    "(each reads its own shards); restart the data from scratch instead.")
+
+
+def _check_source(state: dict[str, Any] | None, digest: str) -> None:
+  """Refuses to resume positions saved in another list of shards (states saved before the digest
+  was kept have none, and are taken as they are)."""
+  saved = (state or {}).get("source_digest")
+  if saved is not None and saved != digest:
+    raise DataChanged(
+        f"The data settings name other shards than the checkpoint's data state was saved "
+        f"reading (shard list digest {saved[:12]}, now {digest[:12]}: files added to, removed "
+        "from or renamed in a glob or folder), so its positions would point into other shards: "
+        "restore the shard list the run started with, or train on the new one in a new workdir.")
 
 
 def _synthetic_examples(data: settings.Data, local_state, global_batch_size: int,

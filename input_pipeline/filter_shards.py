@@ -11,7 +11,8 @@ the checkpoint's own preprocessing and tokenizer). Two passes, each resumable sh
 2. Writing: `<out>/shards/<input name>.tar` per input shard, the kept samples with all their
    members in their order, and their score added to the sample's JSON member ("clip_score"; a
    new `json` member if there was none). `--keep_fraction` sets the threshold from every score
-   once pass 1 is complete; `<out>/filter.json` records it, so that a resumed run keeps it.
+   once pass 1 is complete; `<out>/filter.json` records it, so that a resumed run keeps it, with
+   the flags and the weights scored with (a resume with others is refused).
 
 Each output file is written whole, then renamed: a killed run leaves finished shards, and the same
 command continues, so that every kept sample is written exactly once. `<out>/report.json` gives
@@ -110,20 +111,6 @@ def write_kept(shard: image_collections.Shard, scores: dict[str, list], minimum:
   return len(keep)
 
 
-def _settings(out: str, given: dict[str, Any]) -> dict[str, Any]:
-  """The run's settings, written at the start; a resumed run must be given the same."""
-  path = files.path(out) / SETTINGS
-  if path.exists():
-    recorded = json.loads(path.read_text())
-    for key, value in given.items():
-      if recorded.get(key) != value:
-        raise ValueError(f"{out} holds a filtering run with --{key}={recorded.get(key)!r}, not "
-                         f"{value!r}; allowed: the same flags to resume it, or a new --out.")
-    return recorded
-  files.write_text(path, json.dumps(given, indent=2))
-  return given
-
-
 def run(model: str, inputs: str, out: str, *, min_score: float | None = None,
         keep_fraction: float | None = None, batch_size: int = 256,
         max_member_bytes: int = embeddings.Options.max_member_bytes,
@@ -150,9 +137,10 @@ def run(model: str, inputs: str, out: str, *, min_score: float | None = None,
   with workdir.Lock(out, break_lock=break_lock):
     shards = image_collections.make_shards(paths, True, 1)
     limits = {"max_member_bytes": max_member_bytes, "max_image_pixels": max_image_pixels}
-    settings = _settings(out, {"model": model, "in": paths, "min_score": min_score,
-                               "keep_fraction": keep_fraction, **limits})
     embedder = embeddings.Embedder(model, batch_size=batch_size)
+    settings = embeddings.check_output(out, SETTINGS, {
+        "model": model, "provenance": embeddings.provenance(embedder), "in": paths,
+        "min_score": min_score, "keep_fraction": keep_fraction, **limits})
     for shard in tqdm(shards, desc="Scoring", unit="shard", dynamic_ncols=True):
       if not embeddings.is_done(out, "scores", shard.index):
         score_shard(embedder, shard, out, batch_size, limits)
@@ -217,7 +205,7 @@ def main(argv):
     report = run(_MODEL.value, _IN.value, _OUT.value, min_score=_MIN_SCORE.value,
                  keep_fraction=_KEEP_FRACTION.value, batch_size=_BATCH_SIZE.value,
                  break_lock=_BREAK_LOCK.value, **_LIMITS())
-  except workdir.WorkdirBusy as error:
+  except (workdir.WorkdirBusy, workdir.SettingsChanged) as error:
     cli.refuse(error)
   print(f"Kept {report['kept']} of {report['scored']} scored samples (of {report['samples']} in "
         f"{report['shards']} shards) with a CLIP score of at least {report['threshold']:.4f}; "

@@ -27,6 +27,8 @@ its iterator checkpoints store whole shuffle buffers of encoded images.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -53,9 +55,17 @@ def _is_utf8(text: bytes) -> bool:
   return True
 
 
+def list_digest(items: Sequence[Any]) -> str:
+  """The SHA-256 of a list, by the text of its items: what a stream reads, in a data state."""
+  return hashlib.sha256(json.dumps([str(item) for item in items]).encode()).hexdigest()
+
+
 class Stream(Protocol):
   """A resumable record stream of one process."""
   position_size: int
+  # `list_digest` of what the stream reads, the same on every process (all processes' shards): a
+  # position means something only in the stream of the same digest.
+  digest: str
 
   def iterate(self, position: Sequence[int] | None = None) -> Iterator[tuple[Record, np.ndarray]]:
     """(record, position) pairs, forever (epoch after epoch); starts after `position`."""
@@ -77,7 +87,7 @@ class ShardedStream:
 
   def __init__(self, shards: Sequence[Any], read_shard: ReadShard, *, seed: int,
                process_index: int, process_count: int, cycle_length: int, shuffle_window: int,
-               description: str):
+               description: str, identity: Sequence[Any] | None = None):
     if len(shards) < process_count:
       raise ValueError(f"{description}: {len(shards)} shard(s) for {process_count} processes; "
                        "every process needs at least one (split the data into more shards).")
@@ -90,6 +100,7 @@ class ShardedStream:
     self._shuffle_window = shuffle_window
     self._description = description
     self.position_size = self._HEADER + 2 * cycle_length
+    self.digest = list_digest(self._shards if identity is None else identity)
 
   def epoch_shards(self, epoch: int) -> list[Any]:
     """This process's shards in epoch `epoch`, in reading order."""
@@ -176,6 +187,7 @@ class MixedStream:
     self._probabilities = weights / weights.sum()
     self._seed = seed
     self.position_size = sum(stream.position_size for stream in streams) + 1
+    self.digest = list_digest([stream.digest for stream in streams])
 
   def iterate(self, position=None):
     sizes = [stream.position_size for stream in self._streams]
@@ -203,8 +215,11 @@ class MixedStream:
 
 
 def sharded_stream(data: settings.Data, shards: Sequence[Any], read_shard: ReadShard, *,
-                   process_index: int, process_count: int, description: str) -> ShardedStream:
-  """A ShardedStream with the shuffling settings of `data`."""
+                   process_index: int, process_count: int, description: str,
+                   identity: Sequence[Any] | None = None) -> ShardedStream:
+  """A ShardedStream with the shuffling settings of `data`; its digest is of `identity` when the
+  shards themselves are not the same on every process."""
   return ShardedStream(shards, read_shard, seed=data.seed, process_index=process_index,
                        process_count=process_count, cycle_length=data.cycle_length,
-                       shuffle_window=data.shuffle_window, description=description)
+                       shuffle_window=data.shuffle_window, description=description,
+                       identity=identity)

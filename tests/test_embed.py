@@ -18,6 +18,7 @@ import shard_files
 from clip_jax import convert
 from clip_jax import embeddings
 from clip_jax import pretrained
+from clip_jax import workdir
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -115,7 +116,7 @@ def test_a_folder_embedded_interrupted_and_resumed(folder, folder_index, checkpo
   assert manifest["totals"]["images"] == {"shards": num_shards, "inputs": num_inputs,
                                           "embedded": len(readable(folder)), "skipped": 2}
   assert manifest["model"]["preprocessing"]["resize_mode"] == "shortest"
-  with pytest.raises(ValueError, match=r"--files_per_shard=3, not 5; allowed: the same flags"):
+  with pytest.raises(workdir.SettingsChanged, match=r": options\.files_per_shard: 3 -> 5\. Use a new"):
     embeddings.run(embeddings.Options(model=checkpoint, images=folder, output_dtype="float32",
                                       files_per_shard=5, batch_size=2), out)
 

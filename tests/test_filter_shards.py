@@ -13,6 +13,7 @@ from PIL import Image
 
 import shard_files
 from clip_jax import pretrained
+from clip_jax import workdir
 from input_pipeline import filter_shards
 from input_pipeline.sources import webdataset
 from test_embed import checkpoint  # pylint: disable=unused-import
@@ -126,7 +127,7 @@ def test_the_sample_limits_hold(checkpoint, shards, tmp_path):
 
 
 def test_a_resumed_run_keeps_its_flags(checkpoint, shards, filtered):
-  with pytest.raises(ValueError, match=r"--keep_fraction=0\.5, not 0\.3; allowed: the same"):
+  with pytest.raises(workdir.SettingsChanged, match=r": keep_fraction: 0\.5 -> 0\.3\. Use a new"):
     filter_shards.run(checkpoint, shards[0], filtered[0], keep_fraction=0.3)
   with pytest.raises(ValueError, match="exactly one of --min_score and --keep_fraction"):
     filter_shards.run(checkpoint, shards[0], filtered[0])

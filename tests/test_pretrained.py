@@ -3,6 +3,7 @@
 bilinear, 0.5/0.5: SigLIP's), and its input contract."""
 
 import functools
+import os
 
 import numpy as np
 import pytest
@@ -121,7 +122,8 @@ def test_load_names_what_is_missing(tmp_path):
 
 
 def test_load_a_training_workdir(tmp_path):
-  """A workdir loads as its run's model, last parameters, tokenizer and image size."""
+  """A workdir loads as its run's model, last parameters, tokenizer and image size; trained on 8
+  devices, it loads the same in a process with one (a notebook beside a pod's run)."""
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from clip_jax import train  # pylint: disable=g-import-not-at-top
@@ -146,3 +148,15 @@ def test_load_a_training_workdir(tmp_path):
   initial = clip_model.init_variables(model.config, jax.random.PRNGKey(0))["params"]
   changed = jax.tree.map(lambda a, b: not np.allclose(a, b), variables["params"], initial)
   assert any(jax.tree.leaves(changed))  # trained parameters, not a fresh initialisation
+
+  import command_server  # pylint: disable=g-import-not-at-top
+  from xla_flags import xla_flags  # pylint: disable=g-import-not-at-top
+  leaves = str(tmp_path / "leaves.npz")
+  one_device = command_server.run_python([
+      "-c", "import sys, jax, numpy as np, clip_jax; assert jax.device_count() == 1; "
+      "np.savez(sys.argv[2], *jax.tree.leaves(clip_jax.load(sys.argv[1]).variables))", workdir,
+      leaves], env={**os.environ, "XLA_FLAGS": xla_flags(1)})
+  assert one_device.returncode == 0, one_device.stderr[-3000:]
+  with np.load(leaves) as loaded:
+    for index, leaf in enumerate(jax.tree.leaves(variables)):
+      np.testing.assert_array_equal(loaded[f"arr_{index}"], leaf)

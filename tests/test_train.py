@@ -303,12 +303,8 @@ def poison_batches(monkeypatch, bad_step):
         batch = {**batch, "image": np.full(batch["image"].shape, np.nan, np.float32)}
       return batch
 
-    def get_state(self):
-      return self.iterator.get_state()
-
-    @property
-    def skipped_samples(self):
-      return self.iterator.skipped_samples
+    def __getattr__(self, name):  # the state, the skipped samples: the stream's
+      return getattr(self.iterator, name)
 
   monkeypatch.setattr(train.input_pipeline, "create_dataset",
                       lambda *args, **kwargs: Poisoned(original(*args, **kwargs)))

@@ -1,6 +1,8 @@
 """A workdir belongs to one run: a second training on it is refused, a resume with other settings
-is refused naming each change, a damaged newest checkpoint falls back to the one before it, and a
-hard-killed run resumes with one metrics record per step and no leftovers of its last save."""
+or other shards under the same pattern is refused naming each change, a damaged newest checkpoint
+falls back to the one before it, and a hard-killed run resumes with one metrics record per step
+and no leftovers of its last save. An embedding index belongs to one checkpoint: resumed against
+a workdir that trained on, or with an edited --texts, it is refused."""
 
 import json
 import os
@@ -14,11 +16,15 @@ import pytest
 import command_server
 import config_files
 import doc_commands
+import input_pipeline
+import shard_files
 from clip_jax import checkpoint
+from clip_jax import embeddings
+from clip_jax import files
 from clip_jax import metrics
 from clip_jax import train
 from clip_jax import workdir as workdir_lib
-from test_train import TINY_CHANGES, losses_by_step, tiny_config
+from test_train import TINY_CHANGES, losses_by_step, tiny_config, webdataset_config
 
 CLI_RUN = ["-m", "clip_jax.train", f"--config={config_files.path('synthetic_demo')}",
            "--config.log_every_steps=1", "--config.global_batch_size=16",
@@ -109,12 +115,68 @@ def test_a_resume_with_other_settings_is_refused_naming_each_change(four_steps, 
   config = tiny_config(total_steps=6, **change)
   if "data.name" in change:  # the synthetic world's evaluator needs synthetic data
     config.evals = ml_collections.ConfigDict()
-  with pytest.raises(train.SettingsChanged) as refused:
+  with pytest.raises(workdir_lib.SettingsChanged) as refused:
     train.train_and_evaluate(config, workdir)
   assert f": {named}. Use a new workdir" in doc_commands.documented_message(
       "docs/untrusted_files.md", str(refused.value))
   assert open(os.path.join(workdir, "config.json")).read() == stored  # still the checkpoints'
   assert checkpoint.saved_steps(workdir) == [2, 4]
+
+
+def write_shard(path, seed):
+  shard_files.write_tar(str(path), [
+      member for index in range(8) for member in (
+          (f"{index:04d}.jpg", shard_files.encode(shard_files.photo(36, 40, seed + index), "JPEG")),
+          (f"{index:04d}.txt", f"photo {seed + index}".encode()))])
+
+
+def test_a_resume_reading_other_shards_under_the_same_pattern_is_refused(tmp_path):
+  shards = tmp_path / "shards"
+  shards.mkdir()
+  for seed in (0, 100):
+    write_shard(shards / f"{seed:05d}.tar", seed)
+  config = webdataset_config(f"{shards}/*.tar")
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  stored = open(os.path.join(workdir, "config.json")).read()
+  write_shard(shards / "00200.tar", 200)  # the same glob, another list
+  config.total_steps = 6
+  with pytest.raises(input_pipeline.DataChanged) as refused:
+    train.train_and_evaluate(config, workdir)
+  doc_commands.documented_message("docs/untrusted_files.md", str(refused.value))
+  assert open(os.path.join(workdir, "config.json")).read() == stored
+  os.remove(shards / "00200.tar")
+  train.train_and_evaluate(config, workdir)  # the list it started with: resumes
+  assert checkpoint.saved_steps(workdir)[-1] == 6
+
+
+def test_an_index_resumed_against_other_weights_or_texts_is_refused(four_steps, tmp_path):
+  workdir = copy_of(four_steps, tmp_path)
+  (tmp_path / "images").mkdir()
+  for index in range(2):
+    (tmp_path / "images" / f"{index}.png").write_bytes(
+        shard_files.encode(shard_files.photo(30, 40, seed=index), "PNG"))
+  texts = tmp_path / "texts.txt"
+  texts.write_text("a red circle\na blue square\n")
+  out = str(tmp_path / "index")
+  command = ["-m", "clip_jax.embed", f"--model={workdir}", f"--images={tmp_path / 'images'}",
+             f"--texts={texts}", f"--out={out}"]
+  embedded = command_server.run_python(command)
+  assert embedded.returncode == 0, embedded.stderr[-3000:]
+  assert json.load(open(os.path.join(out, embeddings.MANIFEST)))["provenance"]["step"] == 4
+  assert command_server.run_python(command).returncode == 0  # the same inputs: resumes
+
+  embedded_texts = files.sha256(texts)
+  texts.write_text("a red circle\na green square\n")
+  assert refusal(command_server.run_python(command)) == (
+      f"{out} holds a run with other settings, which resuming would mix into one run: "
+      f"provenance.texts_sha256: '{embedded_texts}' -> '{files.sha256(texts)}'. Use a new --out, "
+      f"or the model, inputs and flags recorded in {out}/{embeddings.MANIFEST}.")
+  texts.write_text("a red circle\na blue square\n")
+
+  train.train_and_evaluate(tiny_config(total_steps=6), workdir)  # the workdir trains on
+  assert ": provenance.step: 4 -> 6; provenance.weights_sha256: '" in refusal(
+      command_server.run_python(command))
 
 
 def test_a_resume_may_change_the_length_and_the_logging(four_steps, tmp_path):

@@ -11,7 +11,6 @@ archives are code that PyTorch runs as it loads them: only OpenAI's published re
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -21,6 +20,8 @@ from typing import Mapping
 
 import jax.numpy as jnp
 import numpy as np
+
+from clip_jax import files
 
 SAFETENSORS_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
@@ -82,18 +83,10 @@ def _to_numpy(tensor) -> np.ndarray:
   return tensor.detach().cpu().numpy()
 
 
-def sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as file:
-    while chunk := file.read(1 << 20):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 def _read_pickle(path: str, trust_code: bool) -> dict[str, np.ndarray]:
   torch = _import_torch()
   if _is_torchscript(path):
-    if not trust_code and (digest := sha256(path)) not in OPENAI_RELEASES:
+    if not trust_code and (digest := files.sha256(path)) not in OPENAI_RELEASES:
       raise UntrustedCode(
           f"{path} is a TorchScript archive, code that PyTorch runs as it loads, and not one of "
           f"OpenAI's releases (its SHA-256 {digest} is not in docs/weights.md): use the "

@@ -54,4 +54,5 @@ def create_stream(data: settings.Data, *, process_index: int, process_count: int
 
   return streams.sharded_stream(
       data, [process_split], read_split, process_index=0, process_count=1,
-      description=f"data.dataset={data.dataset!r}, data.split={data.split!r}")
+      description=f"data.dataset={data.dataset!r}, data.split={data.split!r}",
+      identity=[builder.info.full_name, data.split])

@@ -10,6 +10,7 @@ import pytest
 
 import command_server
 import doc_commands
+from clip_jax import files
 from clip_jax.convert import tensor_files
 
 torch = pytest.importorskip("torch")
@@ -73,13 +74,13 @@ def test_a_torchscript_archive_runs_only_with_trust_code(tmp_path):
 def test_openai_releases_are_recognised_by_their_digest(tmp_path, monkeypatch):
   marker = tmp_path / "marker"
   path = torchscript_payload(tmp_path / "ViT-B-32.pt", marker)
-  monkeypatch.setitem(tensor_files.OPENAI_RELEASES, tensor_files.sha256(path), "ViT-B-32.pt")
+  monkeypatch.setitem(tensor_files.OPENAI_RELEASES, files.sha256(path), "ViT-B-32.pt")
   assert set(tensor_files.read(path)) == {"weight"}
   # The table is docs/weights.md's download links.
   with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "weights.md")) as file:
     page = file.read()
   for digest, name in tensor_files.OPENAI_RELEASES.items():
-    if digest != tensor_files.sha256(path):
+    if digest != files.sha256(path):
       assert f"/clip/models/{digest}/{name})" in page, name
 
 

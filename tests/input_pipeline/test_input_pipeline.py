@@ -70,7 +70,7 @@ def test_processes_split_each_global_batch(reference, process_count):
 def test_state_after_k_batches_resumes_with_batch_k_plus_one(reference):
   iterator = input_pipeline.create_dataset(DATA, global_batch_size=GLOBAL_BATCH_SIZE)
   take(iterator, 2)
-  state = json.loads(json.dumps(input_pipeline.combine_states([iterator.get_state()])))
+  state = json.loads(json.dumps(input_pipeline.combine_states([iterator.get_state()], None)))
   assert state["processes"][0]["position"] == [2 * GLOBAL_BATCH_SIZE]
   resumed = input_pipeline.create_dataset(DATA, global_batch_size=GLOBAL_BATCH_SIZE, state=state)
   assert_batches_equal(take(resumed, 2), reference[2:])
@@ -80,7 +80,7 @@ def test_state_after_k_batches_resumes_with_batch_k_plus_one(reference):
 
 def test_resume_onto_more_processes(reference):
   state = input_pipeline.combine_states(
-      [{"samples": 24, "records": 24, "position": [3 * GLOBAL_BATCH_SIZE]}])
+      [{"samples": 24, "records": 24, "position": [3 * GLOBAL_BATCH_SIZE]}], None)
   second_half = input_pipeline.create_dataset(
       DATA, global_batch_size=GLOBAL_BATCH_SIZE, process_index=1, process_count=2, state=state)
   np.testing.assert_array_equal(next(second_half)["text"],

@@ -160,7 +160,8 @@ def test_resume_mid_epoch_continues_with_the_next_batch(tmp_path, process_count)
   for iterator in interrupted:
     take(iterator, 3)
   state = json.loads(json.dumps(
-      input_pipeline.combine_states([iterator.get_state() for iterator in interrupted])))
+      input_pipeline.combine_states([iterator.get_state() for iterator in interrupted],
+                                     interrupted[0].source_digest)))
   for process, iterator in enumerate(iterators(state)):
     for actual, expected in zip(take(iterator, 6), reference[process][3:]):
       np.testing.assert_array_equal(actual["text"], expected["text"])
@@ -171,7 +172,7 @@ def test_resume_on_another_process_count_is_refused(tmp_path):
   data = numbered_settings(tmp_path)
   iterator = input_pipeline.create_dataset(data, global_batch_size=4)
   next(iterator)
-  state = input_pipeline.combine_states([iterator.get_state()])
+  state = input_pipeline.combine_states([iterator.get_state()], iterator.source_digest)
   with pytest.raises(ValueError, match="saved by 1 processes, this run has 2"):
     input_pipeline.create_dataset(data, global_batch_size=4, process_count=2, state=state)
 
@@ -216,7 +217,8 @@ def test_mixture_draws_from_every_source_and_resumes(tmp_path):
   reference = take(input_pipeline.create_dataset(data, global_batch_size=4), 6)
   interrupted = input_pipeline.create_dataset(data, global_batch_size=4)
   take(interrupted, 2)
-  state = input_pipeline.combine_states([interrupted.get_state()])
+  state = input_pipeline.combine_states([interrupted.get_state()],
+                                        interrupted.source_digest)
   resumed = take(input_pipeline.create_dataset(data, global_batch_size=4, state=state), 4)
   for actual, expected in zip(resumed, reference[2:]):
     np.testing.assert_array_equal(actual["text"], expected["text"])
