@@ -86,7 +86,7 @@ def time_jax_steps(model_name: str, batch_size: int, steps: int, scan: bool, dty
   model = models.create_model(model_name, scan=scan, dtype=dtype, remat=remat)
   config = models.get_model_config(model_name)
   optimizer, schedule = optim.create_optimizer(OPTIMIZER, total_steps=1000)
-  loss_fn = losses.make_loss_fn("softmax", mesh, sharding.BATCH_AXES)
+  loss = losses.make_loss("softmax", mesh, sharding.BATCH_AXES)
   size, context = config.vision.image_size, config.text.context_length
   init = functools.partial(train_step_lib.create_train_state, model=model, optimizer=optimizer,
                            image_shape=(batch_size, size, size, 3),
@@ -100,8 +100,8 @@ def time_jax_steps(model_name: str, batch_size: int, steps: int, scan: bool, dty
       np.float32), "text": tokens}, mesh)
   results, compiled_steps = {}, {}
   for mask_ratio in mask_ratios:
-    step_fn = jax.jit(train_step_lib.make_train_step(model, optimizer, loss_fn, schedule,
-                                                     mask_ratio=mask_ratio),
+    step_fn = jax.jit(train_step_lib.make_train_step(
+        model, optimizer, loss, schedule, train_step_lib.StepOptions(mask_ratio=mask_ratio)),
                       in_shardings=(shardings, sharding.batch_sharding(mesh)),
                       out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
     compiled_steps[mask_ratio], compile_seconds, flops = compile_step(step_fn, state, batch)

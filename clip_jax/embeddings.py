@@ -1,6 +1,6 @@
 """Embeddings of image collections and captions by a pretrained CLIP, stored so that other tools
 read them without clip_jax; `python -m clip_jax.embed` is the command line (its docstring shows
-the layout). clip_jax.search, clip_jax.classify and input_pipeline.filter_shards build on the
+the layout). clip_jax.search, clip_jax.classify and clip_jax.filter_shards build on the
 same `Embedder`.
 """
 
@@ -19,12 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from clip_jax import checkpoint
+from clip_jax import encoding
 from clip_jax import files
 from clip_jax import pretrained
 from clip_jax import settings
 from clip_jax import sharding
+from clip_jax import views
 from clip_jax import workdir
-from clip_jax.evaluation import evaluators
 from clip_jax.evaluation import zero_shot
 from clip_jax.models import clip as clip_model
 from clip_jax.models import configs
@@ -133,7 +134,7 @@ class Embedder:
     mesh = sharding.create_mesh(devices=jax.local_devices())
     variables = jax.device_put(loaded.variables, sharding.replicated(mesh))
     # numpy inputs [b, ...] -> unit features [b, E], split over the local devices.
-    self.encode_image_views, self.encode_tokens = evaluators.make_encoders(self.model, variables,
+    self.encode_image_views, self.encode_tokens = encoding.make_encoders(self.model, variables,
                                                                            mesh)
 
   @property
@@ -141,16 +142,16 @@ class Embedder:
     return self.config.vision.image_size
 
   @property
-  def view(self) -> configs.Preprocessing:
+  def view(self) -> views.Preprocessing:
     return self.config.preprocessing
 
   def encode_images(self, views: np.ndarray) -> np.ndarray:
     """uint8 evaluation views [n, S, S, 3] -> unit features [n, E] (float32)."""
-    return zero_shot.encode_in_batches(self.encode_image_views, views, self.batch_size)
+    return encoding.encode_in_batches(self.encode_image_views, views, self.batch_size)
 
   def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
     """Texts -> unit features [n, E] (float32)."""
-    return zero_shot.encode_in_batches(self.encode_tokens, self.tokenize(list(texts)),
+    return encoding.encode_in_batches(self.encode_tokens, self.tokenize(list(texts)),
                                        self.batch_size)
 
   def classify(self, images: Sequence[str], labels: Sequence[str],
@@ -243,9 +244,9 @@ def _embed_image_shard(embedder: Embedder, options: Options, out: str, shard, ro
   from input_pipeline import image_collections  # pylint: disable=g-import-not-at-top
   samples = list(image_collections.read_shard(shard, root, options.max_member_bytes))
   embeddings, embedded = [], []
-  for indices, views in image_collections.views(samples, embedder.image_size, embedder.view,
+  for indices, batch_views in image_collections.views(samples, embedder.image_size, embedder.view,
                                                 options.batch_size, options.max_image_pixels):
-    embeddings.append(embedder.encode_images(views))
+    embeddings.append(embedder.encode_images(batch_views))
     embedded.extend(indices.tolist())
     progress.update(len(indices))
   skipped = sorted(set(range(len(samples))) - set(embedded))

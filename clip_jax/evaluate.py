@@ -19,6 +19,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from clip_jax import files  # pylint: disable=g-import-not-at-top,wrong-import-position
+from clip_jax import encoding
 from clip_jax import pretrained
 from clip_jax import settings
 from clip_jax import sharding
@@ -40,7 +41,7 @@ def evaluate(model, variables, evals: evaluators.Evaluators, data: settings.Data
   """Every evaluator of `evals`, once (all are due at their last step, `step`)."""
   evaluators.check_data(evals)
   mesh = sharding.create_mesh()
-  encode_image, encode_text = evaluators.make_encoders(model, variables, mesh)
+  encode_image, encode_text = encoding.make_encoders(model, variables, mesh)
   return evaluators.run_evaluators(evals, encode_image, encode_text, step, data=data,
                                    view=model.config.preprocessing, total_steps=step)
 

@@ -22,7 +22,10 @@ from clip_jax import blockwise_losses
 from clip_jax import sharding
 
 AxisName = str | Sequence[str] | None
+# (image_features, text_features, logit_scale, logit_bias or None) -> []
 LossFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array | None], jax.Array]
+# (the model's named outputs, the batch) -> []: what the train step differentiates.
+Loss = Callable[[dict[str, jax.Array], dict[str, jax.Array]], jax.Array]
 
 
 def _gather_batch(features: jax.Array, axis_name: AxisName) -> jax.Array:
@@ -160,3 +163,18 @@ def make_loss_fn(name: str, mesh: Mesh | None = None,
       functools.partial(loss_fn, axis_name=batch_axes), mesh=mesh,
       in_specs=(batch_split, batch_split, PartitionSpec(), PartitionSpec()),
       out_specs=PartitionSpec())
+
+
+def make_loss(name: str, mesh: Mesh | None = None,
+              batch_axes: Sequence[str] = sharding.BATCH_AXES, *, blockwise: bool = False,
+              tile_size: int = 1024) -> Loss:
+  """`make_loss_fn`'s loss as the train step takes it: `loss(outputs, batch) -> []`, reading the
+  model's features, temperature and bias by name."""
+  loss_fn = make_loss_fn(name, mesh, batch_axes, blockwise=blockwise, tile_size=tile_size)
+
+  def loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array]) -> jax.Array:
+    del batch  # the pairs' order is all a contrastive loss needs of it
+    return loss_fn(outputs["image_features"], outputs["text_features"], outputs["logit_scale"],
+                   outputs.get("logit_bias"))
+
+  return loss

@@ -39,7 +39,7 @@ from clip_jax import flip
 from clip_jax import flops
 from clip_jax import settings
 from clip_jax import sharding
-from clip_jax.models import configs
+from clip_jax.models import towers
 
 GIB = accelerators.GIB
 
@@ -145,10 +145,11 @@ def _bytes_accessed(compiled) -> float:
 
 def _with_depths(run: settings.Run, vision_layers: int | None, text_layers: int) -> settings.Run:
   """`run` with its blocks unrolled, and that many of them per tower (None: the image tower's
-  own, a ModifiedResNet's, which has no scanned blocks)."""
+  own, one without scanned blocks such as a ModifiedResNet)."""
   architecture = run.model.architecture
+  field = towers.of(architecture.vision).scanned_layers
   vision = (architecture.vision if vision_layers is None
-            else dataclasses.replace(architecture.vision, layers=vision_layers))
+            else dataclasses.replace(architecture.vision, **{field: vision_layers}))
   architecture = dataclasses.replace(architecture, scan=False, vision=vision,
                                      text=dataclasses.replace(architecture.text, layers=text_layers))
   return dataclasses.replace(run, model=dataclasses.replace(run.model, architecture=architecture))
@@ -165,12 +166,13 @@ def _bytes_accessed_unscanned(run: settings.Run, measure) -> float:
   `measure(run)` compiles a run and returns its bytes accessed.
   """
   architecture = run.model.architecture
-  scanned_vision = isinstance(architecture.vision, configs.VisionTransformerConfig)
-  one = 1 if scanned_vision else None
+  scanned_layers = towers.of(architecture.vision).scanned_layers
+  one = 1 if scanned_layers else None
   base = measure(_with_depths(run, one, 1))
   total = base + (architecture.text.layers - 1) * (measure(_with_depths(run, one, 2)) - base)
-  if scanned_vision:
-    total += (architecture.vision.layers - 1) * (measure(_with_depths(run, 2, 1)) - base)
+  if scanned_layers:
+    total += ((getattr(architecture.vision, scanned_layers) - 1)
+              * (measure(_with_depths(run, 2, 1)) - base))
   return total
 
 

@@ -23,6 +23,7 @@ from clip_jax import files
 from clip_jax import settings
 from clip_jax.models import clip as clip_model
 from clip_jax.models import configs
+from clip_jax import views
 
 MODEL_FILE = "model.json"
 WORKDIR_CONFIG = "config.json"  # written by training beside checkpoints/
@@ -68,14 +69,14 @@ def read(directory: str) -> tuple[configs.CLIPConfig, dict[str, Any]]:
 
 
 def image_views(images, image_size: int,
-                view: configs.Preprocessing = configs.Preprocessing()) -> np.ndarray:
+                view: views.Preprocessing = views.Preprocessing()) -> np.ndarray:
   """One image or a list of them (PIL images or uint8 arrays [H, W, 3]) -> their evaluation
   views, uint8 [N, S, S, 3], exactly as evaluation makes them: what the model takes, and a
   quarter of the bytes of standardised floats."""
   with input_pipeline_needed("preprocess"):
     from input_pipeline import preprocessing  # pylint: disable=g-import-not-at-top
   is_batch = isinstance(images, (list, tuple)) or np.ndim(images) == 4
-  views = []
+  prepared = []
   for image in images if is_batch else [images]:
     if hasattr(image, "convert"):  # PIL
       image = image.convert("RGB")
@@ -83,12 +84,12 @@ def image_views(images, image_size: int,
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[-1] != 3:
       raise ValueError(f"preprocess takes PIL images or uint8 arrays [H, W, 3]; got "
                        f"{pixels.dtype} {pixels.shape}.")
-    views.append(np.asarray(preprocessing.eval_view(pixels, image_size, view.resize_mode,
-                                                    view.interpolation)))
-  return np.stack(views)
+    prepared.append(np.asarray(preprocessing.eval_view(pixels, image_size, view.resize_mode,
+                                                       view.interpolation)))
+  return np.stack(prepared)
 
 
-def make_preprocess(image_size: int, view: configs.Preprocessing = configs.Preprocessing()
+def make_preprocess(image_size: int, view: views.Preprocessing = views.Preprocessing()
                     ) -> Callable[[Any], np.ndarray]:
   """A function from one image or a list of them (PIL images or uint8 arrays [H, W, 3]) to the
   model's float input: float32 [N, S, S, 3], the evaluation view standardised with the

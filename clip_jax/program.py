@@ -49,8 +49,8 @@ class Program(NamedTuple):
 def make_program(run: settings.Run, mesh: jax.sharding.Mesh) -> Program:
   """The model, optimiser, loss (plain or blockwise) and sharded step of `run` on `mesh`."""
   model = models.CLIP(run.model.architecture)
-  loss_fn = losses.make_loss_fn(run.loss.name, mesh, sharding.BATCH_AXES,
-                                blockwise=run.loss.blockwise, tile_size=run.loss.tile_size)
+  loss = losses.make_loss(run.loss.name, mesh, sharding.BATCH_AXES,
+                          blockwise=run.loss.blockwise, tile_size=run.loss.tile_size)
   optimizer, schedule = create_optimizer(run)
   init = sharding.with_mesh(state_initializer(run, model, optimizer), mesh)
   # From an abstract key: a concrete one would start this machine's default backend, which a plan
@@ -62,11 +62,11 @@ def make_program(run: settings.Run, mesh: jax.sharding.Mesh) -> Program:
   def step_function(mask_ratio: float):
     """The jitted step for one FLIP mask ratio: the masked phase's, then the unmasked one's."""
     train_step = train_step_lib.make_train_step(
-        model, optimizer, loss_fn, schedule,
-        trainable=functools.partial(finetune.trainable, finetune=run.finetune),
-        train_image_tower=finetune.image_tower_trains(run.finetune),
-        mask_ratio=mask_ratio, accumulation_steps=run.accumulation_steps,
-        batch_shards=sharding.batch_shard_count(mesh), ema_decay=run.ema_decay)
+        model, optimizer, loss, schedule, train_step_lib.StepOptions(
+            trainable=functools.partial(finetune.trainable, finetune=run.finetune),
+            train_image_tower=finetune.image_tower_trains(run.finetune),
+            mask_ratio=mask_ratio, accumulation_steps=run.accumulation_steps,
+            batch_shards=sharding.batch_shard_count(mesh), ema_decay=run.ema_decay))
     return jax.jit(sharding.with_mesh(train_step, mesh),
                    in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                    out_shardings=(state_shardings, sharding.replicated(mesh)),

@@ -18,6 +18,7 @@ This module imports nothing of clip_jax but the model table, so every other modu
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
 import math
 import os
@@ -29,6 +30,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from clip_jax.models import configs as model_configs
+from clip_jax.models import towers
 
 
 def is_count(value: Any) -> bool:
@@ -88,6 +90,9 @@ class Model:
   """
   name: str
   architecture: model_configs.CLIPConfig
+  # Modules imported before the model is built: plug-ins registering their own kinds of image
+  # tower (docs/extending.md), so that a workdir's config.json builds its model anywhere.
+  plugins: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -391,10 +396,11 @@ def _default(field: dataclasses.Field) -> Any:
 
 def _architecture_config() -> ml_collections.ConfigDict:
   """model.overrides: every architecture field, unset (the named model's value)."""
-  vision_fields = {}
-  for record in (model_configs.VisionTransformerConfig, model_configs.ModifiedResNetConfig):
-    for name, annotation in typing.get_type_hints(record).items():
-      # `layers` is a count for a ViT and a tuple of counts for a ResNet.
+  vision_fields: dict[str, Any] = {"kind": str}
+  for kind in towers.kinds():
+    for name, annotation in typing.get_type_hints(towers.of_kind(kind).config).items():
+      # A field of two kinds may differ in type: `layers` is a count for a ViT and a tuple of
+      # counts for a ResNet.
       vision_fields[name] = object if name in vision_fields else _placeholder_type(annotation)
   overrides = ml_collections.ConfigDict()
   for name, annotation in typing.get_type_hints(model_configs.CLIPConfig).items():
@@ -415,7 +421,7 @@ def default_config() -> ml_collections.ConfigDict:
   for field in dataclasses.fields(Run):
     if field.name not in ("model", "evals", *_SECTIONS):
       config[field.name] = field.default
-  config.model = ml_collections.ConfigDict(dict(name=DEFAULT_MODEL,
+  config.model = ml_collections.ConfigDict(dict(name=DEFAULT_MODEL, plugins=(),
                                                 overrides=_architecture_config()))
   for name, cls in _SECTIONS.items():
     config[name] = _fields_config(cls, {}, unset_defaults=False)
@@ -537,10 +543,17 @@ def _field(cls, name: str) -> dataclasses.Field:
 
 def _architecture(model: Mapping[str, Any], loss_name: str) -> Model:
   given = _given(model)
-  unknown = sorted(set(given) - {"name", "overrides"})
+  unknown = sorted(set(given) - {"name", "overrides", "plugins"})
   if unknown:
     raise ValueError(f"model.{unknown[0]}={given[unknown[0]]!r} is not a setting; allowed: name, "
-                     "overrides.")
+                     "overrides, plugins.")
+  plugins = tuple(given.get("plugins") or ())
+  for plugin in plugins:
+    try:
+      importlib.import_module(plugin)
+    except ImportError as error:
+      raise ValueError(f"model.plugins: {plugin!r} does not import ({error}); allowed: modules "
+                       "on the Python path.") from None
   overrides = _given(given.get("overrides"))
   for record in model_configs.RECORDS:
     if record in overrides:
@@ -550,7 +563,7 @@ def _architecture(model: Mapping[str, Any], loss_name: str) -> Model:
   name = given.get("name", DEFAULT_MODEL)
   architecture = model_configs.get_model_config(
       name, **{**LOSS_MODEL_FIELDS[loss_name], **overrides})
-  return Model(name=name, architecture=architecture)
+  return Model(name=name, architecture=architecture, plugins=plugins)
 
 
 def _data(values: Mapping[str, Any] | None, architecture: model_configs.CLIPConfig,
@@ -674,12 +687,9 @@ def parse(config: ml_collections.ConfigDict | Mapping[str, Any], *,
 
 
 def _tower_blocks(architecture: model_configs.CLIPConfig, tower: str) -> int:
-  vision = architecture.vision
   if tower == "text":
     return architecture.text.layers
-  if isinstance(vision, model_configs.VisionTransformerConfig):
-    return vision.layers
-  return sum(vision.layers)
+  return towers.of(architecture.vision).blocks(architecture.vision)
 
 
 def _check_run(run: Run) -> None:
@@ -695,9 +705,10 @@ def _check_run(run: Run) -> None:
     raise ValueError(f"flip.unmasked_steps={run.flip.unmasked_steps!r}; allowed: integers from 0 "
                      f"to total_steps={total_steps}.")
   architecture = run.model.architecture
-  if run.flip.mask_ratio and isinstance(architecture.vision, model_configs.ModifiedResNetConfig):
-    raise ValueError(f"flip.mask_ratio={run.flip.mask_ratio!r} with a ModifiedResNet image tower, "
-                     "which has no patches to drop; allowed: 0, or a ViT model.")
+  if run.flip.mask_ratio and towers.of(architecture.vision).patches is None:
+    raise ValueError(f"flip.mask_ratio={run.flip.mask_ratio!r} with a "
+                     f"{towers.describe(architecture.vision)} image tower, which has "
+                     "no patches to drop; allowed: 0, or a ViT model.")
   _check_finetune(run.finetune, architecture)
   _check_distributed(run.distributed)
   mesh = run.mesh
@@ -763,7 +774,7 @@ def to_config(run: Run) -> ml_collections.ConfigDict:
   """A config that parses back to `run`, with the architecture written out in full (so that a
   workdir keeps its model even if the named model's table entry changes)."""
   values = {field.name: getattr(run, field.name) for field in dataclasses.fields(Run)}
-  values["model"] = dict(name=run.model.name,
+  values["model"] = dict(name=run.model.name, plugins=run.model.plugins,
                          overrides=model_configs.config_to_dict(run.model.architecture))
   for name in _SECTIONS:
     values[name] = dataclasses.asdict(values[name])

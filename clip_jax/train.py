@@ -32,6 +32,7 @@ import input_pipeline
 from clip_jax import checkpoint
 from clip_jax import cli
 from clip_jax import distributed
+from clip_jax import encoding
 from clip_jax import files
 from clip_jax import finetune
 from clip_jax import flip
@@ -113,7 +114,7 @@ def evaluate(run: settings.Run, model, state: train_step_lib.TrainState, mesh,
     variables = {"params": params}
     if state.batch_stats:
       variables["batch_stats"] = state.batch_stats
-    encode_image, encode_text = evaluators.make_encoders(model, variables, mesh)
+    encode_image, encode_text = encoding.make_encoders(model, variables, mesh)
     metrics = evaluators.run_evaluators(run.evals, encode_image, encode_text, step, data=run.data,
                                         view=model.config.preprocessing,
                                         total_steps=run.total_steps)

@@ -10,6 +10,7 @@ goes on, as the config says.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable
 
@@ -19,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from clip_jax import losses
+from clip_jax.models import towers
 from clip_jax.models import vision
 
 # OpenAI clamps the learned temperature so that logits are scaled by at most 100.
@@ -79,12 +82,9 @@ def merge_micro_batches(tree: Any, shards: int) -> Any:
   return jax.tree.map(merge, tree)
 
 
-def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, loss_fn: Callable,
-                    schedule: optax.Schedule, *, trainable: Callable[[Any], Any] | None = None,
-                    train_image_tower: bool = True, mask_ratio: float = 0.0,
-                    accumulation_steps: int = 1, batch_shards: int = 1, ema_decay: float = 0.0
-                    ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-  """Returns `train_step(state, batch) -> (state, metrics)`, to be wrapped in jax.jit.
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+  """How a step trains, beyond the model, optimiser, loss and schedule.
 
   `trainable(params)` marks the parameters that train (True) or stay locked (False; see
   clip_jax.finetune): no gradient flows into locked ones, so XLA computes no backward pass for a
@@ -97,123 +97,174 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
   accumulation as without. A Python float, so each ratio is its own compiled step with static
   shapes.
 
-  `accumulation_steps` > 1 computes the same loss and gradients in that many micro-batches, with
-  GradCache's scheme (Gao et al. 2021): the features of every micro-batch without gradients, the
-  loss over the whole batch and its gradient with respect to the features, then each micro-batch
-  again, its slice of that gradient back through the towers. Memory follows the micro-batch
-  (apart from the [N, D] features and the loss), at the cost of a second forward pass. The batch
-  is split into `batch_shards` contiguous shards (one per device along the batch axes), each of
-  which every micro-batch takes a part of. A ModifiedResNet's BatchNorm normalises each
-  micro-batch with that micro-batch's statistics, so its loss is the loss of those features (not
-  the whole batch's, unless its image tower is locked), and its running averages take one update
-  per step, with the mean of the micro-batches' statistics.
+  `accumulation_steps` > 1 computes the same loss and gradients in that many micro-batches
+  (`accumulated_gradients`); the batch is split into `batch_shards` contiguous shards (one per
+  device along the batch axes), each of which every micro-batch takes a part of.
 
   `ema_decay` > 0 updates the state's moving average of the parameters after each applied update:
   `ema = ema_decay * ema + (1 - ema_decay) * params`.
   """
+  trainable: Callable[[Any], Any] | None = None
+  train_image_tower: bool = True
+  mask_ratio: float = 0.0
+  accumulation_steps: int = 1
+  batch_shards: int = 1
+  ema_decay: float = 0.0
 
-  def masked(params):
-    if trainable is None:
-      return params
-    return jax.tree.map(lambda param, trains: param if trains else jax.lax.stop_gradient(param),
-                        params, trainable(params))
 
-  def with_kept_patches(batch, rng):
-    """FLIP: the patches each image keeps ([B, keep] indices), drawn for the whole batch."""
-    if not mask_ratio:
-      return batch
-    batch_size, height, width = batch["image"].shape[:3]
-    patch_size = model.config.vision.patch_size
-    num_patches = (height // patch_size) * (width // patch_size)
-    return {**batch, "patch_indices": vision.kept_patch_indices(
-        rng, batch_size, num_patches, vision.kept_patch_count(num_patches, mask_ratio))}
+Outputs = dict[str, jax.Array]
+Batch = dict[str, jax.Array]
+# (params, batch_stats, batch) -> (the model's named outputs, the BatchNorm statistics they leave)
+Forward = Callable[[Any, Any, Batch], tuple[Outputs, Any]]
+# (params, batch_stats, batch) -> (loss, gradients, new batch_stats)
+Gradients = Callable[[Any, Any, Batch], tuple[jax.Array, Any, Any]]
+
+
+def make_forward(model: nn.Module, options: StepOptions) -> Forward:
+  """The model's named outputs (`CLIP.outputs`) with locked parameters cut from the gradient."""
 
   def forward(params, batch_stats, batch):
-    """The towers' outputs, and the BatchNorm statistics they leave."""
-    variables = {"params": masked(params)}
+    if options.trainable is not None:
+      params = jax.tree.map(lambda param, trains: param if trains else jax.lax.stop_gradient(param),
+                            params, options.trainable(params))
+    variables = {"params": params}
     mutable = []
     if batch_stats:
       variables["batch_stats"] = batch_stats
-      mutable = ["batch_stats"] if train_image_tower else []
+      mutable = ["batch_stats"] if options.train_image_tower else []
     outputs, updates = model.apply(variables, batch["image"], batch["text"],
-                                   train=train_image_tower,
-                                   patch_indices=batch.get("patch_indices"), mutable=mutable)
+                                   train=options.train_image_tower,
+                                   patch_indices=batch.get("patch_indices"), mutable=mutable,
+                                   method="outputs")
     return outputs, updates.get("batch_stats", batch_stats)
 
-  def loss_of(image_features, text_features, params):
-    params = masked(params)
-    return loss_fn(image_features, text_features, params["logit_scale"], params.get("logit_bias"))
+  return forward
 
-  def whole_batch_gradients(params, batch_stats, batch):
+
+def plain_gradients(forward: Forward, loss: losses.Loss) -> Gradients:
+  """The loss of the whole batch at once and its gradients."""
+
+  def gradients(params, batch_stats, batch):
     def compute_loss(params):
       outputs, new_batch_stats = forward(params, batch_stats, batch)
-      return loss_of(outputs["image_features"], outputs["text_features"], params), new_batch_stats
-    (loss, new_batch_stats), grads = jax.value_and_grad(compute_loss, has_aux=True)(params)
-    return loss, grads, new_batch_stats
+      return loss(outputs, batch), new_batch_stats
+    (value, new_batch_stats), grads = jax.value_and_grad(compute_loss, has_aux=True)(params)
+    return value, grads, new_batch_stats
 
-  def accumulated_gradients(params, batch_stats, batch):
-    micro_batches = split_micro_batches(batch, accumulation_steps, batch_shards)
+  return gradients
 
-    def features(params, batch_stats, micro_batch):
-      outputs, new_batch_stats = forward(params, batch_stats, micro_batch)
-      return (outputs["image_features"], outputs["text_features"]), new_batch_stats
 
-    def embed(_, micro_batch):
-      return None, features(params, batch_stats, micro_batch)
+def accumulated_gradients(forward: Forward, loss: losses.Loss, options: StepOptions) -> Gradients:
+  """The same loss and gradients as `plain_gradients`, in `options.accumulation_steps`
+  micro-batches, with GradCache's scheme (Gao et al. 2021): every micro-batch's outputs without
+  gradients, the loss over the whole batch and its gradient with respect to the outputs, then
+  each micro-batch again, its slice of that gradient back through the model. Memory follows the
+  micro-batch (apart from the outputs, [N, E] features, and the loss), at the cost of a second
+  forward pass.
 
-    # 1. Every micro-batch's features, without gradients: [steps, N / steps, D] each; and the
-    # BatchNorm statistics each leaves (a ModifiedResNet), averaged: one update of the running
-    # averages with the mean of the micro-batches' statistics.
-    _, (micro_features, micro_batch_stats) = jax.lax.scan(embed, None, micro_batches)
-    image_features, text_features = merge_micro_batches(micro_features, batch_shards)
+  Outputs with a batch axis are each example's; scalar outputs (the temperature, the bias) are
+  functions of the parameters alone, the same in every micro-batch, so each micro-batch carries
+  back 1 / steps of their gradient. A ModifiedResNet's BatchNorm normalises each micro-batch with
+  that micro-batch's statistics, so its loss is the loss of those features (not the whole
+  batch's, unless its image tower is locked), and its running averages take one update per step,
+  with the mean of the micro-batches' statistics.
+  """
+  steps, shards = options.accumulation_steps, options.batch_shards
+
+  def gradients(params, batch_stats, batch):
+    micro_batches = split_micro_batches(batch, steps, shards)
+
+    # 1. Every micro-batch's outputs, without gradients: [steps, N / steps, ...] per example,
+    # [steps] per scalar; and the BatchNorm statistics each leaves, averaged.
+    _, (micro_outputs, micro_batch_stats) = jax.lax.scan(
+        lambda _, micro_batch: (None, forward(params, batch_stats, micro_batch)), None,
+        micro_batches)
+    scalar_names = [name for name, value in micro_outputs.items() if value.ndim == 1]
+    per_example = {name: value for name, value in micro_outputs.items()
+                   if name not in scalar_names}
+    outputs = {**merge_micro_batches(per_example, shards),
+               **{name: micro_outputs[name][0] for name in scalar_names}}
     new_batch_stats = (jax.tree.map(lambda stats: jnp.mean(stats, axis=0), micro_batch_stats)
-                       if train_image_tower else batch_stats)
-    # 2. The loss over the whole batch; its gradient with respect to the features, and the direct
-    # one with respect to the parameters (the temperature and bias).
-    loss, (image_grads, text_grads, grads) = jax.value_and_grad(loss_of, argnums=(0, 1, 2))(
-        image_features, text_features, params)
-    feature_grads = split_micro_batches((image_grads, text_grads), accumulation_steps,
-                                        batch_shards)
+                       if options.train_image_tower else batch_stats)
+    # 2. The loss over the whole batch, and its gradient with respect to the outputs.
+    value, output_grads = jax.value_and_grad(loss)(outputs, batch)
+    example_grads = split_micro_batches({name: output_grads[name] for name in per_example},
+                                        steps, shards)
+    scalar_grads = {name: output_grads[name] / steps for name in scalar_names}
 
-    # 3. Each micro-batch again (normalised by BatchNorm as in 1.): its features' gradient back
-    # through the towers.
+    # 3. Each micro-batch again (normalised by BatchNorm as in 1.): its outputs' gradient back
+    # through the model.
     def backward(grads, inputs):
-      micro_batch, (image_grad, text_grad) = inputs
+      micro_batch, micro_grads = inputs
 
       def surrogate(params):
-        image, text = features(params, batch_stats, micro_batch)[0]
-        return jnp.sum(image * image_grad) + jnp.sum(text * text_grad)
+        micro_outputs = forward(params, batch_stats, micro_batch)[0]
+        return sum(jnp.sum(micro_outputs[name] * grad)
+                   for name, grad in {**micro_grads, **scalar_grads}.items())
 
       return jax.tree.map(jnp.add, grads, jax.grad(surrogate)(params)), None
 
-    grads, _ = jax.lax.scan(backward, grads, (micro_batches, feature_grads))
-    return loss, grads, new_batch_stats
+    grads, _ = jax.lax.scan(backward, jax.tree.map(jnp.zeros_like, params),
+                            (micro_batches, example_grads))
+    return value, grads, new_batch_stats
 
-  gradients = whole_batch_gradients if accumulation_steps == 1 else accumulated_gradients
+  return gradients
 
-  def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
-    batch = with_kept_patches(batch, jax.random.fold_in(state.rng, state.step))
-    loss, grads, batch_stats = gradients(state.params, state.batch_stats, batch)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    params = {**params, "logit_scale": jnp.clip(params["logit_scale"], 0.0, MAX_LOGIT_SCALE)}
-    finite = jnp.isfinite(loss) & _all_finite(grads)
-    ema_params = state.ema_params
-    if ema_decay:
-      ema_params = jax.tree.map(lambda average, param: ema_decay * average + (1 - ema_decay) * param,
-                                state.ema_params, params)
-    updated = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state, ema_params=ema_params)
-    # A non-finite step changes nothing but the step counter, so the state stays usable.
-    kept = state.replace(step=state.step + 1)
-    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, kept)
-    metrics = {
-        "loss": loss,
-        "learning_rate": schedule(state.step),
-        "temperature": 1.0 / jnp.exp(new_state.params["logit_scale"]),
-        "grad_norm": optax.tree.norm(grads),
-        "finite": finite,
-    }
-    return new_state, metrics
+
+def with_kept_patches(batch: Batch, rng: jax.Array, num_patches: int, mask_ratio: float) -> Batch:
+  """FLIP: the batch with the patches each image keeps ([B, keep] indices of its `num_patches`),
+  drawn for the whole batch; the batch itself without a mask ratio."""
+  if not mask_ratio:
+    return batch
+  batch_size = batch["image"].shape[0]
+  return {**batch, "patch_indices": vision.kept_patch_indices(
+      rng, batch_size, num_patches, vision.kept_patch_count(num_patches, mask_ratio))}
+
+
+def apply_update(state: TrainState, loss: jax.Array, grads: Any, batch_stats: Any, *,
+                 optimizer: optax.GradientTransformation, schedule: optax.Schedule,
+                 ema_decay: float) -> tuple[TrainState, dict[str, jax.Array]]:
+  """The optimiser's update (the temperature clamped), the moving average, and the metrics. A
+  step whose loss or gradients are not finite changes nothing but the step counter, so the state
+  stays usable."""
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  params = {**params, "logit_scale": jnp.clip(params["logit_scale"], 0.0, MAX_LOGIT_SCALE)}
+  finite = jnp.isfinite(loss) & _all_finite(grads)
+  ema_params = state.ema_params
+  if ema_decay:
+    ema_params = jax.tree.map(lambda average, param: ema_decay * average + (1 - ema_decay) * param,
+                              state.ema_params, params)
+  updated = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                          opt_state=opt_state, ema_params=ema_params)
+  kept = state.replace(step=state.step + 1)
+  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, kept)
+  metrics = {
+      "loss": loss,
+      "learning_rate": schedule(state.step),
+      "temperature": 1.0 / jnp.exp(new_state.params["logit_scale"]),
+      "grad_norm": optax.tree.norm(grads),
+      "finite": finite,
+  }
+  return new_state, metrics
+
+
+def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, loss: losses.Loss,
+                    schedule: optax.Schedule, options: StepOptions = StepOptions()
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+  """Returns `train_step(state, batch) -> (state, metrics)`, to be wrapped in jax.jit: the
+  forward pass, the gradients of `loss(outputs, batch)` (plain or accumulated), the update."""
+  forward = make_forward(model, options)
+  gradients = (plain_gradients(forward, loss) if options.accumulation_steps == 1
+               else accumulated_gradients(forward, loss, options))
+
+  def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+    if options.mask_ratio:
+      image_tower = model.config.vision
+      batch = with_kept_patches(batch, jax.random.fold_in(state.rng, state.step),
+                                towers.of(image_tower).patches(image_tower), options.mask_ratio)
+    loss_value, grads, batch_stats = gradients(state.params, state.batch_stats, batch)
+    return apply_update(state, loss_value, grads, batch_stats, optimizer=optimizer,
+                        schedule=schedule, ema_decay=options.ema_decay)
 
   return train_step

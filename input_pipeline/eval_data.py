@@ -19,7 +19,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from clip_jax import settings
-from clip_jax.models import configs
+from clip_jax import views
 from input_pipeline import BatchIterator
 from input_pipeline import preprocessing
 from input_pipeline.sources import synthetic
@@ -64,12 +64,12 @@ def _read_tfds(dataset: str, split: str, *, data_dir: str, mock_examples: int,
 
 
 def _eval_image(image_bytes: tf.Tensor, image_size: int,
-                view: configs.Preprocessing) -> tf.Tensor:
+                view: views.Preprocessing) -> tf.Tensor:
   return preprocessing.eval_image(image_bytes, image_size, view.resize_mode, view.interpolation)
 
 
 def image_label_batches(dataset: str, split: str, *, image_size: int, batch_size: int,
-                        view: configs.Preprocessing = configs.Preprocessing(),
+                        view: views.Preprocessing = views.Preprocessing(),
                         data_dir: str = "", mock_examples: int = 0, image_feature: str = "image",
                         label_feature: str = "label") -> BatchIterator:
   """{"image": uint8 [b, size, size, 3], "label": int32 [b]}; the last batch may be shorter."""
@@ -84,7 +84,7 @@ def image_label_batches(dataset: str, split: str, *, image_size: int, batch_size
 
 
 def caption_batches(dataset: str, split: str, *, image_size: int, batch_size: int,
-                    view: configs.Preprocessing = configs.Preprocessing(), data_dir: str = "", mock_examples: int = 0, image_feature: str = "image",
+                    view: views.Preprocessing = views.Preprocessing(), data_dir: str = "", mock_examples: int = 0, image_feature: str = "image",
                     caption_feature: str = tfds_datasets.CAPTION_FEATURE) -> BatchIterator:
   """Images with all their captions: {"image": uint8 [b, size, size, 3], "captions": bytes [b, K]}.
 

@@ -196,7 +196,7 @@ def eval_view(image: tf.Tensor, image_size: int, resize_mode: str = "shortest",
   "shortest" (OpenAI's): the shorter side to `image_size`, then the centre crop, sizes and offsets
   as torchvision's Resize(int) and CenterCrop compute them. "squash" (open_clip's
   `resize_mode="squash"`): both sides to `image_size`. `interpolation` is PIL's antialiased
-  "bicubic" or "bilinear" filter (`clip_jax.models.configs.INTERPOLATIONS`).
+  "bicubic" or "bilinear" filter (`clip_jax.views.INTERPOLATIONS`).
   """
   if resize_mode == "squash":
     return tf.ensure_shape(_resize(image, image_size, image_size, interpolation),

@@ -75,13 +75,14 @@ def run_step(batch, accumulation_steps, loss_name, blockwise, mesh_shape, mask_r
   with plain SGD at a learning rate of 1."""
   mesh = create_mesh(mesh_shape)
   model = tiny_model(loss_name, model_name)
-  loss_fn = losses.make_loss_fn(loss_name, mesh, blockwise=blockwise, tile_size=4)
+  loss = losses.make_loss(loss_name, mesh, blockwise=blockwise, tile_size=4)
   optimizer = optax.sgd(1.0)
   state = initial_state(loss_name, model_name)
   state_shardings = sharding.tree_shardings(state, mesh, min_shard_size=1)
   step = jax.jit(train_step_lib.make_train_step(
-      model, optimizer, loss_fn, optax.constant_schedule(1.0), mask_ratio=mask_ratio,
-      accumulation_steps=accumulation_steps, batch_shards=sharding.batch_shard_count(mesh)),
+      model, optimizer, loss, optax.constant_schedule(1.0), train_step_lib.StepOptions(
+          mask_ratio=mask_ratio, accumulation_steps=accumulation_steps,
+          batch_shards=sharding.batch_shard_count(mesh))),
       in_shardings=(state_shardings, sharding.batch_sharding(mesh)))
   new_state, metrics = step(jax.device_put(state, state_shardings),
                             jax.device_put(batch, sharding.batch_sharding(mesh)))

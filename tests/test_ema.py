@@ -28,8 +28,8 @@ def test_the_average_follows_its_formula_and_skips_what_is_not_applied():
       image_shape=(1, size, size, 3), text_shape=(1, batch["text"].shape[1]), ema=True))(
           jax.random.PRNGKey(0))
   step = jax.jit(train_step_lib.make_train_step(
-      model, optimizer, losses.make_loss_fn("softmax", mesh), optax.constant_schedule(0.01),
-      ema_decay=DECAY))
+      model, optimizer, losses.make_loss("softmax", mesh), optax.constant_schedule(0.01),
+      train_step_lib.StepOptions(ema_decay=DECAY)))
   as_float64 = lambda tree: jax.tree.map(lambda leaf: np.asarray(leaf, np.float64), tree)  # noqa: E731
   expected = as_float64(state.params)  # The average starts at the initial parameters.
   for _ in range(3):

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 import shard_files
+from clip_jax import filter_shards
 from clip_jax import pretrained
 from clip_jax import workdir
-from input_pipeline import filter_shards
 from input_pipeline.sources import webdataset
 from test_embed import checkpoint  # pylint: disable=unused-import
 

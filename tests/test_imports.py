@@ -1,4 +1,6 @@
-"""The import graph of the packages: no cycles, and the settings layer at the bottom.
+"""The import graph of the packages: no cycles, and layers that point one way
+(docs/design.md#layers): settings, models and views at the bottom, the data package above
+settings, evaluation and inference above both, tools and programs on top.
 
 Read from the source (every import statement, those inside functions too), so that a lazy import
 added to dodge a cycle still counts as the dependency it is.
@@ -6,6 +8,8 @@ added to dodge a cycle still counts as the dependency it is.
 
 import ast
 import os
+
+import pytest
 
 REPOSITORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 PACKAGES = ("clip_jax", "input_pipeline")
@@ -81,7 +85,55 @@ def test_a_planted_cycle_is_found():
 
 def test_settings_import_nothing_of_the_project_but_the_model_table():
   graph = import_graph()
-  assert graph["clip_jax.settings"] == {"clip_jax.models.configs"}
-  assert graph["clip_jax.models.configs"] == {"clip_jax.models.attention", "clip_jax.models.layers"}
+  assert graph["clip_jax.settings"] == {"clip_jax.models.configs", "clip_jax.models.towers"}
+  assert graph["clip_jax.models.configs"] == {
+      "clip_jax.models.attention", "clip_jax.models.layers", "clip_jax.models.resnet",
+      "clip_jax.models.towers", "clip_jax.models.vision", "clip_jax.views"}
+  assert graph["clip_jax.models.towers"] == {"clip_jax.models.costs"}
   assert graph["clip_jax.models.layers"] == {"clip_jax.models.attention"}
   assert graph["clip_jax.models.attention"] == set()
+  assert graph["clip_jax.views"] == set()
+
+
+TOOLS = ("clip_jax.embeddings", "clip_jax.embed", "clip_jax.search", "clip_jax.classify",
+         "clip_jax.filter_shards")
+PROGRAMS = ("clip_jax.train", "clip_jax.evaluate", "clip_jax.sweep", "clip_jax.plan",
+            "clip_jax.doctor", "clip_jax.convert")
+# What a layer's modules may import of the project (a module and everything under it).
+ALLOWED = {
+    "input_pipeline": ("input_pipeline", "clip_jax.settings", "clip_jax.views", "clip_jax.files",
+                       "clip_jax.host_tensorflow"),
+    "clip_jax.models": ("clip_jax.models", "clip_jax.views"),
+}
+# What a layer's modules must not import, whatever else they do.
+FORBIDDEN = {
+    "clip_jax.encoding": ("input_pipeline", "clip_jax.evaluation", *TOOLS, *PROGRAMS),
+    "clip_jax.evaluation": (*TOOLS, *PROGRAMS),
+    "clip_jax.pretrained": ("clip_jax.evaluation", *TOOLS, *PROGRAMS),
+}
+
+
+def under(module: str, prefix: str) -> bool:
+  return module == prefix or module.startswith(prefix + ".")
+
+
+def layer_imports(layer: str) -> list[tuple[str, str]]:
+  """(module, what it imports) for every module of `layer`, which must have some."""
+  graph = import_graph()
+  modules = [module for module in graph if under(module, layer)]
+  assert modules, layer
+  return [(module, imported) for module in modules for imported in sorted(graph[module])]
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_a_layer_imports_only_what_is_below_it(layer):
+  wrong = [f"{module} imports {imported}" for module, imported in layer_imports(layer)
+           if not any(under(imported, allowed) for allowed in ALLOWED[layer])]
+  assert not wrong
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_a_layer_imports_nothing_above_it(layer):
+  wrong = [f"{module} imports {imported}" for module, imported in layer_imports(layer)
+           if any(under(imported, above) for above in FORBIDDEN[layer])]
+  assert not wrong

@@ -10,7 +10,7 @@ import pytest
 
 from clip_jax import pretrained
 from clip_jax.models import clip as clip_model
-from clip_jax.models import configs
+from clip_jax import views
 
 skimage_data = pytest.importorskip("skimage.data")
 PIL_Image = pytest.importorskip("PIL.Image")
@@ -22,10 +22,10 @@ IMAGE_SIZE = 224
 # features' cosine similarity (random ViT-B-32) >= 0.9999999. The squashing views, bicubic and
 # bilinear, hold to the same bounds:
 MAX_LEVELS = 1  # of 8 bits; standardised, 1 / 255 / std
-SQUASH = configs.Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="squash",
+SQUASH = views.Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="squash",
                                interpolation="bilinear")
-VIEWS = {"openai": configs.Preprocessing(), "squash_bilinear": SQUASH,
-         "squash_bicubic": configs.Preprocessing(resize_mode="squash")}
+VIEWS = {"openai": views.Preprocessing(), "squash_bilinear": SQUASH,
+         "squash_bicubic": views.Preprocessing(resize_mode="squash")}
 MAX_MEAN_ABS_DIFFERENCE = 1e-4
 MIN_FEATURE_COSINE = 0.99999
 
@@ -93,15 +93,15 @@ def test_the_model_standardises_uint8_views_with_its_own_statistics():
   standardised with 0.5/0.5, not with OpenAI's statistics."""
   import jax  # pylint: disable=g-import-not-at-top
   model = clip_model.create_model("tiny-vit", preprocessing=dict(mean=SQUASH.mean, std=SQUASH.std))
-  views = pretrained.image_views([photo("coffee"), photo("camera")], 32, SQUASH)  # uint8
-  assert views.dtype == np.uint8 and views.shape == (2, 32, 32, 3)
+  pixels = pretrained.image_views([photo("coffee"), photo("camera")], 32, SQUASH)  # uint8
+  assert pixels.dtype == np.uint8 and pixels.shape == (2, 32, 32, 3)
   floats = pretrained.make_preprocess(32, SQUASH)([photo("coffee"), photo("camera")])
-  np.testing.assert_allclose(floats, (views / 255 - 0.5) / 0.5, atol=1e-6)
+  np.testing.assert_allclose(floats, (pixels / 255 - 0.5) / 0.5, atol=1e-6)
   variables = clip_model.init_variables(model.config, jax.random.PRNGKey(0))
   encode = lambda images: model.apply(variables, images, method=model.encode_image)  # noqa: E731
-  np.testing.assert_allclose(encode(views), encode(floats), atol=1e-5)
-  openai_floats = clip_model.standardize_images(views, configs.Preprocessing())
-  assert np.abs(np.asarray(encode(views)) - np.asarray(encode(openai_floats))).max() > 1e-3
+  np.testing.assert_allclose(encode(pixels), encode(floats), atol=1e-5)
+  openai_floats = clip_model.standardize_images(pixels, views.Preprocessing())
+  assert np.abs(np.asarray(encode(pixels)) - np.asarray(encode(openai_floats))).max() > 1e-3
 
 
 def test_preprocess_takes_pil_images_arrays_and_lists(preprocess):

@@ -16,7 +16,10 @@ import pytest
 from clip_jax import losses
 from clip_jax import settings
 from clip_jax.evaluation import evaluators
+from clip_jax import views
 from clip_jax.models import configs as model_configs
+from clip_jax.models import resnet
+from clip_jax.models import towers
 
 CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
 DEMO = os.path.join(CONFIGS, "synthetic_demo.py")
@@ -44,6 +47,8 @@ COMMAND_LINE = {
     "model.overrides.activation": ("quick_gelu", lambda run: run.model.architecture.activation),
     "model.overrides.init_logit_scale": ("2.5", lambda run: run.model.architecture.init_logit_scale),
     "model.overrides.init_logit_bias": ("-5.0", lambda run: run.model.architecture.init_logit_bias),
+    "model.overrides.vision.kind": ("modified_resnet",
+                                    lambda run: towers.of(run.model.architecture.vision).kind),
     "model.overrides.vision.image_size": ("48", lambda run: run.model.architecture.vision.image_size),
     "model.overrides.vision.patch_size": ("16", lambda run: run.model.architecture.vision.patch_size),
     "model.overrides.vision.width": ("96", lambda run: run.model.architecture.vision.width),
@@ -129,6 +134,10 @@ COMMAND_LINE = {
 }
 # Keys that only make sense together with others.
 COMPANIONS = {
+    # A tower of another kind than the named model's: every field of its record.
+    "model.overrides.vision.kind": ["--config.model.overrides.vision.image_size=32",
+                                    "--config.model.overrides.vision.layers=(1,1)",
+                                    "--config.model.overrides.vision.width=16"],
     "model.overrides.vision.image_size": ["--config.data.image_size=48"],
     "data.image_size": ["--config.model.overrides.vision.image_size=48"],
     "model.overrides.text.context_length": ["--config.data.context_length=20"],
@@ -167,7 +176,7 @@ def test_a_resnet_takes_its_stages_from_the_command_line():
                         "--config.model.overrides.vision.layers=(2,1,1)",
                         "--config.model.overrides.vision.image_size=32",
                         "--config.model.overrides.vision.width=8")
-  assert run.model.architecture.vision == model_configs.ModifiedResNetConfig(
+  assert run.model.architecture.vision == resnet.ModifiedResNetConfig(
       image_size=32, layers=(2, 1, 1), width=8)
   assert run.data.image_size == 32  # follows the model
 
@@ -175,7 +184,7 @@ def test_a_resnet_takes_its_stages_from_the_command_line():
 def test_the_model_takes_its_preprocessing_from_the_command_line():
   run = load_with_flags(DEMO, "--config.model.overrides.preprocessing.mean=(0.5,0.5,0.5)",
                         "--config.model.overrides.preprocessing.resize_mode=squash")
-  assert run.model.architecture.preprocessing == model_configs.Preprocessing(
+  assert run.model.architecture.preprocessing == views.Preprocessing(
       mean=(0.5, 0.5, 0.5), resize_mode="squash")
   with pytest.raises(ValueError, match=r"model\.overrides\.preprocessing\.interpolation="
                                        r"'nearest'; allowed: bicubic, bilinear"):

@@ -494,11 +494,11 @@ def count_traced_steps(monkeypatch) -> list[float]:
   traced = []
   original = train.train_step_lib.make_train_step
 
-  def make_counted_step(*args, mask_ratio=0.0, **kwargs):
-    step = original(*args, mask_ratio=mask_ratio, **kwargs)
+  def make_counted_step(*args):
+    step = original(*args)
 
     def counted_step(state, batch):
-      traced.append(mask_ratio)
+      traced.append(args[-1].mask_ratio)  # the StepOptions
       return step(state, batch)
 
     return counted_step

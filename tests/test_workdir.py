@@ -59,7 +59,7 @@ def test_embed_and_filter_shards_refuse_an_output_folder_in_use(tmp_path):
   shard.write_bytes(b"\0" * 1024)
   with workdir_lib.Lock(out):
     for command in (["-m", "clip_jax.embed", "--model=ckpt", f"--images={shard}"],
-                    ["-m", "input_pipeline.filter_shards", "--model=ckpt", f"--in={shard}",
+                    ["-m", "clip_jax.filter_shards", "--model=ckpt", f"--in={shard}",
                      "--min_score=0.2"]):
       completed = command_server.run_python([*command, f"--out={out}"])
       assert refusal(completed).startswith(f"{out} is in use by process {os.getpid()} on ")

@@ -19,7 +19,9 @@ from clip_jax.convert import hub
 from clip_jax.convert import openai_layout
 from clip_jax.convert import preprocessing_layout
 from clip_jax.convert import tensor_files
+from clip_jax import views
 from clip_jax.models import configs
+from clip_jax.models import vision as vision_lib
 
 EXPORT_FORMATS = ("open_clip", "hf")
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
@@ -53,7 +55,7 @@ def import_weights(src: str, model: str | None = None, activation: str | None = 
   model with its shapes (QuickGELU for OpenAI's sizes, although LAION's ViT-B-32 for one was
   trained with GELU: pass activation="gelu" for such bare weights).
 
-  The image preprocessing (`configs.Preprocessing`) is OpenAI's, changed by what the source
+  The image preprocessing (`views.Preprocessing`) is OpenAI's, changed by what the source
   publishes beside the weights (open_clip's or Hugging Face's config, `preprocessing_layout`),
   changed in turn by the fields of `preprocessing`.
 
@@ -90,7 +92,7 @@ def import_weights(src: str, model: str | None = None, activation: str | None = 
     config = dataclasses.replace(config, activation=activation)
   published, published_in = preprocessing_layout.read(src)
   given = {key: value for key, value in (preprocessing or {}).items() if value is not None}
-  config = dataclasses.replace(config, preprocessing=configs.Preprocessing(
+  config = dataclasses.replace(config, preprocessing=views.Preprocessing(
       **{**published, **given}))
   source["preprocessing"] = {
       key: ("flag" if key in given else published_in if key in published else "OpenAI's default")
@@ -112,7 +114,7 @@ def _open_clip_activation(src: str) -> str | None:
 def open_clip_model_config(config: configs.CLIPConfig) -> dict[str, Any]:
   """open_clip's `model_cfg` for the architecture (what `open_clip.create_model` builds from)."""
   vision, text = config.vision, config.text
-  if isinstance(vision, configs.VisionTransformerConfig):
+  if isinstance(vision, vision_lib.VisionTransformerConfig):
     vision_cfg = dict(image_size=vision.image_size, patch_size=vision.patch_size,
                       width=vision.width, layers=vision.layers, head_width=vision.head_width,
                       mlp_ratio=(vision.mlp_dim or 4 * vision.width) / vision.width)

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from clip_jax.models import configs
+from clip_jax.models import vision as vision_lib
 
 # (OpenAI prefix, HF prefix), whole names where they end in "$".
 _PREFIXES = [
@@ -118,7 +119,7 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> configs.CLIPConfig:
   return configs.CLIPConfig(
       embed_dim=hf_config.get("projection_dim", 512),
       activation=_ACTIVATIONS[text["hidden_act"]],
-      vision=configs.VisionTransformerConfig(
+      vision=vision_lib.VisionTransformerConfig(
           image_size=vision["image_size"], patch_size=vision["patch_size"],
           width=vision["hidden_size"], layers=vision["num_hidden_layers"],
           head_width=vision["hidden_size"] // vision["num_attention_heads"],
@@ -132,7 +133,7 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> configs.CLIPConfig:
 def hf_config(config: configs.CLIPConfig, logit_scale: float) -> dict[str, Any]:
   """config.json for transformers' CLIPModel with clip_jax's architecture."""
   vision, text = config.vision, config.text
-  if not isinstance(vision, configs.VisionTransformerConfig):
+  if not isinstance(vision, vision_lib.VisionTransformerConfig):
     raise ValueError("transformers' CLIPModel has no ModifiedResNet image tower.")
   tower = lambda record: dict(hidden_size=record.width, num_hidden_layers=record.layers,
                               intermediate_size=record.mlp_dim or 4 * record.width,

@@ -18,8 +18,10 @@ from typing import Any, Mapping
 from flax import traverse_util
 import numpy as np
 
-from clip_jax.models import configs
 from clip_jax.models import clip as clip_model
+from clip_jax.models import configs
+from clip_jax.models import resnet
+from clip_jax.models import vision as vision_lib
 
 # Entries of released state dicts that are not parameters: OpenAI's TorchScript archives carry
 # the model's sizes, PyTorch's BatchNorm counts its updates, HF buffers positions.
@@ -151,7 +153,7 @@ def infer_config(state_dict: Mapping[str, Any]) -> tuple[configs.CLIPConfig, str
   if "visual.proj" in state_dict:
     width, _, patch, _ = get("visual.conv1.weight")
     grid = round((get("visual.positional_embedding")[0] - 1) ** 0.5)
-    vision = configs.VisionTransformerConfig(
+    vision = vision_lib.VisionTransformerConfig(
         image_size=patch * grid, patch_size=patch, width=width,
         layers=_count_blocks(state_dict, "visual.transformer.resblocks."),
         mlp_dim=_mlp_dim(state_dict, "visual.transformer.", width))
@@ -159,7 +161,7 @@ def infer_config(state_dict: Mapping[str, Any]) -> tuple[configs.CLIPConfig, str
     stages = tuple(_count_blocks(state_dict, f"visual.layer{stage}.") for stage in range(1, 5))
     stages = stages[:stages.index(0)] if 0 in stages else stages
     grid = round((get("visual.attnpool.positional_embedding")[0] - 1) ** 0.5)
-    vision = configs.ModifiedResNetConfig(image_size=grid * 2 ** (len(stages) + 1),
+    vision = resnet.ModifiedResNetConfig(image_size=grid * 2 ** (len(stages) + 1),
                                           layers=stages,
                                           width=get("visual.layer1.0.conv1.weight")[0])
   config = configs.CLIPConfig(embed_dim=get("text_projection")[1], vision=vision, text=text,

@@ -21,25 +21,23 @@ templates; either can be set to a name of `prompts.CLASSNAME_SETS` / `prompts.TE
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Mapping
 
-import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
+from clip_jax import encoding
 from clip_jax import settings
-from clip_jax import sharding
 from clip_jax.evaluation import linear_probe
 from clip_jax.evaluation import prompts
 from clip_jax.evaluation import retrieval
 from clip_jax.evaluation import zero_shot
-from clip_jax.models import configs
+from clip_jax import views
 from input_pipeline import eval_data
 from input_pipeline import tokenizers
 
 Evaluators = Mapping[str, settings.Evaluator]
-Encoder = zero_shot.Encoder
+Encoder = encoding.Encoder
 
 
 def check_data(evals: Evaluators) -> None:
@@ -94,11 +92,11 @@ def due(evals: Evaluators, step: int, total_steps: int | None = None) -> list[st
 
 
 def run_evaluators(evals: Evaluators, encode_image: Encoder, encode_text: Encoder, step: int, *,
-                   data: settings.Data, view: configs.Preprocessing,
+                   data: settings.Data, view: views.Preprocessing,
                    total_steps: int | None = None) -> dict[str, float]:
   """Runs the evaluators due at `step`; returns their metrics, named "<name>/<metric>".
 
-  The encoders map numpy inputs [b, ...] to features [b, E] (`make_encoders`); `data` is the
+  The encoders map numpy inputs [b, ...] to features [b, E] (`encoding.make_encoders`); `data` is the
   training data's settings: its tokenizer, image size and, for synthetic evaluators, its world;
   `view` is the model's preprocessing (`CLIPConfig.preprocessing`): how images are resized.
   """
@@ -129,43 +127,12 @@ def summary_lines(evals: Evaluators, results: dict[str, float]) -> list[str]:
   return lines
 
 
-def make_encoders(model, variables, mesh: jax.sharding.Mesh) -> tuple[Encoder, Encoder]:
-  """Image and text encoders for the evaluators: numpy [b, ...] in, numpy features [b, E] out.
-
-  As in training, the batch is split over every device of the mesh (rows padded to a multiple of
-  the device count), and the parameters stay where they are. The features are replicated, so
-  every process gets all of them (each process reads the whole evaluation set, see
-  `input_pipeline.eval_data`). A batch size compiles once per run, not once per evaluation.
-  """
-  batch_sharding = sharding.batch_sharding(mesh)
-
-  def encoder(method: str) -> Encoder:
-    def encode(inputs: np.ndarray) -> np.ndarray:
-      padding = [(0, -len(inputs) % mesh.devices.size)] + [(0, 0)] * (inputs.ndim - 1)
-      padded = np.pad(inputs, padding)
-      global_inputs = jax.make_array_from_callback(padded.shape, batch_sharding,
-                                                   lambda index: padded[index])
-      features = _encode(variables, global_inputs, model=model, method=method, mesh=mesh)
-      return np.asarray(features)[:len(inputs)]
-
-    return encode
-
-  return encoder("encode_image"), encoder("encode_text")
-
-
-@functools.partial(jax.jit, static_argnames=("model", "method", "mesh"))
-def _encode(variables, inputs: jax.Array, *, model, method: str,
-            mesh: jax.sharding.Mesh) -> jax.Array:
-  features = sharding.with_mesh(model.apply, mesh)(variables, inputs, method=method)  # [b, E]
-  return jax.lax.with_sharding_constraint(features, sharding.replicated(mesh))
-
-
 def _tfds_options(evaluator: settings.Evaluator) -> dict[str, Any]:
   return dict(data_dir=evaluator.data_dir, mock_examples=evaluator.mock_examples)
 
 
 def _reader_options(evaluator: settings.Evaluator, data: settings.Data,
-                    view: configs.Preprocessing) -> dict[str, Any]:
+                    view: views.Preprocessing) -> dict[str, Any]:
   return dict(**_tfds_options(evaluator), image_feature=evaluator.image_feature,
               image_size=data.image_size, view=view, batch_size=evaluator.batch_size)
 
@@ -216,7 +183,7 @@ def _run_linear_probe(name, evaluator, encode_image, encode_text, data, view):
     batches = eval_data.image_label_batches(
         evaluator.dataset, split, label_feature=evaluator.label_feature,
         **_reader_options(evaluator, data, view))
-    encoded = [(zero_shot.encode_in_batches(encode_image, batch["image"], evaluator.batch_size),
+    encoded = [(encoding.encode_in_batches(encode_image, batch["image"], evaluator.batch_size),
                 batch["label"]) for batch in batches]
     return tuple(np.concatenate(arrays) for arrays in zip(*encoded))
 

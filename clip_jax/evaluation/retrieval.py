@@ -13,8 +13,8 @@ from typing import Iterable
 
 import numpy as np
 
+from clip_jax import encoding
 from clip_jax.evaluation import ranking
-from clip_jax.evaluation import zero_shot
 
 KS = (1, 5, 10)
 QUERY_CHUNK = 1024  # Queries scored at once: bounds the [chunk, candidates] similarity block.
@@ -49,8 +49,8 @@ def recall_at_k(image_features: np.ndarray, text_features: np.ndarray, text_imag
           for direction, direction_ranks in ranks.items() for k in ks}
 
 
-def evaluate(encode_image: zero_shot.Encoder, encode_text: zero_shot.Encoder,
-             tokenize: zero_shot.Tokenize, batches: Iterable[dict[str, np.ndarray]], *,
+def evaluate(encode_image: encoding.Encoder, encode_text: encoding.Encoder,
+             tokenize: encoding.Tokenize, batches: Iterable[dict[str, np.ndarray]], *,
              batch_size: int) -> dict[str, float]:
   """`recall_at_k` of images with their captions.
 
@@ -61,12 +61,12 @@ def evaluate(encode_image: zero_shot.Encoder, encode_text: zero_shot.Encoder,
   image_features, captions, text_image = [], [], []  # text_image: each caption's image
   num_images = 0
   for batch in batches:
-    image_features.append(zero_shot.encode_in_batches(encode_image, batch["image"], batch_size))
+    image_features.append(encoding.encode_in_batches(encode_image, batch["image"], batch_size))
     for image_captions in batch["captions"]:
       kept = [caption.decode() for caption in image_captions if caption.strip()]
       captions += kept
       text_image += [num_images] * len(kept)
       num_images += 1
-  text_features = zero_shot.encode_in_batches(encode_text, tokenize(captions), batch_size)
-  return recall_at_k(zero_shot.l2_normalize(np.concatenate(image_features)),
-                     zero_shot.l2_normalize(text_features), np.array(text_image, int))
+  text_features = encoding.encode_in_batches(encode_text, tokenize(captions), batch_size)
+  return recall_at_k(encoding.l2_normalize(np.concatenate(image_features)),
+                     encoding.l2_normalize(text_features), np.array(text_image, int))

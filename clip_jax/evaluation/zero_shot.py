@@ -9,52 +9,32 @@ scratch model, a converted OpenAI checkpoint or a hand-built fake in a test.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 import input_pipeline
+from clip_jax import encoding
 from clip_jax import settings
 from clip_jax.evaluation import ranking
 from input_pipeline import tokenizers
 from input_pipeline.sources import synthetic
-
-Encoder = Callable[[np.ndarray], np.ndarray]  # inputs [N, ...] -> features [N, E]
-Tokenize = Callable[[Sequence[str]], np.ndarray]  # texts -> int32 [N, context_length]
 
 # Prompt ensembles for the synthetic attributes; every word is in the synthetic vocabulary.
 SHAPE_TEMPLATES = ("a picture of a {}", "a {}", "a photo of a {}")
 COLOUR_TEMPLATES = ("something {}", "a {} thing", "a {} object")
 
 
-def encode_in_batches(encode: Encoder, inputs: np.ndarray, batch_size: int) -> np.ndarray:
-  """`encode` over inputs [N, ...] in batches of exactly `batch_size`, the last one zero-padded.
-
-  One input shape means one compilation of a jitted encoder, whatever N is.
-  """
-  features = []
-  for start in range(0, len(inputs), batch_size):
-    chunk = inputs[start:start + batch_size]
-    padding = [(0, batch_size - len(chunk))] + [(0, 0)] * (chunk.ndim - 1)
-    features.append(np.asarray(encode(np.pad(chunk, padding)))[:len(chunk)])
-  return np.concatenate(features)
-
-
-def l2_normalize(features: np.ndarray) -> np.ndarray:
-  """Rows [N, E] scaled to unit length: dot products become cosine similarities."""
-  return features / np.linalg.norm(features, axis=-1, keepdims=True)
-
-
-def class_embeddings(encode_text: Encoder, tokenize: Tokenize, classnames: Sequence[str],
+def class_embeddings(encode_text: encoding.Encoder, tokenize: encoding.Tokenize, classnames: Sequence[str],
                      templates: Sequence[str], *, batch_size: int = 256) -> np.ndarray:
   """[C, E]: per class, the mean of its L2-normalised prompt features, renormalised.
 
   Averaging over several phrasings (a prompt ensemble) smooths out the quirks of any one of them.
   """
   prompts = [template.format(name) for name in classnames for template in templates]
-  features = encode_in_batches(encode_text, tokenize(prompts), batch_size)  # [C * T, E]
-  features = l2_normalize(features.reshape(len(classnames), len(templates), -1))
-  return l2_normalize(features.mean(axis=1))
+  features = encoding.encode_in_batches(encode_text, tokenize(prompts), batch_size)  # [C * T, E]
+  features = encoding.l2_normalize(features.reshape(len(classnames), len(templates), -1))
+  return encoding.l2_normalize(features.mean(axis=1))
 
 
 def predict(image_features: np.ndarray, class_embeddings: np.ndarray) -> np.ndarray:
@@ -95,7 +75,7 @@ def classification_metrics(true_class_ranks: np.ndarray, labels: np.ndarray,
   return metrics
 
 
-def evaluate_classification(encode_image: Encoder, encode_text: Encoder, tokenize: Tokenize,
+def evaluate_classification(encode_image: encoding.Encoder, encode_text: encoding.Encoder, tokenize: encoding.Tokenize,
                             batches: Iterable[dict[str, np.ndarray]], classnames: Sequence[str],
                             templates: Sequence[str], *, batch_size: int) -> dict[str, float]:
   """Zero-shot metrics (`classification_metrics`) of labelled images.
@@ -107,7 +87,7 @@ def evaluate_classification(encode_image: Encoder, encode_text: Encoder, tokeniz
                              batch_size=batch_size)  # [C, E]
   true_class_ranks, labels = [], []
   for batch in batches:
-    scores = encode_in_batches(encode_image, batch["image"], batch_size) @ classes.T  # [b, C]
+    scores = encoding.encode_in_batches(encode_image, batch["image"], batch_size) @ classes.T  # [b, C]
     true_class = batch["label"][:, None] == np.arange(len(classnames))  # [b, C]
     true_class_ranks.append(ranking.ranks(scores, true_class))
     labels.append(batch["label"])
@@ -115,19 +95,19 @@ def evaluate_classification(encode_image: Encoder, encode_text: Encoder, tokeniz
                                 len(classnames))
 
 
-def _encode_eval_images(encode_image: Encoder, data: settings.Data, num_images: int,
+def _encode_eval_images(encode_image: encoding.Encoder, data: settings.Data, num_images: int,
                         batch_size: int):
   """Features [N, E] of the synthetic evaluation images, and their labels {name: [N]}."""
   features, labels = [], []
   for batch in input_pipeline.create_eval_images(data, num_images=num_images,
                                                  batch_size=batch_size):
-    features.append(encode_in_batches(encode_image, batch.pop("image"), batch_size))
+    features.append(encoding.encode_in_batches(encode_image, batch.pop("image"), batch_size))
     labels.append(batch)
   return (np.concatenate(features),
           {key: np.concatenate([batch[key] for batch in labels]) for key in labels[0]})
 
 
-def evaluate_synthetic(encode_image: Encoder, encode_text: Encoder, data: settings.Data, *,
+def evaluate_synthetic(encode_image: encoding.Encoder, encode_text: encoding.Encoder, data: settings.Data, *,
                        num_images: int = 1000, batch_size: int = 256,
                        prefix: str = "zero_shot") -> dict[str, float]:
   """Classifies new synthetic images by shape and by colour from prompts alone.

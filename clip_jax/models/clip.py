@@ -12,17 +12,20 @@ them, as open_clip's models take them.
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from clip_jax import views
 from clip_jax.models import configs
-from clip_jax.models import resnet
 from clip_jax.models import text
+from clip_jax.models import towers
 from clip_jax.models import vision
 
 
-def standardize_images(images: jax.Array, preprocessing: configs.Preprocessing) -> jax.Array:
+def standardize_images(images: jax.Array, preprocessing: views.Preprocessing) -> jax.Array:
   """uint8 pixels [..., H, W, 3] -> float32, scaled to [0, 1] and standardised per channel."""
   images = images.astype(jnp.float32) / 255.0
   return (images - jnp.asarray(preprocessing.mean)) / jnp.asarray(preprocessing.std)
@@ -43,15 +46,11 @@ class CLIP(nn.Module):
   def setup(self):
     config = self.config
     dtype = jnp.dtype(config.dtype)
-    transformer_settings = dict(activation=config.activation, dtype=dtype, scan=config.scan,
-                                remat=config.remat, attention=config.attention)
-    if isinstance(config.vision, configs.ModifiedResNetConfig):
-      self.visual = resnet.ModifiedResNet(config.vision, config.embed_dim, dtype,
-                                          config.attention)
-    else:
-      self.visual = vision.VisionTransformer(config.vision, config.embed_dim,
-                                             **transformer_settings)
-    self.text = text.TextTransformer(config.text, config.embed_dim, **transformer_settings)
+    settings = towers.TowerSettings(activation=config.activation, dtype=dtype, scan=config.scan,
+                                    remat=config.remat, attention=config.attention)
+    self.visual = towers.of(config.vision).build(config.vision, config.embed_dim, settings)
+    self.text = text.TextTransformer(config.text, config.embed_dim,
+                                     **dataclasses.asdict(settings))
     self.logit_scale = self.param(
         "logit_scale", nn.initializers.constant(config.init_logit_scale), ())
     self.logit_bias = None
@@ -64,20 +63,28 @@ class CLIP(nn.Module):
                    patch_indices: jax.Array | None = None) -> jax.Array:
     """Images [B, H, W, 3] (uint8 pixels, or standardised floats) -> float32 features [B, E].
 
-    `patch_dropout` > 0 (FLIP, a ViT only) drops that fraction of the patches at random, drawn
-    from the "patch_dropout" rng stream, or keeps the patches `patch_indices` [B, keep] that the
-    caller drew; see clip_jax.models.vision.
+    `patch_dropout` > 0 (FLIP, a tower with patches such as a ViT) drops that fraction of each
+    image's patches at random, drawn from the "patch_dropout" rng stream, or keeps the patches
+    `patch_indices` [B, keep] that the caller drew (the train step does, for the whole batch, so
+    that gradient accumulation's micro-batches keep the patches the whole batch would). Dropping
+    is a call argument, not part of the architecture: a training schedule (a masked phase, then an
+    unmasked one) that evaluation never asks for.
     """
     if images.dtype == jnp.uint8:
       images = standardize_images(images, self.config.preprocessing)
     if not patch_dropout and patch_indices is None:
       features = self.visual(images, train=train)
-    elif isinstance(self.config.vision, configs.ModifiedResNetConfig):
-      raise ValueError(f"patch_dropout={patch_dropout!r} with a ModifiedResNet image tower, which "
-                       "has no patches to drop; allowed: 0 (FLIP needs a ViT).")
+    elif (num_patches := towers.of(self.config.vision).patches) is None:
+      raise ValueError(f"patch_dropout={patch_dropout!r} with a "
+                       f"{towers.describe(self.config.vision)} image tower, which has no patches "
+                       "to drop; allowed: 0 (FLIP needs a tower with patches, such as a ViT).")
     else:
-      features = self.visual(images, train=train, patch_dropout=patch_dropout,
-                             patch_indices=patch_indices)
+      if patch_indices is None:
+        patches = num_patches(self.config.vision)
+        patch_indices = vision.kept_patch_indices(
+            self.make_rng("patch_dropout"), images.shape[0], patches,
+            vision.kept_patch_count(patches, patch_dropout))
+      features = self.visual(images, train=train, patch_indices=patch_indices)
     features = features.astype(jnp.float32)
     return l2_normalize(features) if normalize else features
 
@@ -86,20 +93,30 @@ class CLIP(nn.Module):
     features = self.text(tokens).astype(jnp.float32)
     return l2_normalize(features) if normalize else features
 
+  def outputs(self, images: jax.Array, tokens: jax.Array, train: bool = False,
+              patch_dropout: float = 0.0,
+              patch_indices: jax.Array | None = None) -> dict[str, jax.Array]:
+    """What a loss reads, by name: each example's outputs, batch first (`image_features`,
+    `text_features` [B, E]), and the ones shared by all examples, scalars (`logit_scale`, and
+    `logit_bias` where the model has one)."""
+    outputs = dict(
+        image_features=self.encode_image(images, train=train, patch_dropout=patch_dropout,
+                                         patch_indices=patch_indices),
+        text_features=self.encode_text(tokens), logit_scale=self.logit_scale)
+    if self.logit_bias is not None:
+      outputs["logit_bias"] = self.logit_bias
+    return outputs
+
   def __call__(self, images: jax.Array, tokens: jax.Array, train: bool = False,
                patch_dropout: float = 0.0,
                patch_indices: jax.Array | None = None) -> dict[str, jax.Array]:
-    image_features = self.encode_image(images, train=train, patch_dropout=patch_dropout,
-                                       patch_indices=patch_indices)    # [B, E]
-    text_features = self.encode_text(tokens)                           # [B, E]
-    logits = jnp.exp(self.logit_scale) * image_features @ text_features.T  # [B, B]
-    outputs = dict(image_features=image_features, text_features=text_features,
-                   logit_scale=self.logit_scale)
+    """`outputs`, and the similarity logits of every image with every text [B, B]."""
+    outputs = self.outputs(images, tokens, train=train, patch_dropout=patch_dropout,
+                           patch_indices=patch_indices)
+    logits = jnp.exp(self.logit_scale) * outputs["image_features"] @ outputs["text_features"].T
     if self.logit_bias is not None:
       logits = logits + self.logit_bias
-      outputs["logit_bias"] = self.logit_bias
-    outputs["logits_per_image"] = logits
-    return outputs
+    return {**outputs, "logits_per_image": logits}
 
 
 def create_model(name: str, **overrides) -> CLIP:

@@ -12,49 +12,14 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from clip_jax import views
 from clip_jax.models import attention
 from clip_jax.models import layers
+from clip_jax.models import resnet
+from clip_jax.models import towers
+from clip_jax.models import vision as vision_lib
 
 DTYPES = ("float32", "bfloat16")
-# OpenAI's per-channel RGB statistics, the default: their weights only work with exactly these.
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-# "shortest": shorter side to the image size, then the centre crop (OpenAI's); "squash": both
-# sides to the image size, the aspect ratio not kept (many open_clip and SigLIP checkpoints').
-RESIZE_MODES = ("shortest", "squash")
-INTERPOLATIONS = ("bicubic", "bilinear")
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Preprocessing:
-  """How a checkpoint's images were prepared when it was trained: its features assume the same.
-
-  The statistics standardise uint8 pixels inside the model (`CLIP.encode_image`); the resize
-  mode and filter make the evaluation view on the host (`input_pipeline.preprocessing`).
-  """
-  mean: tuple[float, float, float] = OPENAI_MEAN
-  std: tuple[float, float, float] = OPENAI_STD
-  resize_mode: str = "shortest"
-  interpolation: str = "bicubic"
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class VisionTransformerConfig:
-  image_size: int
-  patch_size: int
-  width: int
-  layers: int
-  head_width: int = 64
-  mlp_dim: int | None = None  # None: 4 * width.
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ModifiedResNetConfig:
-  image_size: int
-  layers: tuple[int, ...]  # Bottleneck blocks per stage; each stage after the first halves H, W.
-  width: int  # Stem width; stage i has width * 2**i planes and outputs 4 times as many channels.
-  head_width: int = 64  # Of the attention pool.
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TextConfig:
@@ -69,7 +34,7 @@ class TextConfig:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CLIPConfig:
   embed_dim: int
-  vision: VisionTransformerConfig | ModifiedResNetConfig
+  vision: Any  # the config record of a registered image tower (clip_jax.models.towers)
   text: TextConfig
   activation: str = "gelu"  # "quick_gelu" for OpenAI's weights, "gelu" (exact) for open_clip's.
   dtype: str = "float32"  # Compute dtype; parameters are always float32.
@@ -78,7 +43,7 @@ class CLIPConfig:
   attention: str = "auto"  # The kernel: "auto", "xla", "cudnn", "splash" (models/attention.py).
   init_logit_scale: float = math.log(1 / 0.07)  # The sigmoid loss wants log(10).
   init_logit_bias: float | None = None  # A learned logit bias (sigmoid loss: -10), if not None.
-  preprocessing: Preprocessing = Preprocessing()
+  preprocessing: views.Preprocessing = views.Preprocessing()
 
 
 def _openai(embed_dim, vision, text_width):
@@ -88,12 +53,12 @@ def _openai(embed_dim, vision, text_width):
 
 
 def _resnet(image_size, layers, width):
-  return ModifiedResNetConfig(image_size=image_size, layers=layers, width=width)
+  return resnet.ModifiedResNetConfig(image_size=image_size, layers=layers, width=width)
 
 
 def _vit(image_size, patch_size, width, layers, **sizes):
-  return VisionTransformerConfig(image_size=image_size, patch_size=patch_size, width=width,
-                                 layers=layers, **sizes)
+  return vision_lib.VisionTransformerConfig(image_size=image_size, patch_size=patch_size,
+                                            width=width, layers=layers, **sizes)
 
 
 MODELS: dict[str, CLIPConfig] = {
@@ -163,7 +128,7 @@ def check(config: CLIPConfig, prefix: str = "") -> None:
     raise ValueError(f"{prefix}activation={config.activation!r}; allowed: "
                      f"{_allowed(layers.ACTIVATIONS)}.")
   preprocessing = config.preprocessing
-  for key, allowed in (("resize_mode", RESIZE_MODES), ("interpolation", INTERPOLATIONS)):
+  for key, allowed in (("resize_mode", views.RESIZE_MODES), ("interpolation", views.INTERPOLATIONS)):
     if getattr(preprocessing, key) not in allowed:
       raise ValueError(f"{prefix}preprocessing.{key}={getattr(preprocessing, key)!r}; allowed: "
                        f"{_allowed(allowed)}.")
@@ -172,23 +137,11 @@ def check(config: CLIPConfig, prefix: str = "") -> None:
     if len(values) != 3 or (key == "std" and min(values) <= 0):
       raise ValueError(f"{prefix}preprocessing.{key}={values!r}; allowed: three (R, G, B) "
                        f"{'positive ' if key == 'std' else ''}numbers.")
-  vision, text = config.vision, config.text
-  if isinstance(vision, VisionTransformerConfig):
-    if vision.image_size % vision.patch_size:
-      raise ValueError(f"{prefix}vision.patch_size={vision.patch_size} does not divide "
-                       f"vision.image_size={vision.image_size}; allowed: its divisors.")
-    vision_width = vision.width
-  else:
-    stride = 2 ** (len(vision.layers) + 1)
-    if vision.image_size % stride:
-      raise ValueError(f"{prefix}vision.image_size={vision.image_size}; allowed: multiples of "
-                       f"{stride} (the ResNet's total stride).")
-    vision_width = vision.width * 2 ** (len(vision.layers) + 1)  # Into the attention pool.
-  for tower, width, head_width in [("vision", vision_width, vision.head_width),
-                                   ("text", text.width, text.head_width)]:
-    if width % head_width:
-      raise ValueError(f"{prefix}{tower}.head_width={head_width} does not divide the width "
-                       f"{width}; allowed: its divisors.")
+  towers.of(config.vision).check(config.vision, prefix)
+  text = config.text
+  if text.width % text.head_width:
+    raise ValueError(f"{prefix}text.head_width={text.head_width} does not divide the width "
+                     f"{text.width}; allowed: its divisors.")
 
 
 # The fields of CLIPConfig that are records, changed field by field.
@@ -199,25 +152,52 @@ def get_model_config(name: str, **overrides) -> CLIPConfig:
   """The named architecture with `overrides` applied and checked.
 
   Overrides are `CLIPConfig` fields; `vision=dict(...)`, `text=dict(...)` and
-  `preprocessing=dict(...)` change fields of those records. A bad name, key or value raises a
-  ValueError naming it and what is allowed.
+  `preprocessing=dict(...)` change fields of those records, and `vision=dict(kind=...)` of
+  another registered kind replaces the image tower with one of that kind. A bad name, key or
+  value raises a ValueError naming it and what is allowed.
   """
   if name not in MODELS:
     raise ValueError(f"model.name={name!r} is not a known model; allowed: "
                      f"{_allowed(MODELS)}.")
   prefix = "model.overrides."
   config = MODELS[name]
-  towers = {key: overrides.pop(key) for key in RECORDS if key in overrides}
+  records = {key: dict(overrides.pop(key)) for key in RECORDS if key in overrides}
+  kind = records.get("vision", {}).pop("kind", None)
+  if kind is not None and (
+      tower := towers.of_kind(kind, f"{prefix}vision.kind")) is not towers.of(config.vision):
+    # Another kind of image tower: a record of its own, every field given or defaulted.
+    config = dataclasses.replace(config, vision=_new_record(tower.config, records.pop("vision"),
+                                                            f"{prefix}vision."))
   config = _replace(config, overrides, prefix)
   config = _replace(config, {key: _replace(getattr(config, key), changes, f"{prefix}{key}.")
-                             for key, changes in towers.items()}, prefix)
+                             for key, changes in records.items()}, prefix)
   check(config, prefix)
   return config
 
 
+def _new_record(record_type: type, fields: Mapping[str, Any], prefix: str):
+  """A record of `record_type` from `fields`, naming an unknown field or a missing one."""
+  known = {field.name: field for field in dataclasses.fields(record_type)}
+  for key in fields:
+    if key not in known:
+      raise ValueError(f"Unknown model setting {prefix}{key}={fields[key]!r} for "
+                       f"{record_type.__name__}; allowed: {_allowed(known)}.")
+  missing = [name for name, field in known.items() if name not in fields
+             and field.default is dataclasses.MISSING
+             and field.default_factory is dataclasses.MISSING]
+  if missing:
+    raise ValueError(f"{prefix}{missing[0]} is needed for a {record_type.__name__} (its kind has "
+                     f"no value of the named model to keep); give {', '.join(missing)}.")
+  return record_type(**{key: tuple(value) if isinstance(value, list) else value
+                        for key, value in fields.items()})
+
+
 def config_to_dict(config: CLIPConfig) -> dict[str, Any]:
-  """A JSON-ready dict of the architecture, as saved beside converted weights."""
-  return dataclasses.asdict(config)
+  """A JSON-ready dict of the architecture, as saved beside converted weights; the image tower's
+  record carries its kind."""
+  fields = dataclasses.asdict(config)
+  fields["vision"] = {"kind": towers.of(config.vision).kind, **fields["vision"]}
+  return fields
 
 
 def function_fields(config: CLIPConfig) -> dict[str, Any]:
@@ -230,16 +210,18 @@ def function_fields(config: CLIPConfig) -> dict[str, Any]:
 
 
 def config_from_dict(fields: Mapping[str, Any]) -> CLIPConfig:
-  """The inverse of `config_to_dict` (a ViT when the vision record has a patch size), checked."""
+  """The inverse of `config_to_dict`, checked."""
   fields = dict(fields)
   vision = dict(fields.pop("vision"))
-  vision_type = VisionTransformerConfig if "patch_size" in vision else ModifiedResNetConfig
-  if vision_type is ModifiedResNetConfig:
-    vision["layers"] = tuple(vision["layers"])
+  # Files written before the record carried its kind hold a ViT or a ModifiedResNet.
+  kind = vision.pop("kind", "vit" if "patch_size" in vision else "modified_resnet")
+  vision = {key: tuple(value) if isinstance(value, list) else value
+            for key, value in vision.items()}
   # Files written before checkpoints recorded their preprocessing have OpenAI's.
   preprocessing = {key: tuple(value) if isinstance(value, list) else value
                    for key, value in fields.pop("preprocessing", {}).items()}
-  config = CLIPConfig(vision=vision_type(**vision), text=TextConfig(**fields.pop("text")),
-                      preprocessing=Preprocessing(**preprocessing), **fields)
+  config = CLIPConfig(vision=towers.of_kind(kind).config(**vision),
+                      text=TextConfig(**fields.pop("text")),
+                      preprocessing=views.Preprocessing(**preprocessing), **fields)
   check(config)
   return config

@@ -12,15 +12,26 @@ across devices, so the result does not depend on how the batch is split.
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from clip_jax.models import attention as attention_lib
-from clip_jax.models import configs
+from clip_jax.models import costs
 from clip_jax.models import layers
+from clip_jax.models import towers
 
 EXPANSION = 4  # A Bottleneck outputs 4 times as many channels as it computes with.
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModifiedResNetConfig:
+  image_size: int
+  layers: tuple[int, ...]  # Bottleneck blocks per stage; each stage after the first halves H, W.
+  width: int  # Stem width; stage i has width * 2**i planes and outputs 4 times as many channels.
+  head_width: int = 64  # Of the attention pool.
 
 
 def _conv(features: int, kernel: int, dtype: layers.Dtype, name: str, **kwargs) -> nn.Conv:
@@ -109,7 +120,7 @@ class AttentionPool2d(nn.Module):
 class ModifiedResNet(nn.Module):
   """Images [B, H, W, 3] -> unnormalised image embeddings [B, embed_dim]."""
 
-  config: configs.ModifiedResNetConfig
+  config: ModifiedResNetConfig
   embed_dim: int
   dtype: layers.Dtype = jnp.float32
   attention: str = "auto"
@@ -132,3 +143,58 @@ class ModifiedResNet(nn.Module):
     return AttentionPool2d(config.image_size // 2 ** (len(config.layers) + 1),
                            x.shape[-1] // config.head_width, self.embed_dim, self.dtype,
                            self.attention, name="attnpool")(x)
+
+
+def check(config: ModifiedResNetConfig, prefix: str) -> None:
+  stride = 2 ** (len(config.layers) + 1)
+  if config.image_size % stride:
+    raise ValueError(f"{prefix}vision.image_size={config.image_size}; allowed: multiples of "
+                     f"{stride} (the ResNet's total stride).")
+  pool_width = config.width * stride  # into the attention pool
+  if pool_width % config.head_width:
+    raise ValueError(f"{prefix}vision.head_width={config.head_width} does not divide the width "
+                     f"{pool_width}; allowed: its divisors.")
+
+
+def _conv_cost(size: int, kernel: int, features_in: int, features_out: int,
+               input_is_data: bool = False) -> costs.Cost:
+  """A convolution with a `size` x `size` output."""
+  return costs.matmul(2 * size * size * kernel * kernel * features_in * features_out,
+                      input_is_data)
+
+
+def flops(config: ModifiedResNetConfig, embed_dim: int, mask_ratio: float = 0.0,
+          remat: bool = False) -> costs.Cost:
+  """The stem's three 3x3 convolutions, the bottlenecks (1x1, 3x3, pool, 1x1; a pooled 1x1
+  shortcut where the shape changes), and the attention pool (one query: the mean token). No
+  patches to drop, no remat."""
+  del mask_ratio, remat
+  half, width = config.width // 2, config.width
+  size = config.image_size // 2
+  cost = (_conv_cost(size, 3, 3, half, input_is_data=True) + _conv_cost(size, 3, half, half)
+          + _conv_cost(size, 3, half, width))
+  size //= 2
+  channels = width
+  for stage, blocks in enumerate(config.layers):
+    planes = width * 2 ** stage
+    for index in range(blocks):
+      stride = 2 if stage > 0 and index == 0 else 1
+      out_size, features = size // stride, EXPANSION * planes
+      cost += (_conv_cost(size, 1, channels, planes) + _conv_cost(size, 3, planes, planes)
+               + _conv_cost(out_size, 1, planes, features))
+      if stride > 1 or channels != features:
+        cost += _conv_cost(out_size, 1, channels, features)
+      size, channels = out_size, features
+  tokens = 1 + size * size
+  attention_pool = (2 * channels * channels  # q_proj, of the mean token only
+                    + 2 * 2 * tokens * channels * channels  # k_proj, v_proj
+                    + 2 * 2 * tokens * channels  # logits and weighted sum of the one query
+                    + 2 * channels * embed_dim)  # c_proj
+  return cost + costs.matmul(attention_pool)
+
+
+TOWER = towers.register(towers.ImageTower(
+    kind="modified_resnet", config=ModifiedResNetConfig,
+    build=lambda config, embed_dim, settings: ModifiedResNet(
+        config, embed_dim, dtype=settings.dtype, attention=settings.attention),
+    check=check, blocks=lambda config: sum(config.layers), flops=flops))

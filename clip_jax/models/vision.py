@@ -5,20 +5,34 @@ positional embedding, `ln_pre` before the stack (CLIP's addition to ViT), and th
 `ln_post` output projected into the joint embedding space.
 
 FLIP (Li et al. 2023, "Scaling Language-Image Pre-training via Masking") trains on a random
-subset of each image's patches: `patch_dropout=ratio` drops that fraction of the patch tokens
-after the positional embedding is added (so the kept ones still know where they are) and before
-`ln_pre`, keeping the class token, as open_clip's `PatchDropout`. The number kept is a Python
-int, so shapes stay static and each ratio compiles once; the tower's cost falls with it.
+subset of each image's patches: the tower keeps the patch tokens `patch_indices` names (drawn by
+`kept_patch_indices`) after the positional embedding is added (so the kept ones still know where
+they are) and before `ln_pre`, keeping the class token, as open_clip's `PatchDropout`. The
+number kept is a Python int, so shapes stay static and each ratio compiles once; the tower's cost
+falls with it.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from clip_jax.models import configs
+from clip_jax.models import costs
 from clip_jax.models import layers
+from clip_jax.models import towers
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VisionTransformerConfig:
+  image_size: int
+  patch_size: int
+  width: int
+  layers: int
+  head_width: int = 64
+  mlp_dim: int | None = None  # None: 4 * width.
 
 
 class PatchEmbedding(nn.Module):
@@ -73,17 +87,11 @@ def keep_patches(tokens: jax.Array, indices: jax.Array) -> jax.Array:
 class VisionTransformer(nn.Module):
   """Images [B, H, W, 3] -> unnormalised image embeddings [B, embed_dim].
 
-  `patch_dropout` (FLIP) is a call argument, not a module field: it is a training schedule (a
-  masked phase, then an unmasked one), not part of the architecture that configs and converted
-  checkpoints describe. Only a caller that asks for it drops patches (the train step); its
-  default 0, what `train=False` callers and evaluation use, computes the full model. Dropping
-  draws from the "patch_dropout" rng stream (`rngs={"patch_dropout": key}` in `apply`), unless
-  the caller drew the kept patches itself (`patch_indices` [B, keep], from `kept_patch_indices`):
-  the train step does, for the whole batch, so that gradient accumulation's micro-batches keep
-  the patches the whole batch would.
+  `patch_indices` [B, keep] (FLIP, drawn by `kept_patch_indices`) keeps those patches of each
+  image, after the positional embedding; without them the tower sees every patch.
   """
 
-  config: configs.VisionTransformerConfig
+  config: VisionTransformerConfig
   embed_dim: int
   activation: str = "gelu"
   dtype: layers.Dtype = jnp.float32
@@ -92,7 +100,7 @@ class VisionTransformer(nn.Module):
   attention: str = "auto"
 
   @nn.compact
-  def __call__(self, images: jax.Array, *, train: bool = False, patch_dropout: float = 0.0,
+  def __call__(self, images: jax.Array, *, train: bool = False,
                patch_indices: jax.Array | None = None) -> jax.Array:
     del train  # No dropout or BatchNorm: training and inference compute the same function.
     config = self.config
@@ -108,10 +116,6 @@ class VisionTransformer(nn.Module):
     positional_embedding = self.param("positional_embedding", layers.normal(scale),
                                       (1 + grid * grid, width))
     x = x + positional_embedding.astype(self.dtype)
-    if patch_dropout and patch_indices is None:
-      num_patches = grid * grid
-      patch_indices = kept_patch_indices(self.make_rng("patch_dropout"), batch, num_patches,
-                                         kept_patch_count(num_patches, patch_dropout))
     if patch_indices is not None:
       x = keep_patches(x, patch_indices)                               # [B, 1 + keep, W]
     x = layers.LayerNorm(name="ln_pre")(x)
@@ -122,3 +126,37 @@ class VisionTransformer(nn.Module):
     x = layers.LayerNorm(name="ln_post")(x[:, 0])                       # [B, W]
     proj = self.param("proj", layers.normal(scale), (width, self.embed_dim))
     return x @ proj.astype(self.dtype)                                 # [B, E]
+
+
+def check(config: VisionTransformerConfig, prefix: str) -> None:
+  if config.image_size % config.patch_size:
+    raise ValueError(f"{prefix}vision.patch_size={config.patch_size} does not divide "
+                     f"vision.image_size={config.image_size}; allowed: its divisors.")
+  if config.width % config.head_width:
+    raise ValueError(f"{prefix}vision.head_width={config.head_width} does not divide the width "
+                     f"{config.width}; allowed: its divisors.")
+
+
+def num_patches(config: VisionTransformerConfig) -> int:
+  return (config.image_size // config.patch_size) ** 2
+
+
+def flops(config: VisionTransformerConfig, embed_dim: int, mask_ratio: float = 0.0,
+          remat: bool = False) -> costs.Cost:
+  """The patch embedding (every patch: FLIP drops them after it), the blocks on the class token
+  and the kept patches, the projection."""
+  patches = num_patches(config)
+  embedding = costs.matmul(2 * patches * config.patch_size ** 2 * 3 * config.width,
+                           input_is_data=True)
+  tokens = 1 + (kept_patch_count(patches, mask_ratio) if mask_ratio else patches)
+  return (embedding + costs.transformer(tokens, config.width, config.layers, config.mlp_dim, remat)
+          + costs.matmul(2 * config.width * embed_dim))
+
+
+TOWER = towers.register(towers.ImageTower(
+    kind="vit", config=VisionTransformerConfig,
+    build=lambda config, embed_dim, settings: VisionTransformer(
+        config, embed_dim, activation=settings.activation, dtype=settings.dtype,
+        scan=settings.scan, remat=settings.remat, attention=settings.attention),
+    check=check, blocks=lambda config: config.layers, flops=flops, patches=num_patches,
+    scanned_layers="layers"))

@@ -7,10 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from clip_jax import encoding
 from clip_jax import models
+from clip_jax import encoding
 from clip_jax import settings
 from clip_jax import sharding
 from clip_jax.evaluation import evaluators
+from clip_jax import views
 
 DATA = settings.Data(name="synthetic", image_size=32, context_length=16, tokenizer="words")
 
@@ -36,7 +39,7 @@ def tiny_model():
 @pytest.fixture(scope="module")
 def encoders(tiny_model):
   """The sharded encoders, counting the texts they encode."""
-  encode_image, encode_text = evaluators.make_encoders(*tiny_model)
+  encode_image, encode_text = encoding.make_encoders(*tiny_model)
   texts_encoded = []
 
   def counting_encode_text(tokens):
@@ -50,7 +53,7 @@ def run(evals, encoders, step=10):
   evals = parse(evals)
   evaluators.check_data(evals)
   return evaluators.run_evaluators(evals, *encoders[:2], step, data=DATA,
-                                   view=models.configs.Preprocessing())
+                                   view=views.Preprocessing())
 
 
 def assert_metrics(results, expected_names):
@@ -60,7 +63,7 @@ def assert_metrics(results, expected_names):
 
 def test_sharded_encoders_equal_the_model_on_one_device(tiny_model):
   model, variables, mesh = tiny_model
-  encode_image, encode_text = evaluators.make_encoders(model, variables, mesh)
+  encode_image, encode_text = encoding.make_encoders(model, variables, mesh)
   images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
   tokens = np.arange(5 * 16, dtype=np.int32).reshape(5, 16) % 100
   for encode, inputs, method in ((encode_image, images, model.encode_image),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import input_pipeline
+from clip_jax import encoding
 from clip_jax import settings
 from clip_jax.evaluation import zero_shot
 from input_pipeline import tokenizers
@@ -94,7 +95,7 @@ def test_encoders_always_see_one_batch_size():
     seen_shapes.append(inputs.shape)
     return inputs[:, :1] * 2
 
-  features = zero_shot.encode_in_batches(encode, np.arange(1, 11.0).reshape(5, 2), batch_size=2)
+  features = encoding.encode_in_batches(encode, np.arange(1, 11.0).reshape(5, 2), batch_size=2)
   np.testing.assert_array_equal(features, [[2.0], [6.0], [10.0], [14.0], [18.0]])
   assert seen_shapes == [(2, 2)] * 3
 

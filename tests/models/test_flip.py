@@ -5,10 +5,10 @@ import jax
 import numpy as np
 import pytest
 
+from clip_jax import encoding
 from clip_jax import flip
 from clip_jax import settings
 from clip_jax import sharding
-from clip_jax.evaluation import evaluators
 from clip_jax.models import vision
 
 NUM_PATCHES = 16  # tiny-vit: 32 px in 8 px patches.
@@ -108,7 +108,7 @@ def test_without_dropping_asked_for_the_model_computes_whole_images(tiny_vit):
   assert np.abs(encode(train=True, patch_dropout=0.5, rngs=rngs) - whole).max() > 1e-3
 
   mesh = sharding.create_mesh()
-  encode_image, _ = evaluators.make_encoders(model, variables, mesh)
+  encode_image, _ = encoding.make_encoders(model, variables, mesh)
   np.testing.assert_allclose(encode_image(np.asarray(images)), whole, atol=1e-6)
 
 

@@ -1,6 +1,6 @@
 """CLIP-score filtering of WebDataset shards (DataComp's "CLIP score" baseline, LAION's curation):
 
-  python -m input_pipeline.filter_shards --model=<checkpoint> --in='shards/{00000..00099}.tar' \
+  python -m clip_jax.filter_shards --model=<checkpoint> --in='shards/{00000..00099}.tar' \
       --out=<dir> (--min_score=0.28 | --keep_fraction=0.3)
 
 A sample's score is the cosine similarity of its image and its caption under the model (each with

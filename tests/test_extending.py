@@ -1,0 +1,76 @@
+"""A kind of image tower defined outside the package (tests/plugin_tower.py), registered as a
+plug-in, without an edit inside clip_jax: a run with it trains (FLIP's patch dropping included),
+its workdir loads in another process that only has the config to go by, and its step plans."""
+
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+import command_server
+import plugin_tower
+from clip_jax import flops
+from clip_jax import plan
+from clip_jax import settings
+from clip_jax import train
+from test_train import tiny_config
+
+VISION = dict(kind="mean_patch", image_size=32, patch_size=8, width=24)
+
+
+def plugin_config(**changes) -> ml_collections.ConfigDict:
+  config = tiny_config()
+  config.model.plugins = ("plugin_tower",)
+  config.model.overrides.vision = ml_collections.ConfigDict(VISION)
+  config.update_from_flattened_dict(changes)
+  return config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("plugin") / "run")
+  config = plugin_config(**{"flip.mask_ratio": 0.5, "flip.unmasked_steps": 2})
+  return workdir, train.train_and_evaluate(config, workdir)
+
+
+def test_a_plugin_tower_trains_with_patch_dropping(trained):
+  _, final = trained
+  assert np.isfinite(final["loss"])
+  assert 0.0 <= final["zero_shot/shape_top1_seen"] <= 1.0  # zero-shot ran on its features
+  run = settings.parse(plugin_config(**{"flip.mask_ratio": 0.5}))
+  assert run.model.architecture.vision == plugin_tower.MeanPatchConfig(
+      image_size=32, patch_size=8, width=24)
+  masked = flops.train_flops_per_sample(run.model.architecture, 16, mask_ratio=0.5)["image"]
+  assert masked.forward < flops.train_flops_per_sample(run.model.architecture, 16)["image"].forward
+
+
+def test_its_workdir_loads_where_only_the_config_names_the_plugin(trained):
+  workdir, _ = trained
+  loaded = command_server.run_python([
+      "-c", "import sys, numpy as np, clip_jax; model, variables, preprocess, tokenize = "
+      "clip_jax.load(sys.argv[1]); features = model.apply(variables, preprocess(np.zeros((40, 30, "
+      "3), np.uint8)), tokenize(['a red circle']))['image_features']; print(type(model.config."
+      "vision).__name__, features.shape)", workdir],
+      cwd=os.path.dirname(os.path.abspath(__file__)))  # where the plug-in is on the Python path
+  assert loaded.returncode == 0, loaded.stderr[-3000:]
+  assert loaded.stdout.split() == ["MeanPatchConfig", "(1,", "16)"]
+
+
+def test_its_step_plans(trained):
+  run = settings.parse(plugin_config())
+  planned = plan.plan_run(run, jax.devices()[:2], "cpu")
+  step = planned.steps[0]
+  assert step.model_flops == pytest.approx(16 * flops.train_flops_per_sample(
+      run.model.architecture, 16)["total"].total)
+  assert step.hbm_traffic > 0
+
+
+def test_a_kind_is_registered_once_and_an_unknown_one_is_named():
+  with pytest.raises(ValueError, match="kind 'mean_patch' or record MeanPatchConfig is registered"):
+    plugin_tower.towers.register(plugin_tower.TOWER)
+  with pytest.raises(ValueError, match=r"model\.overrides\.vision\.kind='mean_pool' is not a "
+                                       r"registered image tower; allowed: modified_resnet, vit, "
+                                       r"mean_patch \(or a plug-in's, named in model\.plugins\)\."):
+    settings.parse(plugin_config(**{"model.overrides.vision.kind": "mean_pool"}))
