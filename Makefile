@@ -11,7 +11,7 @@ PIP := $(VENV)/bin/python -m pip --quiet
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test lint install install-test clean
 
 # The oldest Python the dependencies accept, as setup.cfg's python_requires says (e.g. 3.11).
 MIN_PYTHON := $(shell sed -n 's/^python_requires *= *>= *//p' setup.cfg)
@@ -42,7 +42,10 @@ demo: $(RUNTIME_STAMP)
 	$(VENV)/bin/python -m clip_jax.train --config=configs/synthetic_demo.py \
 	    --workdir=$(DEMO_WORKDIR) $(DEMO_FLAGS)
 
-test: $(TEST_STAMP)
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check --no-cache .
+
+test: lint
 	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 clean:

@@ -1,8 +1,8 @@
-"""The training input pipeline on WebDataset shards of photograph-like JPEGs, side by side in one run:
-the reading stage alone (records/s), the whole pipeline (read, decode, augment, tokenize, batch;
-samples/s) at each of `--cores`, the same with `data.exact_resize=True` (PIL's pixels, the work
-open_clip does), optionally the code of another checkout (`--before`) and open_clip's own training
-data pipeline (`open_clip_train.data.get_wds_dataset`) on the same shards.
+"""The training input pipeline on WebDataset shards of photograph-like JPEGs, side by side in one
+run: the reading stage alone (records/s), the whole pipeline (read, decode, augment, tokenize,
+batch; samples/s) at each of `--cores`, the same with `data.exact_resize=True` (PIL's pixels, the
+work open_clip does), optionally the code of another checkout (`--before`) and open_clip's own
+training data pipeline (`open_clip_train.data.get_wds_dataset`) on the same shards.
 
   python -m benchmarks.input_pipeline --before=/path/to/base/checkout --no_open_clip
   python -m benchmarks.input_pipeline --open_clip_python=/path/to/venv/bin/python

@@ -72,7 +72,8 @@ def main():
     rows.append(table_row(model, slice_name, label, result))
     print(common.format_table(header, rows[-1:]), flush=True)
   common.report(
-      "Memory plan of the paper's runs on TPU slices (compiled by libtpu, no TPU used)", header, rows,
+      "Memory plan of the paper's runs on TPU slices (compiled by libtpu, no TPU used)",
+      header, rows,
       f"Global batch {GLOBAL_BATCH:,}, bfloat16 compute, float32 parameters and AdamW state, "
       "scanned blocks, data parallel (fsdp=1), attention=auto (the splash kernel from 256 "
       "tokens) unless the settings say otherwise. state = parameters + optimiser state per chip; "

@@ -131,7 +131,8 @@ def time_open_clip_step(model_name: str, batch_size: int, steps: int,
   size = model.visual.image_size
   size = size[0] if isinstance(size, (tuple, list)) else size
   decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
-  no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "logit_scale" not in n)]
+  no_decay = [p for n, p in model.named_parameters()
+              if not (p.ndim >= 2 and "logit_scale" not in n)]
   optimizer = torch.optim.AdamW([{"params": no_decay, "weight_decay": 0.0},
                                  {"params": decay, "weight_decay": 0.2}],
                                 lr=5e-4, betas=(0.9, 0.98), eps=1e-6)

@@ -1,4 +1,5 @@
-"""CLIP's and SigLIP's losses computed tile by tile: memory O(b * D + tile^2) per device, not O(B^2).
+"""CLIP's and SigLIP's losses computed tile by tile: memory O(b * D + tile^2) per device, not
+O(B^2).
 
 The plain losses (clip_jax/losses.py) hold a [b, N] logits block per device and, for the
 gradient, as much again: at N = 65,536 that is gigabytes per device. Here nothing larger than one
@@ -13,8 +14,9 @@ al. 2024, "Breaking the Memory Barrier: Near Infinite Batch Size Scaling for Con
   column (text->image log-sum-exp, text gradients), which travel with their block and so come
   home with it; and scalars (the temperature's and bias's gradients).
 * A custom VJP saves only the features and the [b] log-sum-exps of the rows and of the columns,
-  and recomputes each tile's logits in the backward pass, where d loss / d logit = softmax(row) + softmax(column) - 2 * [i = j]
-  (softmax) or -label * sigmoid(-label * logit) (sigmoid) gives the gradients tile by tile.
+  and recomputes each tile's logits in the backward pass, where d loss / d logit =
+  softmax(row) + softmax(column) - 2 * [i = j] (softmax) or -label * sigmoid(-label * logit)
+  (sigmoid) gives the gradients tile by tile.
 
 The functions have the signatures of their plain counterparts, plus the tile size; `axis_name` is
 the mesh axis (or axes) the batch is split over inside `shard_map`, None for one device.
@@ -34,7 +36,8 @@ Tree = Any
 
 
 def tile_size_for(local_batch: int, tile_size: int) -> int:
-  """The largest divisor of the local batch not above `tile_size`, so that tiles cover it exactly."""
+  """The largest divisor of the local batch not above `tile_size`, so that tiles cover it
+  exactly."""
   return max(size for size in range(1, min(tile_size, local_batch) + 1) if local_batch % size == 0)
 
 

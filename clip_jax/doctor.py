@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib
 import importlib.metadata
 import json
 import math
@@ -82,7 +83,7 @@ def machine() -> dict[str, Any]:
 def tensorflow_devices() -> dict[str, Any]:
   """What TensorFlow sees once input_pipeline is imported (which must hide the accelerators)."""
   try:
-    import input_pipeline  # pylint: disable=g-import-not-at-top,unused-import
+    importlib.import_module("input_pipeline")  # which hides the accelerators from TensorFlow
     tf = host_tensorflow.import_tensorflow()
   except ImportError as error:
     return {"installed": False, "why": str(error)}

@@ -66,7 +66,8 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", list(configs.DTYPES), "Compute dt
 _OUTPUT_DTYPE = flags.DEFINE_enum("output_dtype", "float16",
                                   list(embeddings.OUTPUT_DTYPES), "dtype of the stored embeddings.")
 _FILES_PER_SHARD = flags.DEFINE_integer("files_per_shard",
-                                        embeddings.Options.files_per_shard, "Image files (or lines of --texts) per output shard; a "
+                                        embeddings.Options.files_per_shard,
+                                        "Image files (or lines of --texts) per output shard; a "
                                         "WebDataset input shard is one output shard.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", embeddings.Options.batch_size,
                                    "Images or texts encoded at once, split over the devices.")

@@ -24,7 +24,7 @@ from clip_jax import files
 from clip_jax import pretrained
 from clip_jax import settings
 from clip_jax import sharding
-from clip_jax import views
+from clip_jax import image_preparation
 from clip_jax import workdir
 from clip_jax.evaluation import zero_shot
 from clip_jax.models import clip as clip_model
@@ -142,7 +142,7 @@ class Embedder:
     return self.config.vision.image_size
 
   @property
-  def view(self) -> views.Preprocessing:
+  def view(self) -> image_preparation.Preprocessing:
     return self.config.preprocessing
 
   def encode_images(self, views: np.ndarray) -> np.ndarray:

@@ -53,8 +53,8 @@ def hide_accelerators(tf: ModuleType) -> None:
       tf.config.set_visible_devices([], kind)
     except RuntimeError as error:  # TensorFlow ran an op already, with its accelerators.
       logging.warning("TensorFlow already started on its %s devices and may hold memory that JAX "
-                      "needs (%s): import input_pipeline or clip_jax.host_tensorflow before running "
-                      "TensorFlow ops.", kind, error)
+                      "needs (%s): import input_pipeline or clip_jax.host_tensorflow before "
+                      "running TensorFlow ops.", kind, error)
 
 
 @functools.cache

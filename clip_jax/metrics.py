@@ -87,7 +87,8 @@ class Throughput:
   def update(self, step: int) -> dict[str, float]:
     now = time.perf_counter()
     if step > self.last_step:
-      self.samples_per_second = (step - self.last_step) * self.samples_per_step / (now - self.last_time)
+      self.samples_per_second = ((step - self.last_step) * self.samples_per_step
+                                 / (now - self.last_time))
     self.last_step, self.last_time = step, now
     steps_per_second = self.samples_per_second / self.samples_per_step
     eta = (self.total_steps - step) / steps_per_second if steps_per_second else float("nan")
@@ -126,7 +127,8 @@ def accuracy_names(records: list[dict]) -> list[str]:
 
 
 def plot_training_curves(workdir: str) -> str:
-  """Loss and every evaluator's top-1 and R@1 against steps, side by side; returns the PNG's path."""
+  """Loss and every evaluator's top-1 and R@1 against steps, side by side; returns the PNG's
+  path."""
   records = read_metrics(workdir)
   figure = figure_lib.Figure(figsize=(11, 4))
   loss_axes, accuracy_axes = figure.subplots(1, 2)

@@ -14,8 +14,8 @@ against the chip's HBM; the model FLOPs of a step (clip_jax.flops: XLA counts a 
 body once); and a roofline estimate: the step takes at least its FLOPs over the chip's peak and
 its HBM traffic over the chip's bandwidth (XLA's bytes accessed; for scanned blocks, extrapolated
 in depth from the same step unrolled at one and two blocks per tower, so that only what the loop
-repeats is multiplied), which bounds samples/s and MFU from above. Communication is left out. The exit status
-is 1 when the run does not fit.
+repeats is multiplied), which bounds samples/s and MFU from above. Communication is left out. The
+exit status is 1 when the run does not fit.
 """
 
 from __future__ import annotations
@@ -151,7 +151,8 @@ def _with_depths(run: settings.Run, vision_layers: int | None, text_layers: int)
   vision = (architecture.vision if vision_layers is None
             else dataclasses.replace(architecture.vision, **{field: vision_layers}))
   architecture = dataclasses.replace(architecture, scan=False, vision=vision,
-                                     text=dataclasses.replace(architecture.text, layers=text_layers))
+                                     text=dataclasses.replace(architecture.text,
+                                                              layers=text_layers))
   return dataclasses.replace(run, model=dataclasses.replace(run.model, architecture=architecture))
 
 

@@ -23,7 +23,7 @@ from clip_jax import files
 from clip_jax import settings
 from clip_jax.models import clip as clip_model
 from clip_jax.models import configs
-from clip_jax import views
+from clip_jax import image_preparation
 
 MODEL_FILE = "model.json"
 WORKDIR_CONFIG = "config.json"  # written by training beside checkpoints/
@@ -69,7 +69,8 @@ def read(directory: str) -> tuple[configs.CLIPConfig, dict[str, Any]]:
 
 
 def image_views(images, image_size: int,
-                view: views.Preprocessing = views.Preprocessing()) -> np.ndarray:
+                view: image_preparation.Preprocessing = image_preparation.Preprocessing()
+                ) -> np.ndarray:
   """One image or a list of them (PIL images or uint8 arrays [H, W, 3]) -> their evaluation
   views, uint8 [N, S, S, 3], exactly as evaluation makes them: what the model takes, and a
   quarter of the bytes of standardised floats."""
@@ -89,7 +90,8 @@ def image_views(images, image_size: int,
   return np.stack(prepared)
 
 
-def make_preprocess(image_size: int, view: views.Preprocessing = views.Preprocessing()
+def make_preprocess(image_size: int,
+                    view: image_preparation.Preprocessing = image_preparation.Preprocessing()
                     ) -> Callable[[Any], np.ndarray]:
   """A function from one image or a list of them (PIL images or uint8 arrays [H, W, 3]) to the
   model's float input: float32 [N, S, S, 3], the evaluation view standardised with the

@@ -219,7 +219,8 @@ class Data:
   image_size: int = _setting(None, _POSITIVE_COUNT)
   context_length: int = _setting(None, _POSITIVE_COUNT)
   tokenizer: str = _setting("clip_bpe", _one_of(*TOKENIZERS))
-  tokenizer_model: str = _setting("", _TEXT)  # A SentencePiece .model file (tokenizer=sentencepiece).
+  # A SentencePiece .model file (tokenizer=sentencepiece).
+  tokenizer_model: str = _setting("", _TEXT)
   seed: int = _setting(0, _COUNT)
   # Random resized crop: the fraction of the image area kept; exact_resize=True: PIL's
   # antialiased bicubic (open_clip's pixels), about 2x slower.
@@ -318,8 +319,8 @@ class Run:
   seed: int = _setting(0, _COUNT)
   total_steps: int = _setting(390_625, _POSITIVE_COUNT)
   global_batch_size: int = _setting(32_768, _POSITIVE_COUNT)
-  # Each step's batch in that many micro-batches, with the same loss and update (clip_jax.train_step):
-  # memory follows the micro-batch, at the cost of one more forward pass.
+  # Each step's batch in that many micro-batches, with the same loss and update
+  # (clip_jax.train_step): memory follows the micro-batch, at the cost of one more forward pass.
   accumulation_steps: int = _setting(1, _POSITIVE_COUNT)
   # > 0: the train state also keeps an exponential moving average of the parameters, updated
   # every step as ema = ema_decay * ema + (1 - ema_decay) * params; evaluations report both.
@@ -363,7 +364,8 @@ def _placeholder_type(annotation: Any) -> type:
   return object  # Several types: a Python literal (12, (3, 4, 6, 3)), or else a string.
 
 
-def _fields_config(cls, given: Mapping[str, Any], unset_defaults: bool) -> ml_collections.ConfigDict:
+def _fields_config(cls, given: Mapping[str, Any],
+                   unset_defaults: bool) -> ml_collections.ConfigDict:
   """A ConfigDict with every field of `cls`: `given` values, else the default (or, with
   `unset_defaults`, an unset typed placeholder, so that a later merge can tell given from not)."""
   hints = typing.get_type_hints(cls)

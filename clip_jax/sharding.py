@@ -36,7 +36,8 @@ def create_mesh(mesh: settings.Mesh = settings.Mesh(), devices=None) -> Mesh:
   if free_axes:
     if len(devices) % fixed:
       raise ValueError(
-          f"mesh={sizes}: the fixed axes ({fixed} devices) do not divide the {len(devices)} devices.")
+          f"mesh={sizes}: the fixed axes ({fixed} devices) do not divide the {len(devices)} "
+          "devices.")
     sizes[free_axes[0]] = len(devices) // fixed
   if math.prod(sizes.values()) != len(devices):
     raise ValueError(
@@ -55,13 +56,15 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, process_count: int = 1,
   if global_batch_size <= 0 or global_batch_size % multiple:
     per_step = f" times accumulation_steps ({accumulation_steps})" if accumulation_steps > 1 else ""
     raise ValueError(
-        f"global_batch_size={global_batch_size} must be a positive multiple of the number of devices "
-        f"({devices}){per_step} and processes ({process_count}); allowed: multiples of "
+        f"global_batch_size={global_batch_size} must be a positive multiple of the number of "
+        f"devices ({devices}){per_step} and processes ({process_count}); allowed: multiples of "
         f"{multiple}.")
 
 
-def leaf_partition_spec(shape: tuple[int, ...], fsdp_size: int, min_shard_size: int) -> PartitionSpec:
-  """FSDP rule for one array: split its largest dimension that `fsdp` divides, if it is big enough."""
+def leaf_partition_spec(shape: tuple[int, ...], fsdp_size: int,
+                        min_shard_size: int) -> PartitionSpec:
+  """FSDP rule for one array: split its largest dimension that `fsdp` divides, if it is big
+  enough."""
   if fsdp_size == 1 or math.prod(shape) < min_shard_size:
     return PartitionSpec()
   for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
@@ -76,7 +79,8 @@ def tree_shardings(tree: Any, mesh: Mesh, min_shard_size: int = 2**14) -> Any:
   """NamedShardings for every leaf of a pytree of arrays or ShapeDtypeStructs."""
   fsdp_size = mesh.shape["fsdp"]
   return jax.tree.map(
-      lambda leaf: NamedSharding(mesh, leaf_partition_spec(np.shape(leaf), fsdp_size, min_shard_size)),
+      lambda leaf: NamedSharding(mesh, leaf_partition_spec(np.shape(leaf), fsdp_size,
+                                                           min_shard_size)),
       tree)
 
 

@@ -336,7 +336,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | settings.Run, workdir
 
 def main(argv):
   del argv
-  if not flags.FLAGS["verbosity"].present:  # The progress line says what matters; --verbosity=0 for all.
+  # The progress line says what matters; --verbosity=0 for all.
+  if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   try:
     run = settings.parse(flags.FLAGS.config)

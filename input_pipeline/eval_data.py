@@ -19,7 +19,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from clip_jax import settings
-from clip_jax import views
+from clip_jax import image_preparation
 from input_pipeline import BatchIterator
 from input_pipeline import preprocessing
 from input_pipeline.sources import synthetic
@@ -64,12 +64,12 @@ def _read_tfds(dataset: str, split: str, *, data_dir: str, mock_examples: int,
 
 
 def _eval_image(image_bytes: tf.Tensor, image_size: int,
-                view: views.Preprocessing) -> tf.Tensor:
+                view: image_preparation.Preprocessing) -> tf.Tensor:
   return preprocessing.eval_image(image_bytes, image_size, view.resize_mode, view.interpolation)
 
 
 def image_label_batches(dataset: str, split: str, *, image_size: int, batch_size: int,
-                        view: views.Preprocessing = views.Preprocessing(),
+                        view: image_preparation.Preprocessing = image_preparation.Preprocessing(),
                         data_dir: str = "", mock_examples: int = 0, image_feature: str = "image",
                         label_feature: str = "label") -> BatchIterator:
   """{"image": uint8 [b, size, size, 3], "label": int32 [b]}; the last batch may be shorter."""
@@ -84,7 +84,8 @@ def image_label_batches(dataset: str, split: str, *, image_size: int, batch_size
 
 
 def caption_batches(dataset: str, split: str, *, image_size: int, batch_size: int,
-                    view: views.Preprocessing = views.Preprocessing(), data_dir: str = "", mock_examples: int = 0, image_feature: str = "image",
+                    view: image_preparation.Preprocessing = image_preparation.Preprocessing(),
+                    data_dir: str = "", mock_examples: int = 0, image_feature: str = "image",
                     caption_feature: str = tfds_datasets.CAPTION_FEATURE) -> BatchIterator:
   """Images with all their captions: {"image": uint8 [b, size, size, 3], "captions": bytes [b, K]}.
 

@@ -15,7 +15,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
-from clip_jax import views
+from clip_jax import image_preparation
 from input_pipeline import preprocessing
 from input_pipeline.sources import file_lists
 from input_pipeline.sources import webdataset
@@ -113,7 +113,7 @@ def skip_reason(sample: Sample, max_pixels: int = preprocessing.MAX_IMAGE_PIXELS
   return "over the pixel limit" if int(height) * int(width) > max_pixels else "does not decode"
 
 
-def views(samples: Sequence[Sample], image_size: int, view: views.Preprocessing,
+def views(samples: Sequence[Sample], image_size: int, view: image_preparation.Preprocessing,
           batch_size: int, max_pixels: int = preprocessing.MAX_IMAGE_PIXELS
           ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """(indices into `samples` int64 [b], evaluation views uint8 [b, S, S, 3]) in batches of at

@@ -75,8 +75,8 @@ def _other_header_size(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   vp8x = (number(27, 4) & 0xFFFFFF) + 1, (number(24, 4) & 0xFFFFFF) + 1
   vp8l = (tf.bitwise.right_shift(bits, 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
   vp8 = number(28, 2) & 0x3FFF, number(26, 2) & 0x3FFF
-  webp = [tf.where(tag(12, "VP8X"), x, tf.where(tag(12, "VP8L"), l, v))
-          for x, l, v in zip(vp8x, vp8l, vp8)]
+  webp = [tf.where(tag(12, "VP8X"), extended, tf.where(tag(12, "VP8L"), lossless, lossy))
+          for extended, lossless, lossy in zip(vp8x, vp8l, vp8)]
   bmp_height = number(22, 4)  # negative (two's complement) for top-down rows
   bmp = [tf.where(bmp_height >= 1 << 31, (1 << 32) - bmp_height, bmp_height), number(18, 4)]
   png = [number(20, 4, False), number(16, 4, False)]
@@ -196,7 +196,7 @@ def eval_view(image: tf.Tensor, image_size: int, resize_mode: str = "shortest",
   "shortest" (OpenAI's): the shorter side to `image_size`, then the centre crop, sizes and offsets
   as torchvision's Resize(int) and CenterCrop compute them. "squash" (open_clip's
   `resize_mode="squash"`): both sides to `image_size`. `interpolation` is PIL's antialiased
-  "bicubic" or "bilinear" filter (`clip_jax.views.INTERPOLATIONS`).
+  "bicubic" or "bilinear" filter (`clip_jax.image_preparation.INTERPOLATIONS`).
   """
   if resize_mode == "squash":
     return tf.ensure_shape(_resize(image, image_size, image_size, interpolation),

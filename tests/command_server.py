@@ -41,7 +41,7 @@ if __name__ != "__main__":
   # What the library's import sets in the environment (libtpu's variables) is set here before
   # any test copies the environment for its commands: otherwise a test process's environment
   # would differ before and after its first import of the library, and need a second server.
-  import clip_jax  # pylint: disable=unused-import,g-import-not-at-top
+  import clip_jax  # noqa: F401  # pylint: disable=unused-import,g-import-not-at-top
 
 PRELOAD = ("tensorflow", "tensorflow_datasets", "jax", "flax.linen", "optax", "orbax.checkpoint",
            "matplotlib.pyplot", "input_pipeline", "input_pipeline.image_collections",

@@ -5,6 +5,8 @@ import pathlib
 import shutil
 import tempfile
 
+import pytest
+
 from xla_flags import xla_flags
 
 # Must happen before jax is imported anywhere.
@@ -48,3 +50,19 @@ def pytest_collection_modifyitems(config, items):
   rank = {name: position for position, name in enumerate(LONGEST_FILES)}
   tests = pathlib.Path(__file__).parent
   items.sort(key=lambda item: rank.get(item.path.relative_to(tests).as_posix(), len(rank)))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  """A random tiny open_clip model, written as open_clip publishes it, converted: the model of
+  the pretrained tools' tests (tests/test_embed.py, tests/test_filter_shards.py)."""
+  # pylint: disable=g-import-not-at-top: the library is imported once XLA_FLAGS is set above.
+  import doc_commands
+  from clip_jax import convert
+  from clip_jax import pretrained
+  workspace = str(tmp_path_factory.mktemp("checkpoint"))
+  doc_commands.add_stand_ins(workspace, "open_clip_model.safetensors")
+  imported = convert.import_weights(os.path.join(workspace, "open_clip_model.safetensors"))
+  pretrained.save(os.path.join(workspace, "converted"), imported.config, imported.variables,
+                  imported.source)
+  return os.path.join(workspace, "converted")

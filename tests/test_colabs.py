@@ -5,10 +5,10 @@ set only two kinds: fewer training steps, smaller batches and evaluations, so th
 seconds, both in colabs/train.ipynb and for the demo model that colabs/zero_shot.ipynb trains
 itself by default; and workdirs in a temporary directory, so that a run writes nothing into the
 checkout and always starts afresh. colabs/zero_shot.ipynb also runs on a converted checkpoint
-(tiny, random weights), and once on a missing one for its message; colabs/scaling.ipynb runs as it is. The kernel is the
-Python running the tests (the repository's .venv under `make test`), whatever kernels Jupyter has
-registered elsewhere; it inherits the environment but for the devices: one CPU device, as on
-Colab's CPU runtime (sharding is the other tests' business).
+(tiny, random weights), and once on a missing one for its message; colabs/scaling.ipynb runs as
+it is. The kernel is the Python running the tests (the repository's .venv under `make test`),
+whatever kernels Jupyter has registered elsewhere; it inherits the environment but for the
+devices: one CPU device, as on Colab's CPU runtime (sharding is the other tests' business).
 """
 
 import json
@@ -84,7 +84,8 @@ def tagged(notebook, tag):
 
 
 def text_of(cell):
-  return "".join(output.get("text", "") for output in cell.outputs if output.output_type == "stream")
+  return "".join(output.get("text", "") for output in cell.outputs
+                 if output.output_type == "stream")
 
 
 def images_of(cell):

@@ -13,9 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import doc_commands
 import shard_files
-from clip_jax import convert
 from clip_jax import embeddings
 from clip_jax import pretrained
 from clip_jax import workdir
@@ -26,17 +24,6 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera")
 FILES_PER_SHARD = 3
 # Stored float32, computed float32: the same numbers as the model's, up to the batch's padding.
 ATOL = 1e-5
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-  """A random tiny open_clip model, written as open_clip publishes it, converted."""
-  workspace = str(tmp_path_factory.mktemp("checkpoint"))
-  doc_commands.add_stand_ins(workspace, "open_clip_model.safetensors")
-  imported = convert.import_weights(os.path.join(workspace, "open_clip_model.safetensors"))
-  pretrained.save(os.path.join(workspace, "converted"), imported.config, imported.variables,
-                  imported.source)
-  return os.path.join(workspace, "converted")
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +103,8 @@ def test_a_folder_embedded_interrupted_and_resumed(folder, folder_index, checkpo
   assert manifest["totals"]["images"] == {"shards": num_shards, "inputs": num_inputs,
                                           "embedded": len(readable(folder)), "skipped": 2}
   assert manifest["model"]["preprocessing"]["resize_mode"] == "shortest"
-  with pytest.raises(workdir.SettingsChanged, match=r": options\.files_per_shard: 3 -> 5\. Use a new"):
+  with pytest.raises(workdir.SettingsChanged,
+                     match=r": options\.files_per_shard: 3 -> 5\. Use a new"):
     embeddings.run(embeddings.Options(model=checkpoint, images=folder, output_dtype="float32",
                                       files_per_shard=5, batch_size=2), out)
 
@@ -182,7 +170,8 @@ def test_webdataset_shards_and_captions(checkpoint, tmp_path):
   text_vectors, text_rows = embeddings.read_all(out, "texts")
   assert text_rows == {"key": [1, 3], "text": ["a photo of a cat", "a diagram of a rocket"]}
   expected = jax.jit(lambda tokens: loaded.model.apply(
-      loaded.variables, tokens, method=loaded.model.encode_text))(loaded.tokenize(text_rows["text"]))
+      loaded.variables, tokens, method=loaded.model.encode_text))(
+          loaded.tokenize(text_rows["text"]))
   cosines = np.sum(text_vectors * np.asarray(expected), axis=-1)
   assert np.all(cosines > 0.99), cosines  # bfloat16 compute, float16 storage
 

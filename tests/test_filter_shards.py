@@ -16,7 +16,6 @@ from clip_jax import filter_shards
 from clip_jax import pretrained
 from clip_jax import workdir
 from input_pipeline.sources import webdataset
-from test_embed import checkpoint  # pylint: disable=unused-import
 
 CAPTIONS = ("a red circle", "a photo of a dog", "a blue square on grass", "noise")
 

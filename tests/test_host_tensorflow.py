@@ -1,4 +1,5 @@
-"""TensorFlow stays off the accelerators and out of what the programs print (clip_jax.host_tensorflow).
+"""TensorFlow stays off the accelerators and out of what the programs print
+(clip_jax.host_tensorflow).
 
 Each check runs in a fresh interpreter: what is tested is what happens when a process first
 imports the data pipeline, which this test process did long ago.

@@ -1,6 +1,6 @@
 """The import graph of the packages: no cycles, and layers that point one way
-(docs/design.md#layers): settings, models and views at the bottom, the data package above
-settings, evaluation and inference above both, tools and programs on top.
+(docs/design.md#layers): settings, models and image_preparation at the bottom, the data package
+above settings, evaluation and inference above both, tools and programs on top.
 
 Read from the source (every import statement, those inside functions too), so that a lazy import
 added to dodge a cycle still counts as the dependency it is.
@@ -88,11 +88,11 @@ def test_settings_import_nothing_of_the_project_but_the_model_table():
   assert graph["clip_jax.settings"] == {"clip_jax.models.configs", "clip_jax.models.towers"}
   assert graph["clip_jax.models.configs"] == {
       "clip_jax.models.attention", "clip_jax.models.layers", "clip_jax.models.resnet",
-      "clip_jax.models.towers", "clip_jax.models.vision", "clip_jax.views"}
+      "clip_jax.models.towers", "clip_jax.models.vision", "clip_jax.image_preparation"}
   assert graph["clip_jax.models.towers"] == {"clip_jax.models.costs"}
   assert graph["clip_jax.models.layers"] == {"clip_jax.models.attention"}
   assert graph["clip_jax.models.attention"] == set()
-  assert graph["clip_jax.views"] == set()
+  assert graph["clip_jax.image_preparation"] == set()
 
 
 TOOLS = ("clip_jax.embeddings", "clip_jax.embed", "clip_jax.search", "clip_jax.classify",
@@ -101,9 +101,9 @@ PROGRAMS = ("clip_jax.train", "clip_jax.evaluate", "clip_jax.sweep", "clip_jax.p
             "clip_jax.doctor", "clip_jax.convert")
 # What a layer's modules may import of the project (a module and everything under it).
 ALLOWED = {
-    "input_pipeline": ("input_pipeline", "clip_jax.settings", "clip_jax.views", "clip_jax.files",
-                       "clip_jax.host_tensorflow"),
-    "clip_jax.models": ("clip_jax.models", "clip_jax.views"),
+    "input_pipeline": ("input_pipeline", "clip_jax.settings", "clip_jax.image_preparation",
+                       "clip_jax.files", "clip_jax.host_tensorflow"),
+    "clip_jax.models": ("clip_jax.models", "clip_jax.image_preparation"),
 }
 # What a layer's modules must not import, whatever else they do.
 FORBIDDEN = {

@@ -168,7 +168,8 @@ def test_two_processes_of_four_devices_train_as_one_process_of_eight(two_process
 
 def test_only_process_zero_logs_evaluates_and_plots(two_process_run):
   records = [json.loads(line) for line in open(os.path.join(two_process_run, "metrics.jsonl"))]
-  assert [record["step"] for record in records if "loss" in record] == list(range(1, TOTAL_STEPS + 1))
+  assert ([record["step"] for record in records if "loss" in record]
+          == list(range(1, TOTAL_STEPS + 1)))
   assert [record["step"] for record in records if "zero_shot/shape_top1_seen" in record] == [4]
   assert os.path.getsize(os.path.join(two_process_run, "training_curves.png")) > 1000
   process_outputs = [output(two_process_run, process_id) for process_id in range(NUM_PROCESSES)]

@@ -10,7 +10,7 @@ import pytest
 
 from clip_jax import pretrained
 from clip_jax.models import clip as clip_model
-from clip_jax import views
+from clip_jax import image_preparation
 
 skimage_data = pytest.importorskip("skimage.data")
 PIL_Image = pytest.importorskip("PIL.Image")
@@ -22,10 +22,10 @@ IMAGE_SIZE = 224
 # features' cosine similarity (random ViT-B-32) >= 0.9999999. The squashing views, bicubic and
 # bilinear, hold to the same bounds:
 MAX_LEVELS = 1  # of 8 bits; standardised, 1 / 255 / std
-SQUASH = views.Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="squash",
-                               interpolation="bilinear")
-VIEWS = {"openai": views.Preprocessing(), "squash_bilinear": SQUASH,
-         "squash_bicubic": views.Preprocessing(resize_mode="squash")}
+SQUASH = image_preparation.Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                                         resize_mode="squash", interpolation="bilinear")
+VIEWS = {"openai": image_preparation.Preprocessing(), "squash_bilinear": SQUASH,
+         "squash_bicubic": image_preparation.Preprocessing(resize_mode="squash")}
 MAX_MEAN_ABS_DIFFERENCE = 1e-4
 MIN_FEATURE_COSINE = 0.99999
 
@@ -100,7 +100,7 @@ def test_the_model_standardises_uint8_views_with_its_own_statistics():
   variables = clip_model.init_variables(model.config, jax.random.PRNGKey(0))
   encode = lambda images: model.apply(variables, images, method=model.encode_image)  # noqa: E731
   np.testing.assert_allclose(encode(pixels), encode(floats), atol=1e-5)
-  openai_floats = clip_model.standardize_images(pixels, views.Preprocessing())
+  openai_floats = clip_model.standardize_images(pixels, image_preparation.Preprocessing())
   assert np.abs(np.asarray(encode(pixels)) - np.asarray(encode(openai_floats))).max() > 1e-3
 
 

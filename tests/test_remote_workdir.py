@@ -56,9 +56,9 @@ def emulator():
         server.kill()
         pytest.fail("The GCS emulator did not start.")
       time.sleep(0.2)
-  environment = {**os.environ, **EMULATOR_CLIENT, "EPATH_USE_TF": "false", "STORAGE_EMULATOR_HOST": url,
-                 "TENSORSTORE_GCS_HTTP_URL": url, "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test",
-                 "XLA_FLAGS": xla_flags(2)}
+  environment = {**os.environ, **EMULATOR_CLIENT, "EPATH_USE_TF": "false",
+                 "STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
+                 "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test", "XLA_FLAGS": xla_flags(2)}
   yield url, environment
   server.kill()
   server.wait()

@@ -16,7 +16,7 @@ import pytest
 from clip_jax import losses
 from clip_jax import settings
 from clip_jax.evaluation import evaluators
-from clip_jax import views
+from clip_jax import image_preparation
 from clip_jax.models import configs as model_configs
 from clip_jax.models import resnet
 from clip_jax.models import towers
@@ -45,17 +45,22 @@ COMMAND_LINE = {
     "model.overrides.scan": ("True", lambda run: run.model.architecture.scan),
     "model.overrides.attention": ("splash", lambda run: run.model.architecture.attention),
     "model.overrides.activation": ("quick_gelu", lambda run: run.model.architecture.activation),
-    "model.overrides.init_logit_scale": ("2.5", lambda run: run.model.architecture.init_logit_scale),
+    "model.overrides.init_logit_scale": ("2.5",
+                                         lambda run: run.model.architecture.init_logit_scale),
     "model.overrides.init_logit_bias": ("-5.0", lambda run: run.model.architecture.init_logit_bias),
     "model.overrides.vision.kind": ("modified_resnet",
                                     lambda run: towers.of(run.model.architecture.vision).kind),
-    "model.overrides.vision.image_size": ("48", lambda run: run.model.architecture.vision.image_size),
-    "model.overrides.vision.patch_size": ("16", lambda run: run.model.architecture.vision.patch_size),
+    "model.overrides.vision.image_size": ("48",
+                                          lambda run: run.model.architecture.vision.image_size),
+    "model.overrides.vision.patch_size": ("16",
+                                          lambda run: run.model.architecture.vision.patch_size),
     "model.overrides.vision.width": ("96", lambda run: run.model.architecture.vision.width),
     "model.overrides.vision.layers": ("3", lambda run: run.model.architecture.vision.layers),
-    "model.overrides.vision.head_width": ("32", lambda run: run.model.architecture.vision.head_width),
+    "model.overrides.vision.head_width": ("32",
+                                          lambda run: run.model.architecture.vision.head_width),
     "model.overrides.vision.mlp_dim": ("200", lambda run: run.model.architecture.vision.mlp_dim),
-    "model.overrides.text.context_length": ("20", lambda run: run.model.architecture.text.context_length),
+    "model.overrides.text.context_length": ("20",
+                                            lambda run: run.model.architecture.text.context_length),
     "model.overrides.text.vocab_size": ("500", lambda run: run.model.architecture.text.vocab_size),
     "model.overrides.text.width": ("96", lambda run: run.model.architecture.text.width),
     "model.overrides.text.layers": ("3", lambda run: run.model.architecture.text.layers),
@@ -97,8 +102,10 @@ COMMAND_LINE = {
     "data.synthetic.shapes": ("('star','ring','heart')", lambda run: run.data.synthetic.shapes),
     "data.synthetic.colours": ("('red','blue','orange')", lambda run: run.data.synthetic.colours),
     "data.synthetic.holdout_diagonals": ("(1,)", lambda run: run.data.synthetic.holdout_diagonals),
-    "data.synthetic.shape_only_captions": ("0.2", lambda run: run.data.synthetic.shape_only_captions),
-    "data.synthetic.colour_only_captions": ("0.3", lambda run: run.data.synthetic.colour_only_captions),
+    "data.synthetic.shape_only_captions": ("0.2",
+                                           lambda run: run.data.synthetic.shape_only_captions),
+    "data.synthetic.colour_only_captions": ("0.3",
+                                            lambda run: run.data.synthetic.colour_only_captions),
     "loss.name": ("sigmoid", lambda run: run.loss.name),
     "loss.blockwise": ("True", lambda run: run.loss.blockwise),
     "loss.tile_size": ("64", lambda run: run.loss.tile_size),
@@ -184,7 +191,7 @@ def test_a_resnet_takes_its_stages_from_the_command_line():
 def test_the_model_takes_its_preprocessing_from_the_command_line():
   run = load_with_flags(DEMO, "--config.model.overrides.preprocessing.mean=(0.5,0.5,0.5)",
                         "--config.model.overrides.preprocessing.resize_mode=squash")
-  assert run.model.architecture.preprocessing == views.Preprocessing(
+  assert run.model.architecture.preprocessing == image_preparation.Preprocessing(
       mean=(0.5, 0.5, 0.5), resize_mode="squash")
   with pytest.raises(ValueError, match=r"model\.overrides\.preprocessing\.interpolation="
                                        r"'nearest'; allowed: bicubic, bilinear"):
@@ -192,7 +199,8 @@ def test_the_model_takes_its_preprocessing_from_the_command_line():
 
 
 def test_the_readme_training_command_parses_to_bfloat16():
-  run = load_with_flags(DEMO, "--config.total_steps=2000", "--config.model.overrides.dtype=bfloat16")
+  run = load_with_flags(DEMO, "--config.total_steps=2000",
+                        "--config.model.overrides.dtype=bfloat16")
   assert run.model.architecture.dtype == "bfloat16" and run.total_steps == 2000
 
 
@@ -275,7 +283,8 @@ def test_every_shipped_config_parses_has_every_key_and_restates_no_default(name,
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"model.name": "ViT-Z-99"}, r"model\.name='ViT-Z-99' is not a known model; allowed: .*ViT-B-32"),
+    ({"model.name": "ViT-Z-99"},
+     r"model\.name='ViT-Z-99' is not a known model; allowed: .*ViT-B-32"),
     ({"data.name": "no-such-data"}, r"data\.name='no-such-data'; allowed: 'synthetic'"),
     ({"loss.name": "triplet"}, r"loss\.name='triplet'; allowed: 'softmax', 'sigmoid'\."),
     ({"loss.tile_size": 0}, r"loss\.tile_size=0; allowed: integers >= 1\."),
@@ -299,7 +308,8 @@ def test_every_shipped_config_parses_has_every_key_and_restates_no_default(name,
     ({"finetune.lock_image": True, "finetune.image_unlocked_blocks": 1,
       "model.overrides.scan": True}, r"with model\.overrides\.scan=True: scanned blocks"),
     ({"distributed.mode": "pod"}, r"distributed\.mode='pod'; allowed: 'off', 'auto', 'explicit'\."),
-    ({"distributed.num_processes": 2}, r"distributed\.num_processes=2 with distributed\.mode='off'"),
+    ({"distributed.num_processes": 2},
+     r"distributed\.num_processes=2 with distributed\.mode='off'"),
     ({"distributed.mode": "explicit", "distributed.num_processes": 2,
       "distributed.process_id": 0},
      r"distributed\.coordinator_address is unset.*'explicit' needs it"),

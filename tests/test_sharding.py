@@ -43,7 +43,8 @@ def test_check_batch_size_names_key_and_allowed_values():
 def test_partition_rule_splits_largest_divisible_dimension():
   spec = sharding.leaf_partition_spec
   assert spec((512, 2048), fsdp_size=4, min_shard_size=1024) == PartitionSpec(None, "fsdp")
-  assert spec((12, 768, 3072), fsdp_size=4, min_shard_size=1024) == PartitionSpec(None, None, "fsdp")
+  assert (spec((12, 768, 3072), fsdp_size=4, min_shard_size=1024)
+          == PartitionSpec(None, None, "fsdp"))
   assert spec((6, 1000, 7), fsdp_size=8, min_shard_size=1) == PartitionSpec(None, "fsdp", None)
   assert spec((7, 9), fsdp_size=2, min_shard_size=1) == PartitionSpec()  # nothing divisible
   assert spec((768,), fsdp_size=4, min_shard_size=1024) == PartitionSpec()  # too small

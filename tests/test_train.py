@@ -82,7 +82,8 @@ def restore_params(workdir, config, devices):
   optimizer, _ = program.create_optimizer(run)
   init = program.state_initializer(run, model, optimizer)
   abstract_state = jax.eval_shape(init, jax.random.PRNGKey(0))
-  target = checkpoint.abstract_like(abstract_state, sharding.tree_shardings(abstract_state, mesh, 1))
+  target = checkpoint.abstract_like(abstract_state,
+                                    sharding.tree_shardings(abstract_state, mesh, 1))
   manager = checkpoint.create_manager(workdir, run.checkpoint)
   state, data_state, step = checkpoint.restore(manager, target)
   manager.close()
@@ -124,7 +125,8 @@ def test_a_workdir_loads_where_its_evaluators_data_is_absent(straight_run, tmp_p
                                     data_dir=str(tmp_path / "absent"), every_steps=1000)
   with open(config_path, "w") as file:
     json.dump(saved, file)
-  with pytest.raises(ValueError, match=r"evals\.imagenet\.split='validation' of 'imagenet2012'.*not prepared"):
+  with pytest.raises(ValueError,
+                     match=r"evals\.imagenet\.split='validation' of 'imagenet2012'.*not prepared"):
     train.check_resources(settings.parse(saved))  # what training start-up would say
   model, variables, preprocess, tokenize = clip_jax.load(workdir)
   features = model.apply(variables, preprocess(np.zeros((30, 40, 3), np.uint8)),
@@ -191,7 +193,8 @@ def test_moving_average_resumes_bit_identically_and_is_evaluated(straight_run, t
 
   for name in ("zero_shot/shape_top1_seen", "ema/zero_shot/shape_top1_seen"):
     assert 0.0 <= final[name] <= 1.0
-  assert f"step {TOTAL_STEPS} | EMA zero-shot top-1 on new images: shape " in capsys.readouterr().out
+  assert (f"step {TOTAL_STEPS} | EMA zero-shot top-1 on new images: shape "
+          in capsys.readouterr().out)
   _, ema_variables, _, _ = clip_jax.load(workdir, use_ema=True)
   _, variables, _, _ = clip_jax.load(workdir)
   for name, value in flat(resumed.ema_params).items():
@@ -525,7 +528,8 @@ def test_flip_trains_masked_then_unmasked_with_one_compilation_each(flip_run, st
   workdir, final, traced = flip_run
   assert traced == [0.5, 0.0]
   losses = losses_by_step(workdir)
-  assert sorted(losses) == list(range(1, TOTAL_STEPS + 1)) and all(np.isfinite(list(losses.values())))
+  assert (sorted(losses) == list(range(1, TOTAL_STEPS + 1))
+          and all(np.isfinite(list(losses.values()))))
   # The same initial parameters and first batch as the straight run: only masking tells them apart.
   assert losses[1] != losses_by_step(straight_run[0])[1]
   assert 0.0 <= final["zero_shot/shape_top1_seen"] <= 1.0

@@ -217,7 +217,8 @@ def test_a_hard_killed_run_resumes_with_one_metrics_record_per_step(tmp_path):
   process.wait(timeout=60)
   killed_at = max(losses_by_step(workdir))
   saved = checkpoint.saved_steps(workdir)
-  assert os.path.exists(os.path.join(workdir, workdir_lib.LOCK)) and saved[-1] >= 3, open(log).read()
+  assert (os.path.exists(os.path.join(workdir, workdir_lib.LOCK))
+          and saved[-1] >= 3), open(log).read()
   interrupted_save = os.path.join(workdir, "checkpoints", f"{saved[-1] + 3}.orbax-checkpoint-tmp-1")
   os.makedirs(os.path.join(interrupted_save, "state"))
   with open(os.path.join(workdir, metrics.METRICS_FILE), "a") as file:

@@ -19,7 +19,7 @@ from clip_jax.convert import hub
 from clip_jax.convert import openai_layout
 from clip_jax.convert import preprocessing_layout
 from clip_jax.convert import tensor_files
-from clip_jax import views
+from clip_jax import image_preparation
 from clip_jax.models import configs
 from clip_jax.models import vision as vision_lib
 
@@ -55,9 +55,9 @@ def import_weights(src: str, model: str | None = None, activation: str | None = 
   model with its shapes (QuickGELU for OpenAI's sizes, although LAION's ViT-B-32 for one was
   trained with GELU: pass activation="gelu" for such bare weights).
 
-  The image preprocessing (`views.Preprocessing`) is OpenAI's, changed by what the source
-  publishes beside the weights (open_clip's or Hugging Face's config, `preprocessing_layout`),
-  changed in turn by the fields of `preprocessing`.
+  The image preprocessing (`image_preparation.Preprocessing`) is OpenAI's, changed by what the
+  source publishes beside the weights (open_clip's or Hugging Face's config,
+  `preprocessing_layout`), changed in turn by the fields of `preprocessing`.
 
   A TorchScript archive other than OpenAI's releases is refused (`tensor_files.UntrustedCode`)
   unless `trust_code`: loading one runs the code inside it.
@@ -92,7 +92,7 @@ def import_weights(src: str, model: str | None = None, activation: str | None = 
     config = dataclasses.replace(config, activation=activation)
   published, published_in = preprocessing_layout.read(src)
   given = {key: value for key, value in (preprocessing or {}).items() if value is not None}
-  config = dataclasses.replace(config, preprocessing=views.Preprocessing(
+  config = dataclasses.replace(config, preprocessing=image_preparation.Preprocessing(
       **{**published, **given}))
   source["preprocessing"] = {
       key: ("flag" if key in given else published_in if key in published else "OpenAI's default")

@@ -21,7 +21,7 @@ from clip_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-pos
 from clip_jax import convert
 from clip_jax import pretrained
 from clip_jax.models import configs
-from clip_jax import views
+from clip_jax import image_preparation
 
 _SRC = flags.DEFINE_string("src", None, "Weights file, Hugging Face directory, hf-hub:<repo> "
                            "(downloaded through huggingface_hub), or (with --to) a clip_jax "
@@ -36,9 +36,9 @@ _MEAN = flags.DEFINE_list("mean", None, "Per-channel (R, G, B) mean the weights 
                           "where the source does not publish it (open_clip_config.json, "
                           "preprocessor_config.json); default OpenAI's. E.g. 0.5,0.5,0.5.")
 _STD = flags.DEFINE_list("std", None, "Per-channel standard deviation, as --mean.")
-_RESIZE_MODE = flags.DEFINE_enum("resize_mode", None, list(views.RESIZE_MODES),
+_RESIZE_MODE = flags.DEFINE_enum("resize_mode", None, list(image_preparation.RESIZE_MODES),
                                  "How evaluation resizes images, as --mean (default shortest).")
-_INTERPOLATION = flags.DEFINE_enum("interpolation", None, list(views.INTERPOLATIONS),
+_INTERPOLATION = flags.DEFINE_enum("interpolation", None, list(image_preparation.INTERPOLATIONS),
                                    "The resize filter, as --mean (default bicubic).")
 _TRUST_CODE = flags.DEFINE_bool(
     "trust_code", False, "Load a TorchScript archive that is not one of OpenAI's releases. Such "

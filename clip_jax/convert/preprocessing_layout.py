@@ -1,5 +1,5 @@
 """A checkpoint's image preprocessing in the files open_clip and Hugging Face publish beside the
-weights, read into and written from `views.Preprocessing`.
+weights, read into and written from `image_preparation.Preprocessing`.
 
 open_clip: `open_clip_config.json`'s "preprocess_cfg" (mean, std, interpolation, resize_mode: the
 names clip_jax uses). Hugging Face: `preprocessor_config.json` (image_mean, image_std, PIL's
@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any, Mapping
 
-from clip_jax import views
+from clip_jax import image_preparation
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 HF_PREPROCESSOR_CONFIG = "preprocessor_config.json"
@@ -75,13 +75,13 @@ def read(src: str) -> tuple[dict[str, Any], str | None]:
   return {}, None
 
 
-def to_open_clip(preprocessing: views.Preprocessing, image_size: int) -> dict[str, Any]:
+def to_open_clip(preprocessing: image_preparation.Preprocessing, image_size: int) -> dict[str, Any]:
   """open_clip's preprocess_cfg."""
   return dict(size=image_size, mean=list(preprocessing.mean), std=list(preprocessing.std),
               interpolation=preprocessing.interpolation, resize_mode=preprocessing.resize_mode)
 
 
-def to_hf(preprocessing: views.Preprocessing, image_size: int) -> dict[str, Any]:
+def to_hf(preprocessing: image_preparation.Preprocessing, image_size: int) -> dict[str, Any]:
   """preprocessor_config.json for transformers' CLIPImageProcessor."""
   squash = preprocessing.resize_mode == "squash"
   return {

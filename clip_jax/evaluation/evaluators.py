@@ -32,7 +32,7 @@ from clip_jax.evaluation import linear_probe
 from clip_jax.evaluation import prompts
 from clip_jax.evaluation import retrieval
 from clip_jax.evaluation import zero_shot
-from clip_jax import views
+from clip_jax import image_preparation
 from input_pipeline import eval_data
 from input_pipeline import tokenizers
 
@@ -92,12 +92,12 @@ def due(evals: Evaluators, step: int, total_steps: int | None = None) -> list[st
 
 
 def run_evaluators(evals: Evaluators, encode_image: Encoder, encode_text: Encoder, step: int, *,
-                   data: settings.Data, view: views.Preprocessing,
+                   data: settings.Data, view: image_preparation.Preprocessing,
                    total_steps: int | None = None) -> dict[str, float]:
   """Runs the evaluators due at `step`; returns their metrics, named "<name>/<metric>".
 
-  The encoders map numpy inputs [b, ...] to features [b, E] (`encoding.make_encoders`); `data` is the
-  training data's settings: its tokenizer, image size and, for synthetic evaluators, its world;
+  The encoders map numpy inputs [b, ...] to features [b, E] (`encoding.make_encoders`); `data` is
+  the training data's settings: its tokenizer, image size and, for synthetic evaluators, its world;
   `view` is the model's preprocessing (`CLIPConfig.preprocessing`): how images are resized.
   """
   results = {}
@@ -132,7 +132,7 @@ def _tfds_options(evaluator: settings.Evaluator) -> dict[str, Any]:
 
 
 def _reader_options(evaluator: settings.Evaluator, data: settings.Data,
-                    view: views.Preprocessing) -> dict[str, Any]:
+                    view: image_preparation.Preprocessing) -> dict[str, Any]:
   return dict(**_tfds_options(evaluator), image_feature=evaluator.image_feature,
               image_size=data.image_size, view=view, batch_size=evaluator.batch_size)
 

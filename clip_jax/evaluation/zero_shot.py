@@ -25,8 +25,9 @@ SHAPE_TEMPLATES = ("a picture of a {}", "a {}", "a photo of a {}")
 COLOUR_TEMPLATES = ("something {}", "a {} thing", "a {} object")
 
 
-def class_embeddings(encode_text: encoding.Encoder, tokenize: encoding.Tokenize, classnames: Sequence[str],
-                     templates: Sequence[str], *, batch_size: int = 256) -> np.ndarray:
+def class_embeddings(encode_text: encoding.Encoder, tokenize: encoding.Tokenize,
+                     classnames: Sequence[str], templates: Sequence[str], *,
+                     batch_size: int = 256) -> np.ndarray:
   """[C, E]: per class, the mean of its L2-normalised prompt features, renormalised.
 
   Averaging over several phrasings (a prompt ensemble) smooths out the quirks of any one of them.
@@ -75,9 +76,10 @@ def classification_metrics(true_class_ranks: np.ndarray, labels: np.ndarray,
   return metrics
 
 
-def evaluate_classification(encode_image: encoding.Encoder, encode_text: encoding.Encoder, tokenize: encoding.Tokenize,
-                            batches: Iterable[dict[str, np.ndarray]], classnames: Sequence[str],
-                            templates: Sequence[str], *, batch_size: int) -> dict[str, float]:
+def evaluate_classification(encode_image: encoding.Encoder, encode_text: encoding.Encoder,
+                            tokenize: encoding.Tokenize, batches: Iterable[dict[str, np.ndarray]],
+                            classnames: Sequence[str], templates: Sequence[str], *,
+                            batch_size: int) -> dict[str, float]:
   """Zero-shot metrics (`classification_metrics`) of labelled images.
 
   `batches` yields {"image": [b, H, W, 3], "label": int [b]} with b <= batch_size. The class
@@ -87,7 +89,8 @@ def evaluate_classification(encode_image: encoding.Encoder, encode_text: encodin
                              batch_size=batch_size)  # [C, E]
   true_class_ranks, labels = [], []
   for batch in batches:
-    scores = encoding.encode_in_batches(encode_image, batch["image"], batch_size) @ classes.T  # [b, C]
+    # [b, C]
+    scores = encoding.encode_in_batches(encode_image, batch["image"], batch_size) @ classes.T
     true_class = batch["label"][:, None] == np.arange(len(classnames))  # [b, C]
     true_class_ranks.append(ranking.ranks(scores, true_class))
     labels.append(batch["label"])
@@ -107,8 +110,8 @@ def _encode_eval_images(encode_image: encoding.Encoder, data: settings.Data, num
           {key: np.concatenate([batch[key] for batch in labels]) for key in labels[0]})
 
 
-def evaluate_synthetic(encode_image: encoding.Encoder, encode_text: encoding.Encoder, data: settings.Data, *,
-                       num_images: int = 1000, batch_size: int = 256,
+def evaluate_synthetic(encode_image: encoding.Encoder, encode_text: encoding.Encoder,
+                       data: settings.Data, *, num_images: int = 1000, batch_size: int = 256,
                        prefix: str = "zero_shot") -> dict[str, float]:
   """Classifies new synthetic images by shape and by colour from prompts alone.
 
@@ -139,7 +142,8 @@ def evaluate_synthetic(encode_image: encoding.Encoder, encode_text: encoding.Enc
 
 
 def summary(results: dict[str, float], prefix: str = "zero_shot") -> str:
-  """One line of `evaluate_synthetic`'s results: "zero-shot shape 0.62 seen, 0.55 held-out | ..."."""
+  """One line of `evaluate_synthetic`'s results:
+  "zero-shot shape 0.62 seen, 0.55 held-out | ..."."""
   parts = []
   for attribute in ("shape", "colour"):
     subsets = [f"{results[key]:.3f} {subset.replace('heldout', 'held-out')}"

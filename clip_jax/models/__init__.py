@@ -10,3 +10,7 @@ from clip_jax.models.configs import get_model_config
 from clip_jax.models.configs import list_models
 from clip_jax.models.resnet import ModifiedResNetConfig
 from clip_jax.models.vision import VisionTransformerConfig
+
+__all__ = ["CLIP", "CLIPConfig", "ModifiedResNetConfig", "TextConfig", "VisionTransformerConfig",
+           "abstract_variables", "create_model", "get_model_config", "init_variables",
+           "list_models"]

@@ -18,14 +18,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from clip_jax import views
+from clip_jax import image_preparation
 from clip_jax.models import configs
 from clip_jax.models import text
 from clip_jax.models import towers
 from clip_jax.models import vision
 
 
-def standardize_images(images: jax.Array, preprocessing: views.Preprocessing) -> jax.Array:
+def standardize_images(images: jax.Array,
+                       preprocessing: image_preparation.Preprocessing) -> jax.Array:
   """uint8 pixels [..., H, W, 3] -> float32, scaled to [0, 1] and standardised per channel."""
   images = images.astype(jnp.float32) / 255.0
   return (images - jnp.asarray(preprocessing.mean)) / jnp.asarray(preprocessing.std)

@@ -12,7 +12,7 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
-from clip_jax import views
+from clip_jax import image_preparation
 from clip_jax.models import attention
 from clip_jax.models import layers
 from clip_jax.models import resnet
@@ -43,7 +43,7 @@ class CLIPConfig:
   attention: str = "auto"  # The kernel: "auto", "xla", "cudnn", "splash" (models/attention.py).
   init_logit_scale: float = math.log(1 / 0.07)  # The sigmoid loss wants log(10).
   init_logit_bias: float | None = None  # A learned logit bias (sigmoid loss: -10), if not None.
-  preprocessing: views.Preprocessing = views.Preprocessing()
+  preprocessing: image_preparation.Preprocessing = image_preparation.Preprocessing()
 
 
 def _openai(embed_dim, vision, text_width):
@@ -128,7 +128,8 @@ def check(config: CLIPConfig, prefix: str = "") -> None:
     raise ValueError(f"{prefix}activation={config.activation!r}; allowed: "
                      f"{_allowed(layers.ACTIVATIONS)}.")
   preprocessing = config.preprocessing
-  for key, allowed in (("resize_mode", views.RESIZE_MODES), ("interpolation", views.INTERPOLATIONS)):
+  for key, allowed in (("resize_mode", image_preparation.RESIZE_MODES),
+                       ("interpolation", image_preparation.INTERPOLATIONS)):
     if getattr(preprocessing, key) not in allowed:
       raise ValueError(f"{prefix}preprocessing.{key}={getattr(preprocessing, key)!r}; allowed: "
                        f"{_allowed(allowed)}.")
@@ -222,6 +223,6 @@ def config_from_dict(fields: Mapping[str, Any]) -> CLIPConfig:
                    for key, value in fields.pop("preprocessing", {}).items()}
   config = CLIPConfig(vision=towers.of_kind(kind).config(**vision),
                       text=TextConfig(**fields.pop("text")),
-                      preprocessing=views.Preprocessing(**preprocessing), **fields)
+                      preprocessing=image_preparation.Preprocessing(**preprocessing), **fields)
   check(config)
   return config

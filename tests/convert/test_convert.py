@@ -19,7 +19,7 @@ from clip_jax import convert
 from clip_jax import pretrained
 from clip_jax.convert import tensor_files
 from clip_jax.models import clip as clip_model
-from clip_jax import views
+from clip_jax import image_preparation
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -300,7 +300,7 @@ def test_hub_repository_converts_offline_from_the_cache(open_clip_cases, tmp_pat
   assert missing.returncode != 0 and "acme/elsewhere" in missing.stderr
 
 
-SIGLIP_LIKE = views.Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+SIGLIP_LIKE = image_preparation.Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                                     resize_mode="squash", interpolation="bilinear")
 
 
@@ -309,7 +309,7 @@ def test_preprocessing_comes_from_the_published_config_then_the_flags(open_clip_
   sides, bilinear, 0.5/0.5), record their published preprocessing (and open_clip's config the
   activation); given fields win over it; bare weights get OpenAI's."""
   _, path, bare = open_clip_cases("tiny-vit")
-  assert bare.config.preprocessing == views.Preprocessing()
+  assert bare.config.preprocessing == image_preparation.Preprocessing()
   assert set(bare.source["preprocessing"].values()) == {"OpenAI's default"}
   open_clip_repo = tmp_path / "open_clip_repo"
   open_clip_repo.mkdir()

@@ -9,11 +9,10 @@ import pytest
 
 from clip_jax import encoding
 from clip_jax import models
-from clip_jax import encoding
 from clip_jax import settings
 from clip_jax import sharding
 from clip_jax.evaluation import evaluators
-from clip_jax import views
+from clip_jax import image_preparation
 
 DATA = settings.Data(name="synthetic", image_size=32, context_length=16, tokenizer="words")
 
@@ -53,7 +52,7 @@ def run(evals, encoders, step=10):
   evals = parse(evals)
   evaluators.check_data(evals)
   return evaluators.run_evaluators(evals, *encoders[:2], step, data=DATA,
-                                   view=views.Preprocessing())
+                                   view=image_preparation.Preprocessing())
 
 
 def assert_metrics(results, expected_names):

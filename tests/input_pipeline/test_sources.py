@@ -137,7 +137,8 @@ class TestWebDataset:
     # The reader's 1 MiB buffer and two 64 KiB chunks: far from the member's 4 MiB.
     assert tracemalloc.get_traced_memory()[1] < 1.5 * (1 << 20) < 4 * (1 << 20) < peak
     tracemalloc.stop()
-    warnings = [record.getMessage() for record in caplog.records if "skipped" in record.getMessage()]
+    warnings = [record.getMessage() for record in caplog.records
+                if "skipped" in record.getMessage()]
     assert warnings[0] == doc_commands.documented_message("docs/untrusted_files.md", (
         f"{path}: 2 members skipped unread (not regular files, or more than "
         f"data.max_member_bytes={webdataset.MAX_MEMBER_BYTES} bytes), the first 2.jpg."))

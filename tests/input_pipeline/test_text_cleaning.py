@@ -33,7 +33,8 @@ def fuzz_texts(count, seed):
                                                       (0x3040, 0x30ff), (0x4e00, 0x4eff),
                                                       (0xfb00, 0xfb4f), (0xff00, 0xffef),
                                                       (0x1f300, 0x1f5ff)]
-  snippets = MOJIBAKE + ["РґРѕР±СЂРѕ", "Ã\n", "’", "“", "”", "\n", "\r\n", " ", "&", "<", "\x1b[31m"]
+  snippets = MOJIBAKE + ["РґРѕР±СЂРѕ", "Ã\n", "’", "“", "”", "\n", "\r\n", " ", "&", "<",
+                         "\x1b[31m"]
   return fuzz.random_texts(count, seed, ranges, snippets, max_parts=24, snippet_rate=0.2)
 
 

@@ -147,7 +147,8 @@ VARIED_TEXTS = [
     "!!!??? ... --- *** (((hello))) #hashtag @user http://example.com/a_b?c=d&e=f",
     "~`!@#$%^*()_+-={}[]|\\:;\"'<>,.?/", "a_b-c.d:e/f",
     # Unicode letters, accents, combining marks, case folding corner cases.
-    "日本語のキャプション、東京タワー。", "中文标题：北京的夜景", "서울의 야경", "مرحبا بالعالم ١٢٣",
+    "日本語のキャプション、東京タワー。", "中文标题：北京的夜景", "서울의 야경",
+    "مرحبا بالعالم ١٢٣",
     "नमस्ते दुनिया", "Москва ЗИМОЙ", "Ελληνικά ΚΕΦΑΛΑΊΑ", "Café naïve résumé crème brûlée",
     "Cafe\u0301 e\u0301 a\u0308\u0304", "İstanbul ıi İI", "straße STRASSE ß ẞ", "ſtart 'ſ",
     "\u212a Kelvin", "a\u0345b \u0345", "ＬＯＵＤ　ＮＯＩＳＥＳ ｶﾀｶﾅ", "ﬁsh ﬂower ǅ ǈ", "Ⓐⓑ",
