@@ -124,7 +124,6 @@ class Embedder:
     self.step = (max(checkpoint.saved_steps(model_path), default=None)
                  if pretrained.is_workdir(model_path) else None)
     loaded = pretrained.load(model_path, step=self.step)
-    self.weights_digest = pretrained.variables_digest(loaded.variables)
     self.config = dataclasses.replace(loaded.model.config, dtype=dtype)
     self.model = clip_model.CLIP(self.config)
     self.tokenize = loaded.tokenize
@@ -132,10 +131,16 @@ class Embedder:
     # The learned inverse temperature, which scales cosine similarities into logits.
     self.logit_scale = float(np.exp(loaded.variables["params"]["logit_scale"]))
     mesh = sharding.create_mesh(devices=jax.local_devices())
-    variables = jax.device_put(loaded.variables, sharding.replicated(mesh))
+    self._variables = jax.device_put(loaded.variables, sharding.replicated(mesh))
     # numpy inputs [b, ...] -> unit features [b, E], split over the local devices.
-    self.encode_image_views, self.encode_tokens = encoding.make_encoders(self.model, variables,
-                                                                           mesh)
+    self.encode_image_views, self.encode_tokens = encoding.make_encoders(
+        self.model, self._variables, mesh)
+
+  @functools.cached_property
+  def weights_digest(self) -> str:
+    """The SHA-256 of the weights (`pretrained.variables_digest`), for the outputs' provenance:
+    computed when a tool records it (embed, filter_shards), not by every user (search)."""
+    return pretrained.variables_digest(jax.device_get(self._variables))
 
   @property
   def image_size(self) -> int:
