@@ -46,9 +46,10 @@ def check_source(finetune: settings.Finetune, architecture: configs.CLIPConfig) 
                      "model.overrides with the checkpoint's sizes, heads and activation.")
 
 
-# What follows the blocks: ViT (ln_post, proj), ResNet (attnpool), text (ln_final,
-# text_projection).
-_HEAD_NAMES = frozenset({"ln_post", "proj", "attnpool", "ln_final", "text_projection"})
+# What follows the blocks: ViT (ln_post, proj), SigLIP's ViT (ln_post, its attention-pooling
+# head), ResNet (attnpool), text (ln_final, text_projection and its bias).
+_HEAD_NAMES = frozenset({"ln_post", "proj", "head", "attnpool", "ln_final", "text_projection",
+                         "text_projection_bias"})
 
 
 def trainable(params: dict[str, Any], finetune: settings.Finetune) -> dict[str, Any]:

@@ -217,8 +217,8 @@ def with_kept_patches(batch: Batch, rng: jax.Array, num_patches: int, mask_ratio
   if not mask_ratio:
     return batch
   batch_size = batch["image"].shape[0]
-  return {**batch, "patch_indices": vision.kept_patch_indices(
-      rng, batch_size, num_patches, vision.kept_patch_count(num_patches, mask_ratio))}
+  return {**batch, "patch_indices": vision.kept_patch_indices(rng, batch_size, num_patches,
+                                                             mask_ratio)}
 
 
 def apply_update(state: TrainState, loss: jax.Array, grads: Any, batch_stats: Any, *,

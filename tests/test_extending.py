@@ -72,5 +72,6 @@ def test_a_kind_is_registered_once_and_an_unknown_one_is_named():
     plugin_tower.towers.register(plugin_tower.TOWER)
   with pytest.raises(ValueError, match=r"model\.overrides\.vision\.kind='mean_pool' is not a "
                                        r"registered image tower; allowed: modified_resnet, vit, "
-                                       r"mean_patch \(or a plug-in's, named in model\.plugins\)\."):
+                                       r"siglip_vit, mean_patch \(or a plug-in's, named in "
+                                       r"model\.plugins\)\."):
     settings.parse(plugin_config(**{"model.overrides.vision.kind": "mean_pool"}))

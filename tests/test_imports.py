@@ -88,7 +88,8 @@ def test_settings_import_nothing_of_the_project_but_the_model_table():
   assert graph["clip_jax.settings"] == {"clip_jax.models.configs", "clip_jax.models.towers"}
   assert graph["clip_jax.models.configs"] == {
       "clip_jax.models.attention", "clip_jax.models.layers", "clip_jax.models.resnet",
-      "clip_jax.models.towers", "clip_jax.models.vision", "clip_jax.image_preparation"}
+      "clip_jax.models.siglip_vision", "clip_jax.models.towers", "clip_jax.models.vision",
+      "clip_jax.image_preparation"}
   assert graph["clip_jax.models.towers"] == {"clip_jax.models.costs"}
   assert graph["clip_jax.models.layers"] == {"clip_jax.models.attention"}
   assert graph["clip_jax.models.attention"] == set()

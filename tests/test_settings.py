@@ -66,6 +66,11 @@ COMMAND_LINE = {
     "model.overrides.text.layers": ("3", lambda run: run.model.architecture.text.layers),
     "model.overrides.text.head_width": ("32", lambda run: run.model.architecture.text.head_width),
     "model.overrides.text.mlp_dim": ("100", lambda run: run.model.architecture.text.mlp_dim),
+    "model.overrides.text.causal": ("False", lambda run: run.model.architecture.text.causal),
+    "model.overrides.text.pool": ("last", lambda run: run.model.architecture.text.pool),
+    "model.overrides.text.projection_bias": (
+        "True", lambda run: run.model.architecture.text.projection_bias),
+    "model.overrides.norm_epsilon": ("1e-06", lambda run: run.model.architecture.norm_epsilon),
     "model.overrides.preprocessing.mean": (
         "(0.5,0.5,0.5)", lambda run: run.model.architecture.preprocessing.mean),
     "model.overrides.preprocessing.std": (
@@ -237,7 +242,7 @@ def test_evaluator_and_mixture_keys_are_set_from_the_command_line():
 # Every shipped config with the arguments it takes.
 SHIPPED = {name: (None,) for name in ("synthetic_demo", "evaluate")}
 SHIPPED.update({name: (None, "tiny") for name in ("clip_training", "webdataset", "tfrecord",
-                                                   "tfds", "csv", "mixture")})
+                                                   "tfds", "csv", "mixture", "siglip")})
 SHIPPED["evaluate"] = (None, "imagenet,coco", "cifar10_probe")
 
 

@@ -19,8 +19,9 @@ from clip_jax.convert import hub
 from clip_jax.convert import openai_layout
 from clip_jax.convert import preprocessing_layout
 from clip_jax.convert import tensor_files
-from clip_jax import image_preparation
 from clip_jax.models import configs
+from clip_jax.models import resnet
+from clip_jax.models import towers
 from clip_jax.models import vision as vision_lib
 
 EXPORT_FORMATS = ("open_clip", "hf")
@@ -55,9 +56,10 @@ def import_weights(src: str, model: str | None = None, activation: str | None = 
   model with its shapes (QuickGELU for OpenAI's sizes, although LAION's ViT-B-32 for one was
   trained with GELU: pass activation="gelu" for such bare weights).
 
-  The image preprocessing (`image_preparation.Preprocessing`) is OpenAI's, changed by what the
-  source publishes beside the weights (open_clip's or Hugging Face's config,
-  `preprocessing_layout`), changed in turn by the fields of `preprocessing`.
+  The image preprocessing (`image_preparation.Preprocessing`) is the architecture's (OpenAI's,
+  SigLIP's for a SiglipModel), changed by what the source publishes beside the weights
+  (open_clip's or Hugging Face's config, `preprocessing_layout`), changed in turn by the fields of
+  `preprocessing`.
 
   A TorchScript archive other than OpenAI's releases is refused (`tensor_files.UntrustedCode`)
   unless `trust_code`: loading one runs the code inside it.
@@ -92,10 +94,11 @@ def import_weights(src: str, model: str | None = None, activation: str | None = 
     config = dataclasses.replace(config, activation=activation)
   published, published_in = preprocessing_layout.read(src)
   given = {key: value for key, value in (preprocessing or {}).items() if value is not None}
-  config = dataclasses.replace(config, preprocessing=image_preparation.Preprocessing(
-      **{**published, **given}))
+  config = dataclasses.replace(config, preprocessing=dataclasses.replace(
+      config.preprocessing, **{**published, **given}))
   source["preprocessing"] = {
-      key: ("flag" if key in given else published_in if key in published else "OpenAI's default")
+      key: ("flag" if key in given else published_in if key in published
+            else "the architecture's default")
       for key in ("mean", "std", "resize_mode", "interpolation")}
   configs.check(config)
   if "logit_scale" in tensors:
@@ -114,6 +117,10 @@ def _open_clip_activation(src: str) -> str | None:
 def open_clip_model_config(config: configs.CLIPConfig) -> dict[str, Any]:
   """open_clip's `model_cfg` for the architecture (what `open_clip.create_model` builds from)."""
   vision, text = config.vision, config.text
+  if not isinstance(vision, (vision_lib.VisionTransformerConfig, resnet.ModifiedResNetConfig)):
+    raise ValueError(f"--to=open_clip writes OpenAI's ViT and ModifiedResNet towers; a "
+                     f"{towers.describe(vision)} image tower is not written for open_clip yet "
+                     "(open_clip builds SigLIP's from timm's layout); allowed: --to=hf.")
   if isinstance(vision, vision_lib.VisionTransformerConfig):
     vision_cfg = dict(image_size=vision.image_size, patch_size=vision.patch_size,
                       width=vision.width, layers=vision.layers, head_width=vision.head_width,
@@ -148,8 +155,10 @@ def export_weights(config: configs.CLIPConfig, variables: dict[str, Any], dst: s
   else:
     files = {HF_WEIGHTS: hf_layout.to_hf(state_dict),
              HF_CONFIG: hf_layout.hf_config(config, float(state_dict["logit_scale"])),
-             HF_PREPROCESSOR_CONFIG: preprocessing_layout.to_hf(config.preprocessing,
-                                                                image_size)}
+             HF_PREPROCESSOR_CONFIG: preprocessing_layout.to_hf(
+                 config.preprocessing, image_size,
+                 "SiglipImageProcessor" if hf_layout.is_siglip_config(config) else
+                 "CLIPImageProcessor")}
   paths = []
   for name, content in files.items():
     path = os.path.join(dst, name)

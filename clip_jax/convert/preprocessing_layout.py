@@ -81,11 +81,12 @@ def to_open_clip(preprocessing: image_preparation.Preprocessing, image_size: int
               interpolation=preprocessing.interpolation, resize_mode=preprocessing.resize_mode)
 
 
-def to_hf(preprocessing: image_preparation.Preprocessing, image_size: int) -> dict[str, Any]:
-  """preprocessor_config.json for transformers' CLIPImageProcessor."""
+def to_hf(preprocessing: image_preparation.Preprocessing, image_size: int,
+          processor: str = "CLIPImageProcessor") -> dict[str, Any]:
+  """preprocessor_config.json for one of transformers' image processors (CLIP's, SigLIP's)."""
   squash = preprocessing.resize_mode == "squash"
   return {
-      "image_processor_type": "CLIPImageProcessor",
+      "image_processor_type": processor,
       "do_resize": True,
       "size": ({"height": image_size, "width": image_size} if squash
                else {"shortest_edge": image_size}),

@@ -48,7 +48,8 @@ class CLIP(nn.Module):
     config = self.config
     dtype = jnp.dtype(config.dtype)
     settings = towers.TowerSettings(activation=config.activation, dtype=dtype, scan=config.scan,
-                                    remat=config.remat, attention=config.attention)
+                                    remat=config.remat, attention=config.attention,
+                                    norm_epsilon=config.norm_epsilon)
     self.visual = towers.of(config.vision).build(config.vision, config.embed_dim, settings)
     self.text = text.TextTransformer(config.text, config.embed_dim,
                                      **dataclasses.asdict(settings))
@@ -81,10 +82,9 @@ class CLIP(nn.Module):
                        "to drop; allowed: 0 (FLIP needs a tower with patches, such as a ViT).")
     else:
       if patch_indices is None:
-        patches = num_patches(self.config.vision)
         patch_indices = vision.kept_patch_indices(
-            self.make_rng("patch_dropout"), images.shape[0], patches,
-            vision.kept_patch_count(patches, patch_dropout))
+            self.make_rng("patch_dropout"), images.shape[0], num_patches(self.config.vision),
+            patch_dropout)
       features = self.visual(images, train=train, patch_indices=patch_indices)
     features = features.astype(jnp.float32)
     return l2_normalize(features) if normalize else features

@@ -16,19 +16,29 @@ from clip_jax import image_preparation
 from clip_jax.models import attention
 from clip_jax.models import layers
 from clip_jax.models import resnet
+from clip_jax.models import siglip_vision
 from clip_jax.models import towers
 from clip_jax.models import vision as vision_lib
 
 DTYPES = ("float32", "bfloat16")
 
+TEXT_POOLS = ("end_of_text", "last")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TextConfig:
+  """The text tower (models/text.py). CLIP's: causal, read out at the end-of-text token (the
+  largest id), projected without a bias. SigLIP's: bidirectional, read out at the last position
+  (its captions are padded to the context length), projected with a bias."""
   context_length: int = 77
   vocab_size: int = 49408
   width: int
   layers: int
   head_width: int = 64
   mlp_dim: int | None = None  # None: 4 * width.
+  causal: bool = True
+  pool: str = "end_of_text"  # TEXT_POOLS
+  projection_bias: bool = False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -43,6 +53,7 @@ class CLIPConfig:
   attention: str = "auto"  # The kernel: "auto", "xla", "cudnn", "splash" (models/attention.py).
   init_logit_scale: float = math.log(1 / 0.07)  # The sigmoid loss wants log(10).
   init_logit_bias: float | None = None  # A learned logit bias (sigmoid loss: -10), if not None.
+  norm_epsilon: float = 1e-5  # Every LayerNorm's: PyTorch's default, OpenAI's; SigLIP's 1e-6.
   preprocessing: image_preparation.Preprocessing = image_preparation.Preprocessing()
 
 
@@ -59,6 +70,38 @@ def _resnet(image_size, layers, width):
 def _vit(image_size, patch_size, width, layers, **sizes):
   return vision_lib.VisionTransformerConfig(image_size=image_size, patch_size=patch_size,
                                             width=width, layers=layers, **sizes)
+
+
+# SigLIP's image statistics (Inception's: pixels to [-1, 1]), both sides resized to the image size.
+SIGLIP_PREPROCESSING = image_preparation.Preprocessing(
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="squash")
+# The towers' sizes: (width, layers, head width, MLP width).
+_SIGLIP_SIZES = {"B": (768, 12, 64, 3072), "L": (1024, 24, 64, 4096),
+                 "So400m": (1152, 27, 72, 4304), "g-opt": (1536, 40, 96, 6144)}
+
+
+def _siglip(size: str, patch_size: int, image_size: int, vocab_size: int,
+            text_size: str | None = None, context_length: int = 64) -> CLIPConfig:
+  """big_vision's SigLIP (Zhai et al. 2023) and SigLIP 2 (Tschannen et al. 2025): a MAP-pooled
+  ViT, a bidirectional text tower of 64 tokens read at the last one, tanh GELU, LayerNorm
+  epsilon 1e-6, the sigmoid loss's temperature log(10) and bias -10. SigLIP 2's fixed-resolution
+  models are SigLIP's architecture with Gemma's 256k vocabulary; g-opt pairs its image tower with
+  the So400m text tower. (SigLIP's So400m/14 at 224 reads 16 tokens.)"""
+  width, layers_, head_width, mlp_dim = _SIGLIP_SIZES[size]
+  text_width, text_layers, text_head_width, text_mlp = _SIGLIP_SIZES[text_size or size]
+  return CLIPConfig(
+      embed_dim=width, activation="gelu_tanh", norm_epsilon=1e-6,
+      vision=siglip_vision.SigLIPVisionConfig(
+          image_size=image_size, patch_size=patch_size, width=width, layers=layers_,
+          head_width=head_width, mlp_dim=mlp_dim),
+      text=TextConfig(context_length=context_length, vocab_size=vocab_size, width=text_width,
+                      layers=text_layers, head_width=text_head_width, mlp_dim=text_mlp,
+                      causal=False, pool="last", projection_bias=True),
+      init_logit_scale=math.log(10), init_logit_bias=-10.0, preprocessing=SIGLIP_PREPROCESSING)
+
+
+SIGLIP_VOCABULARY = 32_000  # SigLIP's English SentencePiece model
+GEMMA_VOCABULARY = 256_000  # SigLIP 2's: Gemma's tokenizer
 
 
 MODELS: dict[str, CLIPConfig] = {
@@ -82,10 +125,33 @@ MODELS: dict[str, CLIPConfig] = {
     "ViT-bigG-14": CLIPConfig(
         embed_dim=1280, vision=_vit(224, 14, 1664, 48, head_width=104, mlp_dim=8192),
         text=TextConfig(width=1280, layers=32)),
+    # SigLIP (open_clip's names; Hugging Face's google/siglip-*).
+    **{f"ViT-B-16-SigLIP{suffix}": _siglip("B", 16, size, SIGLIP_VOCABULARY)
+       for size, suffix in ((224, ""), (256, "-256"), (384, "-384"), (512, "-512"))},
+    **{f"ViT-L-16-SigLIP-{size}": _siglip("L", 16, size, SIGLIP_VOCABULARY) for size in (256, 384)},
+    "ViT-SO400M-14-SigLIP": _siglip("So400m", 14, 224, SIGLIP_VOCABULARY, context_length=16),
+    "ViT-SO400M-14-SigLIP-384": _siglip("So400m", 14, 384, SIGLIP_VOCABULARY),
+    # SigLIP 2 at fixed resolutions (Hugging Face's google/siglip2-*).
+    **{f"ViT-B-16-SigLIP2{suffix}": _siglip("B", 16, size, GEMMA_VOCABULARY)
+       for size, suffix in ((224, ""), (256, "-256"), (384, "-384"), (512, "-512"))},
+    "ViT-B-32-SigLIP2-256": _siglip("B", 32, 256, GEMMA_VOCABULARY),
+    **{f"ViT-L-16-SigLIP2-{size}": _siglip("L", 16, size, GEMMA_VOCABULARY)
+       for size in (256, 384, 512)},
+    "ViT-SO400M-14-SigLIP2": _siglip("So400m", 14, 224, GEMMA_VOCABULARY),
+    "ViT-SO400M-14-SigLIP2-378": _siglip("So400m", 14, 378, GEMMA_VOCABULARY),
+    **{f"ViT-SO400M-16-SigLIP2-{size}": _siglip("So400m", 16, size, GEMMA_VOCABULARY)
+       for size in (256, 384, 512)},
+    **{f"ViT-gopt-16-SigLIP2-{size}": _siglip("g-opt", 16, size, GEMMA_VOCABULARY, "So400m")
+       for size in (256, 384)},
     # Tiny models for tests and demos.
     "tiny-vit": CLIPConfig(
         embed_dim=32, vision=_vit(32, 8, 64, 2),
         text=TextConfig(context_length=16, vocab_size=1000, width=64, layers=2)),
+    "tiny-siglip": dataclasses.replace(
+        _siglip("B", 8, 32, 1000), embed_dim=64,
+        vision=siglip_vision.SigLIPVisionConfig(image_size=32, patch_size=8, width=64, layers=2),
+        text=TextConfig(context_length=16, vocab_size=1000, width=64, layers=2, causal=False,
+                        pool="last", projection_bias=True)),
     "tiny-rn": CLIPConfig(
         embed_dim=32, vision=_resnet(32, (1, 1), 16),
         text=TextConfig(context_length=16, vocab_size=1000, width=64, layers=2)),
@@ -138,11 +204,20 @@ def check(config: CLIPConfig, prefix: str = "") -> None:
     if len(values) != 3 or (key == "std" and min(values) <= 0):
       raise ValueError(f"{prefix}preprocessing.{key}={values!r}; allowed: three (R, G, B) "
                        f"{'positive ' if key == 'std' else ''}numbers.")
-  towers.of(config.vision).check(config.vision, prefix)
+  if not 0 < config.norm_epsilon < 1:
+    raise ValueError(f"{prefix}norm_epsilon={config.norm_epsilon!r}; allowed: 0 < epsilon < 1.")
+  tower = towers.of(config.vision)
+  tower.check(config.vision, prefix)
+  if tower.features is not None and tower.features(config.vision) != config.embed_dim:
+    raise ValueError(f"{prefix}embed_dim={config.embed_dim}, but a {towers.describe(config.vision)}"
+                     f" image tower has no projection: its features are its width, "
+                     f"{tower.features(config.vision)}; allowed: {tower.features(config.vision)}.")
   text = config.text
   if text.width % text.head_width:
     raise ValueError(f"{prefix}text.head_width={text.head_width} does not divide the width "
                      f"{text.width}; allowed: its divisors.")
+  if text.pool not in TEXT_POOLS:
+    raise ValueError(f"{prefix}text.pool={text.pool!r}; allowed: {_allowed(TEXT_POOLS)}.")
 
 
 # The fields of CLIPConfig that are records, changed field by field.

@@ -32,6 +32,9 @@ def quick_gelu(x: jax.Array) -> jax.Array:
 ACTIVATIONS = {
     "quick_gelu": quick_gelu,
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # torch.nn.GELU: the exact erf form.
+    # The tanh form: Flax's default, so big_vision's SigLIP checkpoints were trained with it
+    # (transformers: "gelu_pytorch_tanh", torch.nn.GELU(approximate="tanh")).
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
 }
 
 
@@ -169,14 +172,16 @@ class ResidualAttentionBlock(nn.Module):
   causal: bool = False
   dtype: Dtype = jnp.float32
   attention: str = "auto"
+  norm_epsilon: float = 1e-5
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, L, W]
     out_std = x.shape[-1] ** -0.5 * (2 * self.depth) ** -0.5
+    norm = lambda name: LayerNorm(epsilon=self.norm_epsilon, name=name)
     x = x + MultiHeadAttention(self.heads, out_std, self.causal, self.dtype, self.attention,
-                               name="attn")(LayerNorm(name="ln_1")(x))
+                               name="attn")(norm("ln_1")(x))
     x = x + MLP(self.mlp_dim, out_std, self.activation, self.dtype,
-                name="mlp")(LayerNorm(name="ln_2")(x))
+                name="mlp")(norm("ln_2")(x))
     return x                                                             # [B, L, W]
 
 
@@ -212,6 +217,7 @@ class Transformer(nn.Module):
   scan: bool = False
   remat: bool = False
   attention: str = "auto"
+  norm_epsilon: float = 1e-5  # The LayerNorms': PyTorch's default, OpenAI's; SigLIP's 1e-6.
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, L, W]
@@ -224,7 +230,7 @@ class Transformer(nn.Module):
                        save_only_these_names(*SCANNED_BLOCK_SAVES))
     settings = dict(heads=self.width // self.head_width, mlp_dim=self.mlp_dim or 4 * self.width,
                     depth=self.layers, activation=self.activation, causal=self.causal,
-                    dtype=self.dtype, attention=self.attention)
+                    dtype=self.dtype, attention=self.attention, norm_epsilon=self.norm_epsilon)
     if self.scan:
       scanned = nn.scan(_scan_body, variable_axes={"params": 0}, split_rngs={"params": True},
                         length=self.layers)

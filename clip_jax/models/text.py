@@ -1,8 +1,11 @@
-"""CLIP's text tower: a causal transformer read out at the end-of-text token.
+"""The text tower: a transformer over token ids, read out at one token and projected.
 
-As OpenAI's `encode_text`: the features are those of the end-of-text token, found as the largest
-token id of each sequence (it is the last id of CLIP's BPE vocabulary). The causal mask lets that
-token see the whole caption while padding after it changes nothing.
+CLIP's (OpenAI's `encode_text`) is causal and reads the end-of-text token, found as the largest
+token id of each sequence (the last id of CLIP's BPE vocabulary): the causal mask lets that token
+see the whole caption while padding after it changes nothing. SigLIP's is bidirectional and reads
+the last position, with a bias on its projection: its captions are padded (or cut) to the
+context length, so the last token is always a pad token that has attended to the whole caption.
+`configs.TextConfig` chooses.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class TextTransformer(nn.Module):
   scan: bool = False
   remat: bool = False
   attention: str = "auto"
+  norm_epsilon: float = 1e-5
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -36,11 +40,19 @@ class TextTransformer(nn.Module):
                                       (config.context_length, width))
     x = x + positional_embedding[:tokens.shape[1]].astype(self.dtype)
     x = layers.Transformer(width, config.layers, config.head_width, config.mlp_dim,
-                           self.activation, causal=True, dtype=self.dtype, scan=self.scan,
-                           remat=self.remat, attention=self.attention,
-                           name="transformer")(x)                      # [B, L, W]
-    end_of_text = x[jnp.arange(x.shape[0]), tokens.argmax(axis=-1)]    # [B, W]
-    x = layers.LayerNorm(name="ln_final")(end_of_text)  # Per token: the same as before the gather.
+                           self.activation, causal=config.causal, dtype=self.dtype,
+                           scan=self.scan, remat=self.remat, attention=self.attention,
+                           norm_epsilon=self.norm_epsilon, name="transformer")(x)  # [B, L, W]
+    if config.pool == "last":
+      x = x[:, -1]                                                     # [B, W]
+    else:
+      x = x[jnp.arange(x.shape[0]), tokens.argmax(axis=-1)]            # [B, W]
+    # Per token: the same as before the gather.
+    x = layers.LayerNorm(epsilon=self.norm_epsilon, name="ln_final")(x)
     text_projection = self.param("text_projection", layers.normal(width ** -0.5),
                                  (width, self.embed_dim))
-    return x @ text_projection.astype(self.dtype)                      # [B, E]
+    x = x @ text_projection.astype(self.dtype)                         # [B, E]
+    if config.projection_bias:
+      x = x + self.param("text_projection_bias", nn.initializers.zeros,
+                         (self.embed_dim,)).astype(self.dtype)
+    return x

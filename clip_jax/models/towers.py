@@ -20,12 +20,13 @@ from clip_jax.models import costs
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TowerSettings:
   """The model-wide settings a tower may take (CLIPConfig's): activation, compute dtype, remat,
-  scanned blocks, the attention kernel."""
+  scanned blocks, the attention kernel, the LayerNorms' epsilon."""
   activation: str
   dtype: Any
   scan: bool
   remat: bool
   attention: str
+  norm_epsilon: float = 1e-5
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -44,6 +45,9 @@ class ImageTower:
   flops: Callable[[Any, int, float, bool], costs.Cost]  # (config, embed_dim, mask ratio, remat)
   patches: Callable[[Any], int] | None = None          # patches per image; None: none to drop
   scanned_layers: str | None = None                    # the config field counting scanned blocks
+  # The width of the features a tower without a projection emits (SigLIP's: its own width, which
+  # embed_dim must then equal); None: the tower projects to any embed_dim.
+  features: Callable[[Any], int] | None = None
 
 
 _TOWERS: dict[str, ImageTower] = {}

@@ -36,27 +36,33 @@ class VisionTransformerConfig:
 
 
 class PatchEmbedding(nn.Module):
-  """OpenAI's `conv1`, a bias-free convolution with stride = kernel = patch, as one matmul.
+  """OpenAI's `conv1`, a convolution with stride = kernel = patch, as one matmul.
 
   The same function and the same [P, P, 3, W] kernel as `nn.Conv`, so weights map unchanged; but
   XLA:CPU runs the strided convolution and its gradients about 4x slower than this product of
-  non-overlapping patches and the kernel.
+  non-overlapping patches and the kernel. Pixels past the last whole patch are left out, as a
+  "valid" convolution leaves them (SigLIP's 14 px patches of 384 px images: 27 x 27 patches).
+  OpenAI's has no bias; SigLIP's has one.
   """
 
   patch_size: int
   width: int
   dtype: layers.Dtype = jnp.float32
+  use_bias: bool = False
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:                  # [B, H, W, C]
     patch = self.patch_size
     batch, image_height, image_width, channels = images.shape
+    rows, columns = image_height // patch, image_width // patch
     kernel = self.param("kernel", layers.TORCH_DEFAULT_INIT,
                         (patch, patch, channels, self.width))          # [P, P, C, W]
-    patches = images.astype(self.dtype).reshape(
-        batch, image_height // patch, patch, image_width // patch, patch,
-        channels)                                                      # [B, G, P, G, P, C]
-    return jnp.einsum("bgphqc,pqcw->bghw", patches, kernel.astype(self.dtype))  # [B, G, G, W]
+    patches = images[:, :rows * patch, :columns * patch].astype(self.dtype).reshape(
+        batch, rows, patch, columns, patch, channels)                  # [B, G, P, G, P, C]
+    x = jnp.einsum("bgphqc,pqcw->bghw", patches, kernel.astype(self.dtype))  # [B, G, G, W]
+    if self.use_bias:
+      x = x + self.param("bias", nn.initializers.zeros, (self.width,)).astype(self.dtype)
+    return x
 
 
 def kept_patch_count(num_patches: int, ratio: float) -> int:
@@ -66,22 +72,24 @@ def kept_patch_count(num_patches: int, ratio: float) -> int:
   return max(1, round((1.0 - ratio) * num_patches))
 
 
-def kept_patch_indices(rng: jax.Array, batch: int, num_patches: int, keep: int) -> jax.Array:
-  """[B, keep] int32: for each image, `keep` distinct patch indices drawn uniformly, ascending.
+def kept_patch_indices(rng: jax.Array, batch: int, num_patches: int, ratio: float) -> jax.Array:
+  """[B, keep] int32: for each image, the `kept_patch_count` patches that dropping `ratio` of its
+  `num_patches` leaves, drawn uniformly, ascending.
 
   A random permutation per image (the argsort of uniform noise), cut to its first `keep`
   entries. Sorting them keeps the tokens in the image's row-major order: attention does not care,
   but a kept sequence is then a subsequence of the full one.
   """
+  keep = kept_patch_count(num_patches, ratio)
   noise = jax.random.uniform(rng, (batch, num_patches))                # [B, N]
   return jnp.sort(jnp.argsort(noise, axis=-1)[:, :keep], axis=-1)       # [B, keep]
 
 
-def keep_patches(tokens: jax.Array, indices: jax.Array) -> jax.Array:
-  """Class token and patch tokens [B, 1 + N, W] -> the class token and each image's patch tokens
-  at its `indices` [B, keep], [B, 1 + keep, W]."""
-  patches = jnp.take_along_axis(tokens[:, 1:], indices[..., None], axis=1)  # [B, keep, W]
-  return jnp.concatenate([tokens[:, :1], patches], axis=1)              # [B, 1 + keep, W]
+def keep_patches(tokens: jax.Array, indices: jax.Array, prefix_tokens: int = 1) -> jax.Array:
+  """Tokens [B, prefix_tokens + N, W] -> the prefix (a class token) and each image's patch tokens
+  at its `indices` [B, keep]: [B, prefix_tokens + keep, W]."""
+  patches = jnp.take_along_axis(tokens[:, prefix_tokens:], indices[..., None], axis=1)
+  return jnp.concatenate([tokens[:, :prefix_tokens], patches], axis=1)
 
 
 class VisionTransformer(nn.Module):
@@ -98,6 +106,7 @@ class VisionTransformer(nn.Module):
   scan: bool = False
   remat: bool = False
   attention: str = "auto"
+  norm_epsilon: float = 1e-5
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool = False,
@@ -118,12 +127,13 @@ class VisionTransformer(nn.Module):
     x = x + positional_embedding.astype(self.dtype)
     if patch_indices is not None:
       x = keep_patches(x, patch_indices)                               # [B, 1 + keep, W]
-    x = layers.LayerNorm(name="ln_pre")(x)
+    norm = lambda name: layers.LayerNorm(epsilon=self.norm_epsilon, name=name)
+    x = norm("ln_pre")(x)
     x = layers.Transformer(width, config.layers, config.head_width, config.mlp_dim,
                            self.activation, causal=False, dtype=self.dtype, scan=self.scan,
                            remat=self.remat, attention=self.attention,
-                           name="transformer")(x)                      # [B, L, W]
-    x = layers.LayerNorm(name="ln_post")(x[:, 0])                       # [B, W]
+                           norm_epsilon=self.norm_epsilon, name="transformer")(x)  # [B, L, W]
+    x = norm("ln_post")(x[:, 0])                                       # [B, W]
     proj = self.param("proj", layers.normal(scale), (width, self.embed_dim))
     return x @ proj.astype(self.dtype)                                 # [B, E]
 
@@ -156,7 +166,6 @@ def flops(config: VisionTransformerConfig, embed_dim: int, mask_ratio: float = 0
 TOWER = towers.register(towers.ImageTower(
     kind="vit", config=VisionTransformerConfig,
     build=lambda config, embed_dim, settings: VisionTransformer(
-        config, embed_dim, activation=settings.activation, dtype=settings.dtype,
-        scan=settings.scan, remat=settings.remat, attention=settings.attention),
+        config, embed_dim, **dataclasses.asdict(settings)),
     check=check, blocks=lambda config: config.layers, flops=flops, patches=num_patches,
     scanned_layers="layers"))

@@ -13,8 +13,11 @@ import importlib.util
 import sys
 import types
 
+import jax
 import numpy as np
 import pytest
+
+from clip_jax.models import clip as clip_model
 
 
 def _distribution_file(distribution: str, path: str):
@@ -80,3 +83,46 @@ def perturb_(model, seed: int = 0):
       else:
         tensor.add_(noise)
   return model.eval()
+
+
+TOLERANCE = 1e-4  # float32, relative to the largest magnitude
+
+
+def inputs(image_size, context_length, vocab_size, count=3, seed=0):
+  """Standardised-looking images NHWC and token rows ending at their largest id at various
+  positions, padded with zeros."""
+  rng = np.random.default_rng(seed)
+  images = rng.standard_normal((count, image_size, image_size, 3)).astype(np.float32)
+  tokens = rng.integers(1, vocab_size - 2, (count, context_length))
+  for row, end in enumerate(np.linspace(1, context_length - 1, count).astype(int)):
+    tokens[row, end], tokens[row, end + 1:] = vocab_size - 1, 0
+  return images, tokens.astype(np.int32)
+
+
+def model_inputs(config, seed=0):
+  """`inputs` for a clip_jax model config."""
+  return inputs(config.vision.image_size, config.text.context_length, config.text.vocab_size,
+                seed=seed)
+
+
+def jax_outputs(config, variables, images, tokens):
+  model = clip_model.CLIP(config)
+  outputs = jax.jit(model.apply)(variables, images, tokens)  # op by op, RN50 takes a minute
+  return [np.asarray(outputs[key])
+          for key in ("image_features", "text_features", "logits_per_image")]
+
+
+def assert_close(ours, reference, tolerance=TOLERANCE):
+  for name, mine, theirs in zip(("image features", "text features", "logits"), ours, reference):
+    error = np.max(np.abs(mine - theirs)) / np.max(np.abs(theirs))
+    assert error < tolerance, f"{name}: relative error {error:.2e}"
+
+
+def hf_outputs(model, images, tokens):
+  """A transformers CLIPModel's or SiglipModel's (normalised) features and logits per image."""
+  import torch  # pylint: disable=g-import-not-at-top
+  with torch.no_grad():
+    outputs = model(input_ids=torch.from_numpy(tokens).long(),
+                    pixel_values=torch.from_numpy(images).permute(0, 3, 1, 2))
+  return [outputs.image_embeds.numpy(), outputs.text_embeds.numpy(),
+          outputs.logits_per_image.numpy()]

@@ -8,7 +8,6 @@ import json
 import os
 import pathlib
 
-import jax
 import numpy as np
 import pytest
 
@@ -18,13 +17,11 @@ import references
 from clip_jax import convert
 from clip_jax import pretrained
 from clip_jax.convert import tensor_files
-from clip_jax.models import clip as clip_model
 from clip_jax import image_preparation
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-TOLERANCE = 1e-4  # float32, relative to the largest magnitude
 # bfloat16 compute (float32 parameters) against float32 PyTorch: features' cosine similarity.
 BFLOAT16_MIN_COSINE = 0.999
 
@@ -46,17 +43,6 @@ FILE_FORMATS = {"tiny-vit": "state_dict.pt", "ViT-B-32": "safetensors",
                 "resnet-tiny": "training_checkpoint.pt", "RN50": "pytorch_model.bin"}
 
 
-def inputs(image_size, context_length, vocab_size, count=3, seed=0):
-  """Standardised-looking images NHWC and token rows ending at their largest id at various
-  positions, padded with zeros."""
-  rng = np.random.default_rng(seed)
-  images = rng.standard_normal((count, image_size, image_size, 3)).astype(np.float32)
-  tokens = rng.integers(1, vocab_size - 2, (count, context_length))
-  for row, end in enumerate(np.linspace(1, context_length - 1, count).astype(int)):
-    tokens[row, end], tokens[row, end + 1:] = vocab_size - 1, 0
-  return images, tokens.astype(np.int32)
-
-
 def torch_outputs(model, images, tokens, **encode_kwargs):
   with torch.no_grad():
     image_features = model.encode_image(torch.from_numpy(images).permute(0, 3, 1, 2),
@@ -66,19 +52,6 @@ def torch_outputs(model, images, tokens, **encode_kwargs):
     text_features = text_features / text_features.norm(dim=-1, keepdim=True)
     logits = model.logit_scale.exp() * image_features @ text_features.T
   return [tensor.numpy() for tensor in (image_features, text_features, logits)]
-
-
-def jax_outputs(config, variables, images, tokens):
-  model = clip_model.CLIP(config)
-  outputs = jax.jit(model.apply)(variables, images, tokens)  # op by op, RN50 takes a minute
-  return [np.asarray(outputs[key])
-          for key in ("image_features", "text_features", "logits_per_image")]
-
-
-def assert_close(ours, reference, tolerance=TOLERANCE):
-  for name, mine, theirs in zip(("image features", "text features", "logits"), ours, reference):
-    error = np.max(np.abs(mine - theirs)) / np.max(np.abs(theirs))
-    assert error < tolerance, f"{name}: relative error {error:.2e}"
 
 
 def write(state_dict, directory, file_format):
@@ -112,27 +85,23 @@ def open_clip_cases(tmp_path_factory):
   return case
 
 
-def model_inputs(config, seed=0):
-  return inputs(config.vision.image_size, config.text.context_length, config.text.vocab_size,
-                seed=seed)
-
-
 @pytest.mark.parametrize("name", list(OPEN_CLIP_MODELS))
 def test_open_clip_weights_give_open_clip_outputs(open_clip_cases, name):
   model, _, imported = open_clip_cases(name)
   expected = "shapes" if name == "resnet-tiny" else f"shapes, as {name}"  # no such named model
   assert imported.source["architecture"] == expected
-  images, tokens = model_inputs(imported.config)
-  assert_close(jax_outputs(imported.config, imported.variables, images, tokens),
-               torch_outputs(model, images, tokens))
+  images, tokens = references.model_inputs(imported.config)
+  references.assert_close(
+      references.jax_outputs(imported.config, imported.variables, images, tokens),
+      torch_outputs(model, images, tokens))
 
 
 @pytest.mark.parametrize("name", ["ViT-B-32", "RN50"])
 def test_bfloat16_compute_stays_within_its_tolerance(open_clip_cases, name):
   model, _, imported = open_clip_cases(name)
   config = dataclasses.replace(imported.config, dtype="bfloat16")
-  images, tokens = model_inputs(config)
-  ours = jax_outputs(config, imported.variables, images, tokens)
+  images, tokens = references.model_inputs(config)
+  ours = references.jax_outputs(config, imported.variables, images, tokens)
   reference = torch_outputs(model, images, tokens)
   for mine, theirs in zip(ours[:2], reference[:2]):  # unit vectors: their cosine similarity
     assert np.min(np.sum(mine * theirs, axis=-1)) > BFLOAT16_MIN_COSINE
@@ -154,7 +123,7 @@ def test_export_for_open_clip_gives_back_the_tensors_and_loads_in_open_clip(open
   reloaded = references.open_clip_model().CLIP(**model_cfg).eval()
   missing, unexpected = reloaded.load_state_dict(exported, strict=False)
   assert not unexpected and all(name.endswith("num_batches_tracked") for name in missing)
-  images, tokens = model_inputs(imported.config, seed=1)
+  images, tokens = references.model_inputs(imported.config, seed=1)
   np.testing.assert_array_equal(torch_outputs(reloaded, images, tokens)[0],
                                 torch_outputs(model, images, tokens)[0])
 
@@ -166,7 +135,7 @@ def test_openai_torchscript_archive(tmp_path):
       embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
       context_length=16, vocab_size=1000, transformer_width=64, transformer_heads=1,
       transformer_layers=2))
-  images, tokens = inputs(32, 16, 1000)
+  images, tokens = references.inputs(32, 16, 1000)
   traced = torch.jit.trace(model, (torch.from_numpy(images).permute(0, 3, 1, 2),
                                    torch.from_numpy(tokens).long()))
   path = str(tmp_path / "ViT-tiny.pt")
@@ -175,8 +144,9 @@ def test_openai_torchscript_archive(tmp_path):
   imported = convert.import_weights(path, trust_code=True)  # a trace of its own, not OpenAI's
   assert imported.source["format"] == "openai_torchscript"
   assert imported.config.activation == "quick_gelu"
-  assert_close(jax_outputs(imported.config, imported.variables, images, tokens),
-               torch_outputs(model, images, tokens))
+  references.assert_close(
+      references.jax_outputs(imported.config, imported.variables, images, tokens),
+      torch_outputs(model, images, tokens))
 
 
 @pytest.fixture(scope="module", params=["tiny", "ViT-B-32"])
@@ -202,20 +172,13 @@ def hf_case(request, tmp_path_factory):
   return model, directory, convert.import_weights(directory)
 
 
-def hf_outputs(model, images, tokens):
-  with torch.no_grad():
-    outputs = model(input_ids=torch.from_numpy(tokens).long(),
-                    pixel_values=torch.from_numpy(images).permute(0, 3, 1, 2))
-  return [outputs.image_embeds.numpy(), outputs.text_embeds.numpy(),
-          outputs.logits_per_image.numpy()]
-
-
 def test_hugging_face_weights_give_hugging_face_outputs(hf_case):
   model, _, imported = hf_case
   assert imported.source["architecture"] == "config.json"
-  images, tokens = model_inputs(imported.config)
-  assert_close(jax_outputs(imported.config, imported.variables, images, tokens),
-               hf_outputs(model, images, tokens))
+  images, tokens = references.model_inputs(imported.config)
+  references.assert_close(
+      references.jax_outputs(imported.config, imported.variables, images, tokens),
+      references.hf_outputs(model, images, tokens))
 
 
 def test_export_for_hugging_face_gives_back_the_tensors_and_loads(hf_case, tmp_path):
@@ -229,8 +192,9 @@ def test_export_for_hugging_face_gives_back_the_tensors_and_loads(hf_case, tmp_p
   for name, tensor in original.items():
     assert torch.equal(exported[name], tensor), name
   reloaded = transformers.CLIPModel.from_pretrained(str(tmp_path)).eval()
-  images, tokens = model_inputs(imported.config, seed=2)
-  for mine, theirs in zip(hf_outputs(reloaded, images, tokens), hf_outputs(model, images, tokens)):
+  images, tokens = references.model_inputs(imported.config, seed=2)
+  for mine, theirs in zip(references.hf_outputs(reloaded, images, tokens),
+                          references.hf_outputs(model, images, tokens)):
     np.testing.assert_array_equal(mine, theirs)
 
 
@@ -263,9 +227,10 @@ def test_command_line_round_trip_and_load(open_clip_cases, tmp_path):
   assert "resize_mode squash (flag)" in printed
   loaded = pretrained.load(converted)
   assert loaded.model.config.preprocessing == SIGLIP_LIKE
-  images, tokens = model_inputs(loaded.model.config)
-  assert_close(jax_outputs(loaded.model.config, loaded.variables, images, tokens),
-               torch_outputs(model, images, tokens))
+  images, tokens = references.model_inputs(loaded.model.config)
+  references.assert_close(
+      references.jax_outputs(loaded.model.config, loaded.variables, images, tokens),
+      torch_outputs(model, images, tokens))
   run(f"--src={converted}", f"--dst={tmp_path / 'exported'}", "--to=open_clip")
   exported = safetensors_torch.load_file(str(tmp_path / "exported" / convert.OPEN_CLIP_WEIGHTS))
   assert all(torch.equal(exported[key], tensor) for key, tensor in model.state_dict().items())
@@ -291,9 +256,10 @@ def test_hub_repository_converts_offline_from_the_cache(open_clip_cases, tmp_pat
   assert f"resize_mode squash ({convert.OPEN_CLIP_CONFIG})" in completed.stdout
   loaded = pretrained.load(converted)
   assert loaded.model.config.preprocessing == SIGLIP_LIKE
-  images, tokens = model_inputs(loaded.model.config)
-  assert_close(jax_outputs(loaded.model.config, loaded.variables, images, tokens),
-               torch_outputs(model, images, tokens))
+  images, tokens = references.model_inputs(loaded.model.config)
+  references.assert_close(
+      references.jax_outputs(loaded.model.config, loaded.variables, images, tokens),
+      torch_outputs(model, images, tokens))
   missing = command_server.run_python(
       ["-m", "clip_jax.convert", "--src=hf-hub:acme/elsewhere", f"--dst={tmp_path / 'x'}"],
       env=environment)
@@ -310,7 +276,7 @@ def test_preprocessing_comes_from_the_published_config_then_the_flags(open_clip_
   activation); given fields win over it; bare weights get OpenAI's."""
   _, path, bare = open_clip_cases("tiny-vit")
   assert bare.config.preprocessing == image_preparation.Preprocessing()
-  assert set(bare.source["preprocessing"].values()) == {"OpenAI's default"}
+  assert set(bare.source["preprocessing"].values()) == {"the architecture's default"}
   open_clip_repo = tmp_path / "open_clip_repo"
   open_clip_repo.mkdir()
   os.symlink(path, open_clip_repo / "open_clip_pytorch_model.bin")

@@ -41,3 +41,9 @@ def tiny_rn():
   """(model, variables, images, tokens) of 'tiny-rn'."""
   return initialise("tiny-rn")
 
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip():
+  """(model, variables, images, tokens) of 'tiny-siglip'."""
+  return initialise("tiny-siglip")

@@ -122,19 +122,20 @@ def loss_and_gradients(model, params, images, tokens):
   return jax.jit(jax.value_and_grad(loss))(params)
 
 
-@pytest.fixture(scope="module")
-def unrolled_loss_and_gradients(tiny_vit):
-  model, variables, images, tokens = tiny_vit
-  return loss_and_gradients(model, variables["params"], images, tokens)
+@pytest.fixture(scope="module", params=["tiny_vit", "tiny_siglip"])
+def unrolled(request):
+  """A tiny model with transformer towers (CLIP's ViT, SigLIP's) and its unrolled loss and
+  gradients."""
+  model, variables, images, tokens = request.getfixturevalue(request.param)
+  return model, variables, images, tokens, loss_and_gradients(model, variables["params"], images,
+                                                              tokens)
 
 
 @pytest.mark.parametrize("scan, remat", [(True, False), (False, True), (True, True)])
-def test_scan_and_remat_compute_the_same_function(tiny_vit, unrolled_loss_and_gradients, scan,
-                                                  remat):
-  _, variables, images, tokens = tiny_vit
-  expected_loss, expected_gradients = unrolled_loss_and_gradients
+def test_scan_and_remat_compute_the_same_function(unrolled, scan, remat):
+  model, variables, images, tokens, (expected_loss, expected_gradients) = unrolled
 
-  variant = models.create_model("tiny-vit", scan=scan, remat=remat)
+  variant = models.CLIP(dataclasses.replace(model.config, scan=scan, remat=remat))
   params = stack_blocks(variables["params"]) if scan else variables["params"]
   abstract = jax.eval_shape(variant.init, jax.random.PRNGKey(0), images, tokens)["params"]
   assert (jax.tree.map(lambda leaf: leaf.shape, params)

@@ -43,22 +43,22 @@ def test_kept_patches_are_the_class_token_and_a_random_subset_as_numpy_draws_the
   tokens = np.random.default_rng(0).normal(size=(6, 1 + NUM_PATCHES, 4)).astype(np.float32)
   rng = jax.random.PRNGKey(3)
   for ratio in (0.5, 0.75):
-    keep = vision.kept_patch_count(NUM_PATCHES, ratio)
-    indices = vision.kept_patch_indices(rng, len(tokens), NUM_PATCHES, keep)
+    indices = vision.kept_patch_indices(rng, len(tokens), NUM_PATCHES, ratio)
+    assert indices.shape == (6, vision.kept_patch_count(NUM_PATCHES, ratio))
     dropped = np.asarray(jax.jit(vision.keep_patches)(tokens, indices))
     np.testing.assert_array_equal(dropped, numpy_drop_patches(tokens, ratio, rng))
     assert dropped.shape == (6, 1 + round((1 - ratio) * NUM_PATCHES), 4)
 
 
 def test_kept_indices_are_distinct_and_differ_by_image_and_by_key():
-  indices = np.asarray(vision.kept_patch_indices(jax.random.PRNGKey(0), 8, NUM_PATCHES, 8))
+  indices = np.asarray(vision.kept_patch_indices(jax.random.PRNGKey(0), 8, NUM_PATCHES, 0.5))
   for row in indices:
     assert len(set(row)) == 8 and list(row) == sorted(row) and 0 <= row.min() <= row.max() < 16
   assert len({tuple(row) for row in indices}) == 8
-  other_key = np.asarray(vision.kept_patch_indices(jax.random.PRNGKey(1), 8, NUM_PATCHES, 8))
+  other_key = np.asarray(vision.kept_patch_indices(jax.random.PRNGKey(1), 8, NUM_PATCHES, 0.5))
   assert not np.array_equal(indices, other_key)
   np.testing.assert_array_equal(
-      vision.kept_patch_indices(jax.random.PRNGKey(0), 8, NUM_PATCHES, 8), indices)
+      vision.kept_patch_indices(jax.random.PRNGKey(0), 8, NUM_PATCHES, 0.5), indices)
 
 
 def ln_pre_tokens(model, variables, images, tokens, **options) -> np.ndarray:

@@ -1,0 +1,30 @@
+"""SigLIP (Zhai et al. 2023) from scratch: the sigmoid loss, a MAP-pooled ViT and a bidirectional
+text tower read at its last token, with the temperature (log 10) and bias (-10) the paper starts
+from. Its argument chooses the scale:
+
+  --config=configs/siglip.py        SigLIP B/16 at 224 px (ViT-B-16-SigLIP) on WebDataset shards
+                                    (--config.data.files=...), batch 32,768, bfloat16; captions
+                                    in CLIP's BPE, cut or padded to 64 tokens
+  --config=configs/siglip.py:tiny   tiny-siglip on the built-in synthetic shapes: minutes on a
+                                    laptop CPU, ending with zero-shot accuracies, as the
+                                    quickstart's CLIP (configs/synthetic_demo.py)
+"""
+
+from clip_jax import settings
+
+SCALES = ("full", "tiny")
+
+
+def get_config(arg: str | None = None):
+  scale = arg or "full"
+  if scale not in SCALES:
+    raise ValueError(f"config argument {scale!r}; allowed: {', '.join(SCALES)}.")
+  if scale == "tiny":
+    config = settings.sibling_config(__file__, "synthetic_demo.py", None)
+    config.model.name = "tiny-siglip"  # the demo's sizes: embed_dim is the image tower's width
+  else:
+    config = settings.sibling_config(__file__, "webdataset.py", "full")
+    config.model.name = "ViT-B-16-SigLIP"
+    config.model.overrides.text.vocab_size = 49_408  # CLIP's BPE
+  config.loss.name = "sigmoid"
+  return config

@@ -1,0 +1,157 @@
+"""SigLIP and SigLIP 2 against transformers' `SiglipModel` with random weights: features and
+logits within 1e-4 in float32, import then export giving back every tensor, and every named
+SigLIP model with the reference's parameter count and the published sizes."""
+
+import importlib.metadata
+import json
+import math
+import re
+
+import jax
+import numpy as np
+import pytest
+
+import references
+from clip_jax import convert
+from clip_jax.convert import hf_layout
+from clip_jax.models import clip as clip_model
+from clip_jax.models import configs
+from clip_jax.models import siglip_vision
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+# SiglipConfig keyword arguments: (text_config, vision_config).
+HF_CASES = {
+    # Odd sizes: 7 px patches of 30 px images (a 4 x 4 grid, two rows of pixels unused, as a
+    # "valid" convolution leaves them), 3 heads, a text projection to another width.
+    "odd": (dict(vocab_size=100, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                 num_attention_heads=4, max_position_embeddings=12, projection_size=48),
+            dict(hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+                 num_attention_heads=3, image_size=30, patch_size=7)),
+    # google/siglip-so400m-patch14-384's shapes, two layers each: width 1152 in 16 heads of 72,
+    # MLP 4304, a 27 x 27 grid of 14 px patches of 384 px images, 64 text tokens of 32k.
+    "so400m-shapes": (dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=2,
+                           num_attention_heads=16),
+                      dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=2,
+                           num_attention_heads=16, image_size=384, patch_size=14)),
+    # Exact GELU and PyTorch's LayerNorm epsilon: the config decides, not the family's default.
+    "gelu": (dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=2, max_position_embeddings=8, hidden_act="gelu",
+                  layer_norm_eps=1e-5),
+             dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=2, image_size=16, patch_size=4, hidden_act="gelu",
+                  layer_norm_eps=1e-5)),
+}
+
+
+@pytest.fixture(scope="module", params=list(HF_CASES))
+def hf_case(request, tmp_path_factory):
+  """(SiglipModel with random weights, its save_pretrained directory, what clip_jax imported)."""
+  text, vision = HF_CASES[request.param]
+  config = transformers.SiglipConfig(text_config=text, vision_config=vision)
+  model = references.perturb_(transformers.SiglipModel(config))
+  with torch.no_grad():  # the sigmoid loss's values, not perturb_'s CLIP temperature
+    model.logit_scale.fill_(math.log(10) + 0.3)
+    model.logit_bias.fill_(-10.0 + 0.7)
+  directory = str(tmp_path_factory.mktemp(f"siglip-{request.param}"))
+  model.save_pretrained(directory)
+  return model, directory, convert.import_weights(directory)
+
+
+def test_siglip_weights_give_siglip_outputs(hf_case):
+  model, _, imported = hf_case
+  config = imported.config
+  assert imported.source["architecture"] == "config.json"
+  assert isinstance(config.vision, siglip_vision.SigLIPVisionConfig)
+  assert (config.text.causal, config.text.pool, config.text.projection_bias) == (
+      False, "last", True)
+  assert config.preprocessing == configs.SIGLIP_PREPROCESSING  # no preprocessor_config.json
+  images, tokens = references.model_inputs(config)
+  references.assert_close(references.jax_outputs(config, imported.variables, images, tokens),
+                          references.hf_outputs(model, images, tokens))
+
+
+def test_export_gives_back_every_tensor_and_loads_in_transformers(hf_case, tmp_path):
+  model, _, imported = hf_case
+  convert.export_weights(imported.config, imported.variables, str(tmp_path), "hf")
+  exported = safetensors_torch.load_file(str(tmp_path / convert.HF_WEIGHTS))
+  original = {name: tensor for name, tensor in model.state_dict().items()
+              if not name.endswith("position_ids")}
+  assert set(exported) == set(original)
+  for name, tensor in original.items():
+    assert torch.equal(exported[name], tensor), name
+  processor = json.loads((tmp_path / convert.HF_PREPROCESSOR_CONFIG).read_text())
+  assert processor["image_processor_type"] == "SiglipImageProcessor"
+  reloaded = transformers.SiglipModel.from_pretrained(str(tmp_path)).eval()
+  images, tokens = references.model_inputs(imported.config, seed=2)
+  for mine, theirs in zip(references.hf_outputs(reloaded, images, tokens),
+                          references.hf_outputs(model, images, tokens)):
+    np.testing.assert_array_equal(mine, theirs)
+  # And back in: the same architecture.
+  assert convert.import_weights(str(tmp_path)).config == imported.config
+
+
+def test_open_clip_export_of_a_siglip_tower_is_refused_by_name(hf_case, tmp_path):
+  _, _, imported = hf_case
+  with pytest.raises(ValueError, match="SigLIPVision image tower is not written for open_clip"):
+    convert.export_weights(imported.config, imported.variables, str(tmp_path), "open_clip")
+
+
+SIGLIP_MODELS = [name for name in configs.MODELS if "SigLIP" in name]
+
+
+def parameter_count(config: configs.CLIPConfig) -> int:
+  return sum(int(np.prod(leaf.shape))
+             for leaf in jax.tree.leaves(clip_model.abstract_variables(config)))
+
+
+@pytest.mark.parametrize("name", SIGLIP_MODELS)
+def test_named_models_have_the_references_parameter_count(name):
+  """transformers' SiglipModel of the same config (built on the meta device: no memory)."""
+  config = configs.get_model_config(name)
+  hf = hf_layout.hf_config(config, 0.0)
+  with torch.device("meta"):
+    reference = transformers.SiglipModel(transformers.SiglipConfig(
+        text_config=hf["text_config"], vision_config=hf["vision_config"]))
+  assert parameter_count(config) == sum(p.numel() for p in reference.parameters())
+
+
+# timm's SigLIP image towers (vision_transformer.py): (width, depth, heads, MLP width).
+TIMM_SIGLIP_VARIANTS = {"base": (768, 12, 12, 3072), "large": (1024, 24, 16, 4096),
+                        "so400m": (1152, 27, 16, 4304), "giantopt": (1536, 40, 16, 6144)}
+
+
+def test_named_models_have_open_clips_published_sizes():
+  """open_clip's model configs (read from its package) and the timm towers they name: the sizes
+  as the SigLIP authors published them, independent of clip_jax's table."""
+  directory = importlib.metadata.distribution("open_clip_torch").locate_file(
+      "open_clip/model_configs")
+  for name in SIGLIP_MODELS:
+    published = json.loads((directory / f"{name}.json").read_text())
+    config = configs.get_model_config(name)
+    text, vision = published["text_cfg"], published["vision_cfg"]
+    variant, patch, size = re.fullmatch(r"vit_(\w+)_patch(\d+)_siglip_(?:gap_)?(\d+)",
+                                        vision["timm_model_name"]).groups()
+    width, depth, heads, mlp_dim = TIMM_SIGLIP_VARIANTS[variant]
+    assert (config.vision.patch_size, config.vision.width, config.vision.layers,
+            config.vision.width // config.vision.head_width, config.vision.mlp_dim) == (
+                int(patch), width, depth, heads, mlp_dim), name
+    assert config.vision.image_size == vision["image_size"], name
+    assert config.vision.image_size // int(patch) == int(size) // int(patch), name
+    assert (config.embed_dim, config.init_logit_bias) == (published["embed_dim"],
+                                                          published["init_logit_bias"]), name
+    assert (config.text.context_length, config.text.vocab_size, config.text.width,
+            config.text.layers, config.text.width // config.text.head_width) == (
+                text["context_length"], text["vocab_size"], text["width"], text["layers"],
+                text["heads"]), name
+    assert config.text.mlp_dim == int(text["width"] * text.get("mlp_ratio", 4.0)), name
+    assert (config.norm_epsilon, config.text.causal, config.text.pool) == (
+        text["norm_kwargs"]["eps"], not text["no_causal_mask"], text["pool_type"]), name
+
+
+def test_a_tower_without_a_projection_needs_embed_dim_to_be_its_width():
+  with pytest.raises(ValueError, match=r"embed_dim=512, but a SigLIPVision image tower has no "
+                                       r"projection.*allowed: 768"):
+    configs.get_model_config("ViT-B-16-SigLIP", embed_dim=512)
