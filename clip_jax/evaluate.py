@@ -3,8 +3,9 @@
 
 Runs every evaluator of the config's `evals` (by default the training run's own) once, sharded
 over all devices as in training, and writes the metrics as JSON beside a readable table. A
-converted checkpoint is evaluated with CLIP's BPE and the model's image size; the config's `data`
-section still names the synthetic world for synthetic evaluators.
+converted checkpoint is evaluated with CLIP's BPE and the model's image size (or --image_size
+and --context_length, its positions interpolated); the config's `data` section still names the
+synthetic world for synthetic evaluators.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from clip_jax import settings
 from clip_jax import sharding
 from clip_jax.evaluation import evaluators
 from clip_jax.models import clip as clip_model
+from clip_jax.models import towers
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config whose `evals` (and `data`) to "
                                           "use; by default the workdir's own.")
@@ -32,6 +34,14 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir: its latest 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A directory written by clip_jax.convert.")
 _USE_EMA = flags.DEFINE_bool("use_ema", False, "Evaluate the workdir's moving average of the "
                              "parameters (a run with ema_decay > 0) instead of its parameters.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Evaluate at this image size instead of "
+                                   "the model's, its learned positions interpolated.")
+_CONTEXT_LENGTH = flags.DEFINE_integer("context_length", None, "Evaluate with this many text "
+                                       "tokens instead of the model's, likewise.")
+_POSITION_INTERPOLATION = flags.DEFINE_enum(
+    "position_interpolation", None, list(towers.POSITION_INTERPOLATIONS),
+    "How positions are interpolated: as open_clip or as transformers does; by default the image "
+    "tower family's own way.")
 _OUTPUT = flags.DEFINE_string("output", None, "JSON file for the results; by default "
                               "evaluation.json in the workdir or checkpoint directory.")
 
@@ -64,6 +74,9 @@ def main(argv):
     architecture, variables = pretrained.read(_CHECKPOINT.value)
     model, evals, step = clip_model.CLIP(architecture), given.evals, 0
     data, directory = pretrained.checkpoint_data(architecture, given.data), _CHECKPOINT.value
+  model, variables, data = pretrained.resized(model, variables, data, _IMAGE_SIZE.value,
+                                              _CONTEXT_LENGTH.value,
+                                              _POSITION_INTERPOLATION.value)
   results = evaluate(model, variables, evals, data, step)
   output = _OUTPUT.value or os.path.join(directory, "evaluation.json")
   files.write_text(output, json.dumps(results, indent=2, sort_keys=True))

@@ -1,7 +1,9 @@
 """Fine-tuning from a pretrained checkpoint, with LiT's locked towers (Zhai et al. 2022).
 
 `config.finetune` says where the starting weights come from (a directory written by
-`python -m clip_jax.convert`) and which parameters stay frozen: a locked tower takes no updates,
+`python -m clip_jax.convert`, of the configured architecture or of the same at another image size
+or text length, whose positions are then interpolated: clip_jax/models/positions.py) and which
+parameters stay frozen: a locked tower takes no updates,
 except its last `*_unlocked_blocks` transformer blocks (or ResNet bottlenecks) and what follows
 them (the final norm, the pooling, the projection). A fully locked image tower also runs in
 inference mode, so a ResNet's BatchNorm keeps its pretrained statistics, as in LiT.
@@ -21,6 +23,7 @@ import optax
 from clip_jax import pretrained
 from clip_jax import settings
 from clip_jax.models import configs
+from clip_jax.models import positions
 
 _BLOCK = re.compile(r"^(resblocks|layer\d)_(\d+)$")
 
@@ -40,10 +43,11 @@ def check_source(finetune: settings.Finetune, architecture: configs.CLIPConfig) 
     raise ValueError(f"finetune.checkpoint={finetune.checkpoint!r} is not a converted "
                      "checkpoint; allowed: a directory written by `python -m clip_jax.convert`.")
   saved = pretrained.read_config(finetune.checkpoint)
-  if configs.function_fields(saved) != configs.function_fields(architecture):
+  if not positions.resizable(saved, architecture):
     raise ValueError(f"finetune.checkpoint={finetune.checkpoint!r} holds {saved}, but the "
                      f"configured model is {architecture}; allowed: a model.name and "
-                     "model.overrides with the checkpoint's sizes, heads and activation.")
+                     "model.overrides with the checkpoint's sizes, heads and activation (the "
+                     "image size and text length may differ).")
 
 
 # What follows the blocks: ViT (ln_post, proj), SigLIP's ViT (ln_post, its attention-pooling
@@ -94,8 +98,10 @@ def image_tower_trains(finetune: settings.Finetune) -> bool:
   return not finetune.lock_image or finetune.image_unlocked_blocks > 0
 
 
-def initial_variables(finetune: settings.Finetune, abstract_state: Any) -> dict[str, Any] | None:
-  """The checkpoint's variables (numpy), or None to train from scratch.
+def initial_variables(finetune: settings.Finetune, architecture: configs.CLIPConfig,
+                      abstract_state: Any) -> dict[str, Any] | None:
+  """The checkpoint's variables (numpy) for the configured `architecture`, its positions
+  interpolated to another image size or text length, or None to train from scratch.
 
   Raises a ValueError naming the first variable whose presence or shape differs from what the
   configured model (`abstract_state`, a TrainState of ShapeDtypeStructs) expects, e.g. a SigLIP
@@ -103,7 +109,9 @@ def initial_variables(finetune: settings.Finetune, abstract_state: Any) -> dict[
   """
   if not finetune.checkpoint:
     return None
-  variables = pretrained.read(finetune.checkpoint)[1]
+  saved, variables = pretrained.read(finetune.checkpoint)
+  variables = positions.resize_variables(variables, saved, architecture,
+                                         finetune.position_interpolation or None)
   variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
   shapes = traverse_util.flatten_dict(jax.tree.map(np.shape, variables), sep="/")
   expected = traverse_util.flatten_dict(

@@ -23,6 +23,7 @@ from clip_jax import files
 from clip_jax import settings
 from clip_jax.models import clip as clip_model
 from clip_jax.models import configs
+from clip_jax.models import positions
 from clip_jax import image_preparation
 
 MODEL_FILE = "model.json"
@@ -145,13 +146,33 @@ def checkpoint_data(architecture: configs.CLIPConfig,
                              context_length=architecture.text.context_length)
 
 
-def load(path: str, use_ema: bool = False, step: int | None = None) -> Pretrained:
+def resized(model: clip_model.CLIP, variables: dict[str, Any], data: settings.Data,
+            image_size: int | None = None, context_length: int | None = None,
+            position_interpolation: str | None = None
+            ) -> tuple[clip_model.CLIP, dict[str, Any], settings.Data]:
+  """The model at another image size and/or text length (None: its own), its learned positions
+  interpolated (`positions`: `position_interpolation`, by default its family's way), and the
+  data settings that feed it."""
+  if image_size is None and context_length is None:
+    return model, variables, data
+  architecture = positions.resized_config(model.config, image_size, context_length)
+  variables = positions.resize_variables(variables, model.config, architecture,
+                                         position_interpolation)
+  return clip_model.CLIP(architecture), variables, dataclasses.replace(
+      data, image_size=architecture.vision.image_size,
+      context_length=architecture.text.context_length)
+
+
+def load(path: str, use_ema: bool = False, step: int | None = None, *,
+         image_size: int | None = None, context_length: int | None = None,
+         position_interpolation: str | None = None) -> Pretrained:
   """(model, variables, preprocess, tokenize) of a converted checkpoint or a training workdir.
 
   A converted checkpoint tokenizes with CLIP's BPE; a workdir with its run's tokenizer (e.g. the
   synthetic dataset's words) and evaluation view of images. `use_ema` takes a workdir's moving
   average of the parameters (a run with `ema_decay` > 0) instead of its parameters, and `step` a
-  workdir's checkpoint of that step instead of its latest.
+  workdir's checkpoint of that step instead of its latest. `image_size` and `context_length`
+  give the model at another resolution or text length (`resized`).
   """
   for name, value, allowed in (("use_ema", use_ema, False), ("step", step, None)):
     if value != allowed and not is_workdir(path):
@@ -168,6 +189,8 @@ def load(path: str, use_ema: bool = False, step: int | None = None) -> Pretraine
     raise FileNotFoundError(f"{path} is neither a converted checkpoint (no {MODEL_FILE}: see "
                             "`python -m clip_jax.convert`) nor a training workdir (no "
                             f"{WORKDIR_CONFIG} beside checkpoints/).")
+  model, variables, data = resized(model, variables, data, image_size, context_length,
+                                   position_interpolation)
   return Pretrained(model, variables,
                     make_preprocess(data.image_size, model.config.preprocessing),
                     make_tokenize(data))

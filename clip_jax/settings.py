@@ -139,6 +139,9 @@ class Finetune:
   image_unlocked_blocks: int = _setting(0, _COUNT)
   lock_text: bool = _setting(False, _FLAG)
   text_unlocked_blocks: int = _setting(0, _COUNT)
+  # A checkpoint of another image size or text length: how its positions are interpolated ("":
+  # its image tower family's own way; clip_jax/models/positions.py).
+  position_interpolation: str = _setting("", _one_of("", *towers.POSITION_INTERPOLATIONS))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

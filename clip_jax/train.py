@@ -195,7 +195,8 @@ def build(run: settings.Run, workdir: str) -> Training:
     if jax.process_index() == 0:
       print(f"Resumed from the checkpoint of step {restored_step} in {workdir}.", flush=True)
   else:
-    pretrained_variables = finetune.initial_variables(run.finetune, program.abstract_state)
+    pretrained_variables = finetune.initial_variables(run.finetune, run.model.architecture,
+                                                      program.abstract_state)
     state = jax.jit(program.init, out_shardings=program.state_shardings)(
         jax.random.PRNGKey(run.seed), pretrained_variables)
     if pretrained_variables is not None and jax.process_index() == 0:

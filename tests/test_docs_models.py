@@ -21,3 +21,5 @@ def test_every_command_and_snippet_of_the_evaluation_page_runs(tmp_path):
   doc_commands.run_page("docs/evaluation.md", workspace)
   results = json.load(open(os.path.join(workspace, "ckpt", "vit-b-32", "evaluation.json")))
   assert 0 <= results["cifar10/top1"] <= 1
+  at_288px = json.load(open(os.path.join(workspace, "evaluation-288px.json")))
+  assert 0 <= at_288px["cifar10/top1"] <= 1

@@ -21,6 +21,8 @@ def test_every_command_and_snippet_of_the_pretrained_page_runs(tmp_path):
   embedded = next(output for command, output in outputs.items() if "clip_jax.embed" in command)
   assert "images: 5 embedded in 1 shards" in embedded
   assert "5 images, 32 dimensions" in outputs["python snippet 2"]
+  # The stand-in (8 px patches) at 288 px: the class token and a 36 x 36 grid of positions.
+  assert "288 (1297, 64)" in outputs["python snippet 3"]
   assert os.path.getsize(os.path.join(workspace, "results.png")) > 10_000
   printed = [line for line in outputs["python snippet 1"].splitlines()
              if line.startswith(("cat:", "dog:", "car:"))]

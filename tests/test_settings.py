@@ -129,6 +129,7 @@ COMMAND_LINE = {
     "finetune.image_unlocked_blocks": ("1", lambda run: run.finetune.image_unlocked_blocks),
     "finetune.lock_text": ("True", lambda run: run.finetune.lock_text),
     "finetune.text_unlocked_blocks": ("2", lambda run: run.finetune.text_unlocked_blocks),
+    "finetune.position_interpolation": ("hf", lambda run: run.finetune.position_interpolation),
     "mesh.data": ("2", lambda run: run.mesh.data),
     "mesh.fsdp": ("-1", lambda run: run.mesh.fsdp),
     "mesh.min_shard_size": ("1024", lambda run: run.mesh.min_shard_size),

@@ -197,4 +197,7 @@ TOWER = towers.register(towers.ImageTower(
     kind="modified_resnet", config=ModifiedResNetConfig,
     build=lambda config, embed_dim, settings: ModifiedResNet(
         config, embed_dim, dtype=settings.dtype, attention=settings.attention),
-    check=check, blocks=lambda config: sum(config.layers), flops=flops))
+    check=check, blocks=lambda config: sum(config.layers), flops=flops,
+    # The attention pool's positions: its mean token, then the last stage's grid.
+    positions=lambda config: towers.Grid(("attnpool", "positional_embedding"), 1,
+                                         config.image_size // 2 ** (len(config.layers) + 1))))

@@ -145,4 +145,7 @@ TOWER = towers.register(towers.ImageTower(
     build=lambda config, embed_dim, settings: SigLIPVisionTransformer(
         config, embed_dim, **dataclasses.asdict(settings)),
     check=check, blocks=lambda config: config.layers, flops=flops, patches=num_patches,
-    scanned_layers="layers", features=lambda config: config.width))
+    scanned_layers="layers", features=lambda config: config.width,
+    positions=lambda config: towers.Grid(("positional_embedding",), 0,
+                                         config.image_size // config.patch_size),
+    position_interpolation="hf"))

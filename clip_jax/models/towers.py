@@ -29,6 +29,21 @@ class TowerSettings:
   norm_epsilon: float = 1e-5
 
 
+# How learned positions are interpolated to another grid (clip_jax.models.positions): as
+# open_clip's resize_pos_embed, or as transformers' interpolate_pos_encoding.
+POSITION_INTERPOLATIONS = ("open_clip", "hf")
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+  """Where an image tower keeps its learned positions (clip_jax.models.positions resizes them):
+  the parameter's path under the tower, the tokens before the grid (a class token), and the
+  grid's edge in patches."""
+  path: tuple[str, ...]
+  prefix_tokens: int
+  edge: int
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ImageTower:
   """What clip_jax needs to know of an image tower kind.
@@ -48,6 +63,10 @@ class ImageTower:
   # The width of the features a tower without a projection emits (SigLIP's: its own width, which
   # embed_dim must then equal); None: the tower projects to any embed_dim.
   features: Callable[[Any], int] | None = None
+  # Its learned positions, for another image size (None: it has none to resize), and the
+  # family's own way to interpolate them (POSITION_INTERPOLATIONS).
+  positions: Callable[[Any], Grid] | None = None
+  position_interpolation: str = "open_clip"
 
 
 _TOWERS: dict[str, ImageTower] = {}

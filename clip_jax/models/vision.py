@@ -168,4 +168,6 @@ TOWER = towers.register(towers.ImageTower(
     build=lambda config, embed_dim, settings: VisionTransformer(
         config, embed_dim, **dataclasses.asdict(settings)),
     check=check, blocks=lambda config: config.layers, flops=flops, patches=num_patches,
-    scanned_layers="layers"))
+    scanned_layers="layers",
+    positions=lambda config: towers.Grid(("positional_embedding",), 1,
+                                         config.image_size // config.patch_size)))
