@@ -3,9 +3,9 @@
 
 Runs every evaluator of the config's `evals` (by default the training run's own) once, sharded
 over all devices as in training, and writes the metrics as JSON beside a readable table. A
-converted checkpoint is evaluated with CLIP's BPE and the model's image size (or --image_size
-and --context_length, its positions interpolated); the config's `data` section still names the
-synthetic world for synthetic evaluators.
+converted checkpoint is evaluated with the tokenizer it carries and the model's image size (or
+--image_size and --context_length, its positions interpolated); the config's `data` section still
+names the synthetic world for synthetic evaluators.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def main(argv):
       raise app.UsageError("--checkpoint needs --config, for the evaluators to run.")
     architecture, variables = pretrained.read(_CHECKPOINT.value)
     model, evals, step = clip_model.CLIP(architecture), given.evals, 0
-    data, directory = pretrained.checkpoint_data(architecture, given.data), _CHECKPOINT.value
+    directory = _CHECKPOINT.value
+    data = pretrained.checkpoint_data(directory, architecture, given.data)
   model, variables, data = pretrained.resized(model, variables, data, _IMAGE_SIZE.value,
                                               _CONTEXT_LENGTH.value,
                                               _POSITION_INTERPOLATION.value)

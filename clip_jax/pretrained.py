@@ -27,6 +27,7 @@ from clip_jax.models import positions
 from clip_jax import image_preparation
 
 MODEL_FILE = "model.json"
+TOKENIZER_DIR = "tokenizer"  # the tokenizer's model file a converted checkpoint carries
 WORKDIR_CONFIG = "config.json"  # written by training beside checkpoints/
 VARIABLES_DIR = "variables"
 
@@ -39,16 +40,25 @@ class Pretrained(NamedTuple):
 
 
 def save(directory: str, config: configs.CLIPConfig, variables: dict[str, Any],
-         source: dict[str, Any] | None = None) -> None:
-  """Writes `variables` and the architecture `config` to a new `directory`."""
+         source: dict[str, Any] | None = None, tokenizer: str = "clip_bpe",
+         tokenizer_file: str | None = None) -> None:
+  """Writes `variables`, the architecture `config` and the tokenizer the weights were trained
+  with (a data.tokenizer name, and a copy of its model file if it has one) to a new
+  `directory`."""
   directory = files.path(directory)
   if (directory / VARIABLES_DIR).exists():
     raise FileExistsError(f"{directory} already holds a checkpoint; choose a new --dst.")
   directory.mkdir(parents=True, exist_ok=True)
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(directory / VARIABLES_DIR, variables)
+  record = {"name": tokenizer}
+  if tokenizer_file is not None:
+    record["file"] = f"{TOKENIZER_DIR}/{files.path(tokenizer_file).name}"
+    (directory / TOKENIZER_DIR).mkdir(exist_ok=True)
+    (directory / record["file"]).write_bytes(files.path(tokenizer_file).read_bytes())
   files.write_text(directory / MODEL_FILE, json.dumps(
-      {"model": configs.config_to_dict(config), "source": source or {}}, indent=2))
+      {"model": configs.config_to_dict(config), "source": source or {}, "tokenizer": record},
+      indent=2))
 
 
 def is_converted(path: str) -> bool:
@@ -138,11 +148,22 @@ def variables_digest(variables: dict[str, Any]) -> str:
   return digest.hexdigest()
 
 
-def checkpoint_data(architecture: configs.CLIPConfig,
+def read_tokenizer(directory: str) -> tuple[str, str | None]:
+  """(data.tokenizer name, the path of its model file or None) of a converted checkpoint; CLIP's
+  BPE for files written before checkpoints carried their tokenizer."""
+  record = json.loads(files.read_text(files.path(directory) / MODEL_FILE)).get(
+      "tokenizer", {"name": "clip_bpe"})
+  return record["name"], str(files.path(directory) / record["file"]) if "file" in record else None
+
+
+def checkpoint_data(directory: str, architecture: configs.CLIPConfig,
                     data: settings.Data = settings.Data()) -> settings.Data:
-  """The data settings a converted checkpoint is used with: CLIP's BPE at the model's context
-  length and image size, the rest (e.g. the synthetic world of evaluators) from `data`."""
-  return dataclasses.replace(data, tokenizer="clip_bpe", image_size=architecture.vision.image_size,
+  """The data settings a converted checkpoint is used with: the tokenizer it carries (CLIP's BPE
+  where model.json names none, as files written before checkpoints carried one) at the model's
+  context length and image size, the rest (e.g. the synthetic world of evaluators) from `data`."""
+  tokenizer, model_file = read_tokenizer(directory)
+  return dataclasses.replace(data, tokenizer=tokenizer, tokenizer_model=model_file or "",
+                             image_size=architecture.vision.image_size,
                              context_length=architecture.text.context_length)
 
 
@@ -168,8 +189,9 @@ def load(path: str, use_ema: bool = False, step: int | None = None, *,
          position_interpolation: str | None = None) -> Pretrained:
   """(model, variables, preprocess, tokenize) of a converted checkpoint or a training workdir.
 
-  A converted checkpoint tokenizes with CLIP's BPE; a workdir with its run's tokenizer (e.g. the
-  synthetic dataset's words) and evaluation view of images. `use_ema` takes a workdir's moving
+  A converted checkpoint tokenizes with the tokenizer it carries (CLIP's BPE, SigLIP's
+  SentencePiece model); a workdir with its run's tokenizer (e.g. the synthetic dataset's words)
+  and evaluation view of images. `use_ema` takes a workdir's moving
   average of the parameters (a run with `ema_decay` > 0) instead of its parameters, and `step` a
   workdir's checkpoint of that step instead of its latest. `image_size` and `context_length`
   give the model at another resolution or text length (`resized`).
@@ -181,7 +203,7 @@ def load(path: str, use_ema: bool = False, step: int | None = None, *,
   if is_converted(path):
     architecture, variables = read(path)
     model = clip_model.CLIP(architecture)
-    data = checkpoint_data(architecture)
+    data = checkpoint_data(path, architecture)
   elif is_workdir(path):
     run, model, variables = read_workdir(path, use_ema, step)
     data = run.data

@@ -211,7 +211,7 @@ class Synthetic:
 
 DATA_SOURCES = ("synthetic", "webdataset", "tfrecord", "tfds", "csv", "mixture")
 STREAM_SOURCES = DATA_SOURCES[1:-1]  # What a mixture mixes.
-TOKENIZERS = ("clip_bpe", "sentencepiece", "words")
+TOKENIZERS = ("clip_bpe", "sentencepiece", "siglip", "words")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -222,7 +222,7 @@ class Data:
   image_size: int = _setting(None, _POSITIVE_COUNT)
   context_length: int = _setting(None, _POSITIVE_COUNT)
   tokenizer: str = _setting("clip_bpe", _one_of(*TOKENIZERS))
-  # A SentencePiece .model file (tokenizer=sentencepiece).
+  # A SentencePiece .model file (tokenizer=sentencepiece or siglip).
   tokenizer_model: str = _setting("", _TEXT)
   seed: int = _setting(0, _COUNT)
   # Random resized crop: the fraction of the image area kept; exact_resize=True: PIL's
@@ -614,9 +614,9 @@ def _data(values: Mapping[str, Any] | None, architecture: model_configs.CLIPConf
     raise ValueError(f"data.name={data.name!r} with {len(sources)} data.sources; allowed: "
                      "data.name='mixture' with one or more data.sources, or another source "
                      "without them.")
-  if data.tokenizer == "sentencepiece" and not data.tokenizer_model:
-    raise ValueError("data.tokenizer_model='': data.tokenizer='sentencepiece' needs the path of a "
-                     "SentencePiece .model file.")
+  if data.tokenizer in ("sentencepiece", "siglip") and not data.tokenizer_model:
+    raise ValueError(f"data.tokenizer_model='': data.tokenizer={data.tokenizer!r} needs the path "
+                     "of a SentencePiece .model file.")
   return data
 
 

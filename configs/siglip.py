@@ -4,7 +4,8 @@ from. Its argument chooses the scale:
 
   --config=configs/siglip.py        SigLIP B/16 at 224 px (ViT-B-16-SigLIP) on WebDataset shards
                                     (--config.data.files=...), batch 32,768, bfloat16; captions
-                                    in CLIP's BPE, cut or padded to 64 tokens
+                                    in SigLIP's SentencePiece model, 64 tokens
+                                    (--config.data.tokenizer_model=.../spiece.model)
   --config=configs/siglip.py:tiny   tiny-siglip on the built-in synthetic shapes: minutes on a
                                     laptop CPU, ending with zero-shot accuracies, as the
                                     quickstart's CLIP (configs/synthetic_demo.py)
@@ -25,6 +26,6 @@ def get_config(arg: str | None = None):
   else:
     config = settings.sibling_config(__file__, "webdataset.py", "full")
     config.model.name = "ViT-B-16-SigLIP"
-    config.model.overrides.text.vocab_size = 49_408  # CLIP's BPE
+    config.data.tokenizer = "siglip"
   config.loss.name = "sigmoid"
   return config

@@ -25,14 +25,17 @@ open_clip does ~12k captions/s):
   its figures are in benchmarks/RESULTS.md). In tf.data it runs as one `tf.numpy_function` per
   batch.
 
-`sentencepiece` runs a user's SentencePiece model in the graph with tensorflow_text; `words` is the
-word-level tokenizer of the built-in synthetic dataset.
+`sentencepiece` runs a user's SentencePiece model in the graph with tensorflow_text, in CLIP's id
+layout; `siglip` runs SigLIP's SentencePiece model as SigLIP was trained (canonicalised text, its
+own ids, `</s>` at the end and as padding); `words` is the word-level tokenizer of the built-in
+synthetic dataset.
 """
 
 from __future__ import annotations
 
 import gzip
 import importlib.resources
+import string
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -212,6 +215,17 @@ class ClipBpeTokenizer:
 # --- SentencePiece ----------------------------------------------------------------------------
 
 
+def _load_sentencepiece(model_path: str):
+  """A SentencePiece model file run by tensorflow_text (in the graph, and eagerly from Python)."""
+  # Imported here: only the SentencePiece tokenizers need tensorflow_text's op library.
+  import tensorflow_text  # pylint: disable=g-import-not-at-top
+  if not tf.io.gfile.exists(model_path):
+    raise ValueError(f"data.tokenizer_model={model_path!r}: no such file.")
+  with tf.io.gfile.GFile(model_path, "rb") as file:
+    model = file.read()
+  return tensorflow_text.SentencepieceTokenizer(model=model, out_type=tf.int32)
+
+
 class SentencePieceTokenizer:
   """A SentencePiece model (e.g. a multilingual one) run in the tf.data graph by tensorflow_text.
 
@@ -223,13 +237,7 @@ class SentencePieceTokenizer:
 
   def __init__(self, model_path: str, context_length: int):
     _check_context_length(context_length)
-    # Imported here: only this tokenizer needs tensorflow_text's op library.
-    import tensorflow_text  # pylint: disable=g-import-not-at-top
-    if not tf.io.gfile.exists(model_path):
-      raise ValueError(f"data.tokenizer_model={model_path!r}: no such file.")
-    with tf.io.gfile.GFile(model_path, "rb") as file:
-      model = file.read()
-    self._sentencepiece = tensorflow_text.SentencepieceTokenizer(model=model, out_type=tf.int32)
+    self._sentencepiece = _load_sentencepiece(model_path)
     pieces = int(self._sentencepiece.vocab_size())
     self.context_length = context_length
     self.end_id = pieces + 1
@@ -244,11 +252,71 @@ class SentencePieceTokenizer:
     return self.tf_tokenize(tf.constant(list(texts), tf.string, shape=[len(texts)])).numpy()
 
 
+# Python's string.punctuation (ASCII), which SigLIP's tokenizer removes, as an RE2 class.
+_PUNCTUATION = "[" + "".join("\\" + character for character in string.punctuation) + "]"
+# What Python's str.isspace() calls whitespace (RE2's \s is ASCII only), collapsed to one space.
+_WHITESPACE = (r"[\t\n\x0b\x0c\r\x1c-\x1f \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}"
+               r"\x{2029}\x{202f}\x{205f}\x{3000}]+")
+
+
+def _lower(texts: tf.Tensor) -> tf.Tensor:
+  """Unicode lower case as Python's str.lower. tf.strings.lower(encoding="utf-8") ends a string
+  at its first NUL, so the pieces between NULs are lowered, each with a NUL after it, joined,
+  and the last NUL cut (an op's separator attribute cannot hold a NUL either)."""
+  nul = tf.constant("\x00")
+  pieces = tf.strings.split(texts, sep="\x00")                          # ragged [N, pieces]
+  pieces = tf.ragged.map_flat_values(
+      lambda flat: tf.strings.join([tf.strings.lower(flat, encoding="utf-8"), nul]), pieces)
+  joined = tf.strings.reduce_join(pieces, axis=-1)                      # [N]
+  length = tf.strings.length(joined)
+  return tf.strings.substr(joined, tf.zeros_like(length), length - 1)
+
+
+def canonicalize(texts: tf.Tensor) -> tf.Tensor:
+  """SigLIP's text canonicalisation in the graph: lower case, ASCII punctuation removed,
+  whitespace runs collapsed to a space, the ends stripped (transformers' `canonicalize_text`,
+  the same string as its Python on any text: tests/input_pipeline/test_tokenizers.py)."""
+  texts = _lower(texts)
+  texts = tf.strings.regex_replace(texts, _PUNCTUATION, "")
+  texts = tf.strings.regex_replace(texts, _WHITESPACE, " ")
+  return tf.strings.regex_replace(texts, "^ | $", "")
+
+
+class SigLIPTokenizer:
+  """SigLIP's tokenizer: its SentencePiece model (English C4's 32,000 pieces) on canonicalised
+  text, end-of-sequence `</s>` appended, and `</s>` again as the padding, as big_vision trains
+  with (eos "sticky", pad_value 1) and transformers' `SiglipTokenizer` gives (the text tower reads
+  the last position). A text too long is cut so that `</s>` is last. Ids are the model's own.
+
+  Unlike transformers, a literal "</s>" or "<unk>" in a caption is text, not a special id.
+  """
+
+  def __init__(self, model_path: str, context_length: int):
+    _check_context_length(context_length)
+    self._sentencepiece = _load_sentencepiece(model_path)
+    self.context_length = context_length
+    self.vocab_size = int(self._sentencepiece.vocab_size())
+    self.end_id = int(self._sentencepiece.string_to_id("</s>"))
+    if self._sentencepiece.id_to_string(self.end_id).numpy() != b"</s>":
+      raise ValueError(f"data.tokenizer_model={model_path!r} has no </s> piece, which SigLIP's "
+                       "tokenizer ends and pads every caption with; allowed: SigLIP's "
+                       "SentencePiece model, or data.tokenizer='sentencepiece'.")
+
+  def tf_tokenize(self, texts: tf.Tensor) -> tf.Tensor:
+    ids = self._sentencepiece.tokenize(canonicalize(texts))[:, :self.context_length - 1]
+    ids = tf.concat([ids, tf.fill([ids.nrows(), 1], self.end_id)], axis=1)  # ragged
+    return ids.to_tensor(self.end_id, shape=[None, self.context_length])
+
+  def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+    return self.tf_tokenize(tf.constant(list(texts), tf.string, shape=[len(texts)])).numpy()
+
+
 # name (settings.TOKENIZERS) -> constructor taking the data settings.
 TOKENIZERS = {
     "clip_bpe": lambda data: ClipBpeTokenizer(data.context_length),
     "sentencepiece": lambda data: SentencePieceTokenizer(data.tokenizer_model,
                                                          data.context_length),
+    "siglip": lambda data: SigLIPTokenizer(data.tokenizer_model, data.context_length),
     "words": lambda data: WordTokenizer(synthetic.vocabulary(), data.context_length),
 }
 

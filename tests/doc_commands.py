@@ -181,15 +181,19 @@ def create_workspace(path: str) -> str:
   return path
 
 
-def tiny_weights():
-  """(architecture, variables) of the stand-in checkpoints: a tiny ViT with CLIP's vocabulary."""
+def init_variables(architecture):
+  """Random variables of `architecture`, as numpy arrays."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from clip_jax.models import clip as clip_model  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(np.asarray, clip_model.init_variables(architecture, jax.random.PRNGKey(0)))
+
+
+def tiny_weights():
+  """(architecture, variables) of the stand-in checkpoints: a tiny ViT with CLIP's vocabulary."""
   from clip_jax.models import configs  # pylint: disable=g-import-not-at-top
   architecture = configs.get_model_config("tiny-vit", text=dict(vocab_size=49_408))
-  variables = clip_model.init_variables(architecture, jax.random.PRNGKey(0))
-  return architecture, jax.tree.map(np.asarray, variables)
+  return architecture, init_variables(architecture)
 
 
 def add_stand_ins(workspace: str, *names: str) -> None:
@@ -197,7 +201,8 @@ def add_stand_ins(workspace: str, *names: str) -> None:
   "open_clip_model.safetensors", "clip-vit-base-patch32" (a transformers directory),
   "ckpt/vit-b-32" (converted), "cat.jpg", "photos/" (a folder of photographs),
   "data/train.tsv" (a table of images and captions), "hf-hub:<owner>/<name>" (a hub repository in
-  open_clip's layout, in the stand-in hub cache)."""
+  open_clip's layout, in the stand-in hub cache; "hf-hub:google/siglip..." a SiglipModel with its
+  SentencePiece model)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from clip_jax import convert  # pylint: disable=g-import-not-at-top
@@ -217,6 +222,17 @@ def add_stand_ins(workspace: str, *names: str) -> None:
       tensors = tensor_files.read(at("openai", convert.OPEN_CLIP_WEIGHTS))
       torch.save({key: torch.from_numpy(np.array(value)) for key, value in tensors.items()},
                  at(name))
+    elif name.startswith("hf-hub:google/siglip"):
+      # transformers' SiglipModel with its config and SigLIP's SentencePiece model.
+      import references  # pylint: disable=g-import-not-at-top
+      from clip_jax.models import configs  # pylint: disable=g-import-not-at-top
+      folder = at("hf_" + name.replace("/", "_"))
+      siglip = configs.get_model_config("tiny-siglip", text=dict(vocab_size=300))
+      os.makedirs(folder, exist_ok=True)
+      convert.export_weights(siglip, init_variables(siglip), folder, "hf",
+                             references.siglip_sentencepiece(pathlib.Path(folder)))
+      hub_cache.add_repository(HUB_CACHE, name.removeprefix("hf-hub:"), {
+          file: pathlib.Path(folder, file) for file in os.listdir(folder)})
     elif name.startswith("hf-hub:"):
       # open_clip's layout: its weights and its config (LAION's: GELU, OpenAI's statistics).
       folder = at("open_clip_" + name.replace("/", "_"))

@@ -1,4 +1,6 @@
-"""The PyTorch reference implementations, loaded without the packages' heavy imports.
+"""The references the parity tests compare with, and the helpers they share: the PyTorch
+implementations loaded without the packages' heavy imports, inputs and comparisons, and
+SentencePiece models trained for the tokenizer tests.
 
 open_clip's package imports torchvision (its transforms); its model code does not use it, bar
 one name in utils.py. `open_clip_model()` imports `open_clip.model` under an empty `open_clip`
@@ -10,6 +12,7 @@ reference is missing; CI installs the `test` extra, so there they run.
 import importlib.machinery
 import importlib.metadata
 import importlib.util
+import random
 import sys
 import types
 
@@ -126,3 +129,27 @@ def hf_outputs(model, images, tokens):
                     pixel_values=torch.from_numpy(images).permute(0, 3, 1, 2))
   return [outputs.image_embeds.numpy(), outputs.text_embeds.numpy(),
           outputs.logits_per_image.numpy()]
+
+
+def train_sentencepiece(directory, words, count, seed, **options) -> str:
+  """A unigram SentencePiece model trained on `count` random sentences of `words`; its path."""
+  sentencepiece = pytest.importorskip("sentencepiece")
+  rng = random.Random(seed)
+  sentences = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
+               for _ in range(count)]
+  prefix = str(directory / "spiece")
+  sentencepiece.SentencePieceTrainer.train(
+      sentence_iterator=iter(sentences), model_prefix=prefix, hard_vocab_limit=False,
+      model_type="unigram", minloglevel=2, **options)
+  return prefix + ".model"
+
+
+def siglip_sentencepiece(directory) -> str:
+  """A SentencePiece model laid out as SigLIP's (T5's): <pad> 0, </s> 1, <unk> 2, no <s>; trained
+  on words of several scripts, so that canonicalisation and unknown pieces matter. Its path."""
+  words = ["a", "photo", "of", "the", "red", "blue", "star", "circle", "large", "small", "in",
+           "top", "left", "zürich", "café", "naïve", "über", "東京", "日本", "москва", "straße",
+           "ελληνικά", "42", "3"]
+  return train_sentencepiece(directory, words, 2000, 1, vocab_size=300, character_coverage=1.0,
+                             pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
+

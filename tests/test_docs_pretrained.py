@@ -35,11 +35,16 @@ def test_every_command_and_snippet_of_the_pretrained_page_runs(tmp_path):
 
 
 def test_every_command_of_the_weights_page_runs(tmp_path):
-  """docs/weights.md: an OpenAI file, and a hub repository through the (offline) hub cache."""
+  """docs/weights.md: an OpenAI file, and hub repositories (open_clip's layout, a SiglipModel with
+  its SentencePiece model) through the (offline) hub cache."""
   workspace = doc_commands.create_workspace(str(tmp_path))
   doc_commands.add_stand_ins(workspace, "ViT-B-32.pt",
-                             "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
+                             "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+                             "hf-hub:google/siglip-base-patch16-224")
   outputs = doc_commands.run_page("docs/weights.md", workspace)
+  siglip = json.load(open(os.path.join(workspace, "ckpt", "siglip-b-16", "model.json")))
+  assert siglip["tokenizer"] == {"name": "siglip", "file": "tokenizer/spiece.model"}
+  assert siglip["model"]["vision"]["kind"] == "siglip_vit"
   hub = next(output for command, output in outputs.items() if "hf-hub:" in command)
   assert "Read hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K (" in hub
   for converted in ("vit-b-32", "vit-b-32-laion2b"):

@@ -259,6 +259,8 @@ def fill_required_data_keys(config):
     config.data[required[config.data.name]] = "/data/train"
   for source in config.data.sources.values():
     source.files = "/data/{00000..00009}.tar"
+  if config.data.tokenizer in ("sentencepiece", "siglip"):
+    config.data.tokenizer_model = "/data/spiece.model"
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from clip_jax import files
 from clip_jax.convert import hf_layout
 from clip_jax.convert import hub
 from clip_jax.convert import openai_layout
@@ -30,6 +31,7 @@ OPEN_CLIP_CONFIG = preprocessing_layout.OPEN_CLIP_CONFIG
 HF_PREPROCESSOR_CONFIG = preprocessing_layout.HF_PREPROCESSOR_CONFIG
 HF_WEIGHTS = "model.safetensors"
 HF_CONFIG = "config.json"
+HF_TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Imported:
   config: configs.CLIPConfig
   variables: dict[str, Any]
   source: dict[str, Any]  # What was read and how the architecture was decided, for model.json.
+  tokenizer: str = "clip_bpe"  # the data.tokenizer the weights were trained with
+  tokenizer_file: str | None = None  # its model file, which the checkpoint carries
 
 
 def _is_hf(tensors: dict[str, np.ndarray]) -> bool:
@@ -104,7 +108,32 @@ def import_weights(src: str, model: str | None = None, activation: str | None = 
   if "logit_scale" in tensors:
     config = dataclasses.replace(config, init_logit_scale=float(tensors["logit_scale"]))
   source["activation"] = config.activation
-  return Imported(config, openai_layout.from_state_dict(tensors, config), source)
+  tokenizer, tokenizer_file = _tokenizer(src, config)
+  source["tokenizer"] = tokenizer + (f" ({tokenizer_file})" if tokenizer_file else "")
+  return Imported(config, openai_layout.from_state_dict(tensors, config), source, tokenizer,
+                  tokenizer_file)
+
+
+def _tokenizer(src: str, config: configs.CLIPConfig) -> tuple[str, str | None]:
+  """(data.tokenizer name, its model file) of the weights: SigLIP's SentencePiece model where
+  the source holds one beside a SigLIP architecture, else CLIP's BPE (which ships with
+  clip_jax). SigLIP weights without their model file are refused: no tokenizer would give the
+  ids they were trained on."""
+  if not hf_layout.is_siglip_config(config):
+    return "clip_bpe", None
+  directory = src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
+  model_file = os.path.join(directory, hf_layout.SIGLIP_TOKENIZER_FILE)
+  if not os.path.isfile(model_file) and os.path.isfile(os.path.join(directory, "tokenizer.json")):
+    raise NotImplementedError(
+        f"{src} holds SigLIP 2 weights with Gemma's tokenizer (tokenizer.json), which clip_jax "
+        "does not read yet: their captions could not be tokenized as they were trained; allowed: "
+        f"SigLIP weights with their {hf_layout.SIGLIP_TOKENIZER_FILE}.")
+  if not os.path.isfile(model_file):
+    raise FileNotFoundError(
+        f"{src} holds SigLIP weights but no {hf_layout.SIGLIP_TOKENIZER_FILE} beside them, the "
+        "SentencePiece model their captions were tokenized with; allowed: the Hugging Face "
+        f"directory (or hf-hub: repository) with its {hf_layout.SIGLIP_TOKENIZER_FILE}.")
+  return "siglip", model_file
 
 
 def _open_clip_activation(src: str) -> str | None:
@@ -140,31 +169,40 @@ def open_clip_model_config(config: configs.CLIPConfig) -> dict[str, Any]:
 
 
 def export_weights(config: configs.CLIPConfig, variables: dict[str, Any], dst: str,
-                   to: str) -> list[str]:
-  """Writes the model for open_clip (`local-dir:` loadable) or transformers; returns the files."""
+                   to: str, tokenizer_file: str | None = None) -> list[str]:
+  """Writes the model for open_clip (`local-dir:` loadable) or transformers; returns the files.
+  A SigLIP model's SentencePiece model (`tokenizer_file`) goes with it for transformers, with
+  the tokenizer_config.json that makes it a SiglipTokenizer of the model's context length."""
   if to not in EXPORT_FORMATS:
     raise ValueError(f"--to={to!r}; allowed: {', '.join(EXPORT_FORMATS)}.")
   state_dict = openai_layout.to_state_dict(variables)
   os.makedirs(dst, exist_ok=True)
   image_size = config.vision.image_size
   if to == "open_clip":
-    files = {OPEN_CLIP_WEIGHTS: state_dict,
-             OPEN_CLIP_CONFIG: {"model_cfg": open_clip_model_config(config),
-                                "preprocess_cfg": preprocessing_layout.to_open_clip(
-                                    config.preprocessing, image_size)}}
+    outputs = {OPEN_CLIP_WEIGHTS: state_dict,
+               OPEN_CLIP_CONFIG: {"model_cfg": open_clip_model_config(config),
+                                  "preprocess_cfg": preprocessing_layout.to_open_clip(
+                                      config.preprocessing, image_size)}}
   else:
-    files = {HF_WEIGHTS: hf_layout.to_hf(state_dict),
-             HF_CONFIG: hf_layout.hf_config(config, float(state_dict["logit_scale"])),
-             HF_PREPROCESSOR_CONFIG: preprocessing_layout.to_hf(
-                 config.preprocessing, image_size,
-                 "SiglipImageProcessor" if hf_layout.is_siglip_config(config) else
-                 "CLIPImageProcessor")}
+    outputs = {HF_WEIGHTS: hf_layout.to_hf(state_dict),
+               HF_CONFIG: hf_layout.hf_config(config, float(state_dict["logit_scale"])),
+               HF_PREPROCESSOR_CONFIG: preprocessing_layout.to_hf(
+                   config.preprocessing, image_size,
+                   "SiglipImageProcessor" if hf_layout.is_siglip_config(config) else
+                   "CLIPImageProcessor")}
+  if tokenizer_file is not None and to == "hf" and hf_layout.is_siglip_config(config):
+    outputs[hf_layout.SIGLIP_TOKENIZER_FILE] = files.path(tokenizer_file).read_bytes()
+    outputs[HF_TOKENIZER_CONFIG] = {"tokenizer_class": "SiglipTokenizer",
+                                    "model_max_length": config.text.context_length}
   paths = []
-  for name, content in files.items():
+  for name, content in outputs.items():
     path = os.path.join(dst, name)
     if name.endswith(".json"):
       with open(path, "w") as file:
         json.dump(content, file, indent=2)
+    elif isinstance(content, bytes):
+      with open(path, "wb") as file:
+        file.write(content)
     else:
       tensor_files.write_safetensors(content, path)
     paths.append(path)

@@ -52,7 +52,8 @@ def main(argv):
   del argv
   if _TO.value:
     config, variables = pretrained.read(_SRC.value)
-    for path in convert.export_weights(config, variables, _DST.value, _TO.value):
+    _, tokenizer_file = pretrained.read_tokenizer(_SRC.value)
+    for path in convert.export_weights(config, variables, _DST.value, _TO.value, tokenizer_file):
       print(f"Wrote {path}")
     return
   channels = lambda flag: flag.value and tuple(float(value) for value in flag.value)  # noqa: E731
@@ -60,13 +61,15 @@ def main(argv):
     imported = convert.import_weights(_SRC.value, _MODEL.value, _ACTIVATION.value, dict(
         mean=channels(_MEAN), std=channels(_STD), resize_mode=_RESIZE_MODE.value,
         interpolation=_INTERPOLATION.value), trust_code=_TRUST_CODE.value)
-  except (ValueError, FileNotFoundError, ImportError) as error:  # a message for the user
+  except (ValueError, FileNotFoundError, ImportError, NotImplementedError) as error:  # for the user
     cli.refuse(error)
-  pretrained.save(_DST.value, imported.config, imported.variables, imported.source)
+  pretrained.save(_DST.value, imported.config, imported.variables, imported.source,
+                  imported.tokenizer, imported.tokenizer_file)
   source = imported.source
   read_from = f"hf-hub:{source['hub']} ({source['path']})" if "hub" in source else source["path"]
   print(f"Read {read_from}, {source['format']}; architecture from "
-        f"{source['architecture']}, activation {source['activation']}.")
+        f"{source['architecture']}, activation {source['activation']}, tokenizer "
+        f"{source['tokenizer']}.")
   preprocessing = imported.config.preprocessing
   print("Preprocessing: " + ", ".join(
       f"{key} {getattr(preprocessing, key)} ({where})"

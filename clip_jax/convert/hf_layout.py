@@ -39,6 +39,7 @@ _IN_BLOCKS = [(".ln_1.", ".layer_norm1."), (".ln_2.", ".layer_norm2."),
               (".mlp.c_fc.", ".mlp.fc1."), (".mlp.c_proj.", ".mlp.fc2."),
               (".attn.out_proj.", ".self_attn.out_proj.")]
 _QKV = ("q", "k", "v")
+SIGLIP_TOKENIZER_FILE = "spiece.model"  # SiglipTokenizer's SentencePiece model, in the directory
 _SIGLIP_HEAD = "vision_model.head.attention.in_proj_"  # the MAP head's fused q/k/v
 _SIGLIP_SCALARS = ("logit_scale", "logit_bias")  # [] in clip_jax, [1] in SiglipModel
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from clip_jax.convert import hf_layout
 from clip_jax.convert import tensor_files
 
 PREFIX = "hf-hub:"
@@ -29,7 +30,8 @@ def local_directory(src: str) -> str:
                      "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K.")
   def download(*patterns):
     try:
-      return snapshot_download(repo, allow_patterns=["*.json", *patterns])
+      return snapshot_download(repo, allow_patterns=["*.json", hf_layout.SIGLIP_TOKENIZER_FILE,
+                                                     *patterns])
     except OSError as error:  # not found, offline without it in the cache, no network, ...
       raise FileNotFoundError(f"{src}: {error}") from None
 

@@ -11,8 +11,10 @@ import jax
 import numpy as np
 import pytest
 
+import clip_jax
 import references
 from clip_jax import convert
+from clip_jax import pretrained
 from clip_jax.convert import hf_layout
 from clip_jax.models import clip as clip_model
 from clip_jax.models import configs
@@ -26,7 +28,7 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 HF_CASES = {
     # Odd sizes: 7 px patches of 30 px images (a 4 x 4 grid, two rows of pixels unused, as a
     # "valid" convolution leaves them), 3 heads, a text projection to another width.
-    "odd": (dict(vocab_size=100, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+    "odd": (dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                  num_attention_heads=4, max_position_embeddings=12, projection_size=48),
             dict(hidden_size=48, intermediate_size=80, num_hidden_layers=2,
                  num_attention_heads=3, image_size=30, patch_size=7)),
@@ -46,9 +48,15 @@ HF_CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def tokenizer_file(tmp_path_factory):
+  return references.siglip_sentencepiece(tmp_path_factory.mktemp("spiece"))
+
+
 @pytest.fixture(scope="module", params=list(HF_CASES))
-def hf_case(request, tmp_path_factory):
-  """(SiglipModel with random weights, its save_pretrained directory, what clip_jax imported)."""
+def hf_case(request, tmp_path_factory, tokenizer_file):
+  """(SiglipModel with random weights, its save_pretrained directory with a SiglipTokenizer, what
+  clip_jax imported)."""
   text, vision = HF_CASES[request.param]
   config = transformers.SiglipConfig(text_config=text, vision_config=vision)
   model = references.perturb_(transformers.SiglipModel(config))
@@ -57,6 +65,9 @@ def hf_case(request, tmp_path_factory):
     model.logit_bias.fill_(-10.0 + 0.7)
   directory = str(tmp_path_factory.mktemp(f"siglip-{request.param}"))
   model.save_pretrained(directory)
+  transformers.SiglipTokenizer(vocab_file=tokenizer_file,
+                               model_max_length=config.text_config.max_position_embeddings
+                               ).save_pretrained(directory)
   return model, directory, convert.import_weights(directory)
 
 
@@ -73,9 +84,41 @@ def test_siglip_weights_give_siglip_outputs(hf_case):
                           references.hf_outputs(model, images, tokens))
 
 
+def test_the_checkpoint_carries_its_tokenizer_and_runs_from_text(hf_case, tmp_path):
+  """clip_jax.load of the converted directory tokenizes as the SiglipTokenizer saved with the
+  weights, and its features from those ids are transformers' from the same captions."""
+  model, directory, imported = hf_case
+  pretrained.save(str(tmp_path / "ckpt"), imported.config, imported.variables, imported.source,
+                  imported.tokenizer, imported.tokenizer_file)
+  loaded = clip_jax.load(str(tmp_path / "ckpt"))
+  captions = ["A photo of a CAT!", "zürich, at night", "", "the red star " * 30]
+  reference = transformers.AutoTokenizer.from_pretrained(directory)
+  context = imported.config.text.context_length
+  expected = reference(captions, padding="max_length", max_length=context,
+                       truncation=True)["input_ids"]
+  tokens = loaded.tokenize(captions)
+  np.testing.assert_array_equal(tokens, expected)
+  with torch.no_grad():
+    text_embeds = model.get_text_features(input_ids=torch.tensor(expected)).pooler_output
+  text_embeds = (text_embeds / text_embeds.norm(dim=-1, keepdim=True)).numpy()
+  ours = loaded.model.apply(loaded.variables, tokens, method=loaded.model.encode_text)
+  np.testing.assert_allclose(ours, text_embeds, atol=1e-4 * np.abs(text_embeds).max())
+
+
+def test_siglip_weights_without_their_tokenizer_are_refused(hf_case, tmp_path):
+  model, _, _ = hf_case
+  model.save_pretrained(str(tmp_path))
+  with pytest.raises(FileNotFoundError, match=r"holds SigLIP weights but no spiece\.model"):
+    convert.import_weights(str(tmp_path))
+  (tmp_path / "tokenizer.json").write_text("{}")  # SigLIP 2's Gemma tokenizer
+  with pytest.raises(NotImplementedError, match=r"SigLIP 2 weights with Gemma's tokenizer"):
+    convert.import_weights(str(tmp_path))
+
+
 def test_export_gives_back_every_tensor_and_loads_in_transformers(hf_case, tmp_path):
-  model, _, imported = hf_case
-  convert.export_weights(imported.config, imported.variables, str(tmp_path), "hf")
+  model, directory, imported = hf_case
+  convert.export_weights(imported.config, imported.variables, str(tmp_path), "hf",
+                         imported.tokenizer_file)
   exported = safetensors_torch.load_file(str(tmp_path / convert.HF_WEIGHTS))
   original = {name: tensor for name, tensor in model.state_dict().items()
               if not name.endswith("position_ids")}
@@ -89,8 +132,14 @@ def test_export_gives_back_every_tensor_and_loads_in_transformers(hf_case, tmp_p
   for mine, theirs in zip(references.hf_outputs(reloaded, images, tokens),
                           references.hf_outputs(model, images, tokens)):
     np.testing.assert_array_equal(mine, theirs)
-  # And back in: the same architecture.
+  # And back in: the same architecture; the tokenizer goes along, a SiglipTokenizer again.
   assert convert.import_weights(str(tmp_path)).config == imported.config
+  exported_tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+  assert type(exported_tokenizer).__name__ == "SiglipTokenizer"
+  captions = ["A photo of a CAT!", "straße 42"]
+  assert (exported_tokenizer(captions, padding="max_length", truncation=True)["input_ids"] ==
+          transformers.AutoTokenizer.from_pretrained(directory)(
+              captions, padding="max_length", truncation=True)["input_ids"])
 
 
 def test_open_clip_export_of_a_siglip_tower_is_refused_by_name(hf_case, tmp_path):

@@ -6,7 +6,6 @@ import hashlib
 import importlib.metadata
 import importlib.resources
 import importlib.util
-import random
 import re
 
 import numpy as np
@@ -15,6 +14,7 @@ import tensorflow as tf
 
 import clip_jax
 import fuzz
+import references
 from clip_jax import settings
 from input_pipeline import tokenizers
 from input_pipeline.sources import synthetic
@@ -99,11 +99,12 @@ def test_bad_arguments_name_the_key(changes, message):
 
 @pytest.mark.parametrize("changes, message", [
     (dict(tokenizer="bpe"),
-     r"^data\.tokenizer='bpe'; allowed: 'clip_bpe', 'sentencepiece', 'words'\.$"),
+     r"^data\.tokenizer='bpe'; allowed: 'clip_bpe', 'sentencepiece', 'siglip', 'words'\.$"),
     (dict(tokenizer="sentencepiece"),
      r"^data\.tokenizer_model='': data\.tokenizer='sentencepiece' needs the path of a "
      r"SentencePiece \.model file\.$"),
     (dict(tokenizer="sentencepiece", tokenizer_model=""), r"^data\.tokenizer_model='': "),
+    (dict(tokenizer="siglip"), r"^data\.tokenizer_model='': data\.tokenizer='siglip' needs "),
 ])
 def test_bad_settings_name_the_key(changes, message):
   config = settings.default_config()
@@ -294,14 +295,9 @@ def test_clip_jax_tokenize_equals_open_clip(reference):
 def sentencepiece_model(tmp_path_factory):
   """A tiny SentencePiece model trained on synthetic sentences: (its path, a processor)."""
   sentencepiece = pytest.importorskip("sentencepiece")
-  rng = random.Random(0)
-  words = synthetic.vocabulary()
-  sentences = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) for _ in range(400)]
-  prefix = str(tmp_path_factory.mktemp("sentencepiece") / "tiny")
-  sentencepiece.SentencePieceTrainer.train(
-      sentence_iterator=iter(sentences), model_prefix=prefix, vocab_size=50,
-      hard_vocab_limit=False, model_type="unigram", minloglevel=2)
-  return prefix + ".model", sentencepiece.SentencePieceProcessor(model_file=prefix + ".model")
+  path = references.train_sentencepiece(tmp_path_factory.mktemp("sentencepiece"),
+                                        synthetic.vocabulary(), 400, 0, vocab_size=50)
+  return path, sentencepiece.SentencePieceProcessor(model_file=path)
 
 
 def test_sentencepiece_layout(sentencepiece_model):
@@ -341,3 +337,62 @@ def test_sentencepiece_in_graph(sentencepiece_model):
   assert dataset.element_spec.dtype == tf.int32
   np.testing.assert_array_equal(np.concatenate(list(dataset.as_numpy_iterator())),
                                 tokenizer.tokenize(captions))
+
+
+# --- SigLIP's SentencePiece tokenizer against transformers' SiglipTokenizer ---------------------
+
+
+@pytest.fixture(scope="module")
+def siglip_model_file(tmp_path_factory):
+  return references.siglip_sentencepiece(tmp_path_factory.mktemp("siglip_sentencepiece"))
+
+
+def siglip_texts():
+  """The varied and fuzzed texts as UTF-8 captions, without literal special pieces: transformers
+  turns a "</s>" typed in a caption into the special id, big_vision and clip_jax do not."""
+  texts = VARIED_TEXTS + fuzz_texts(700, seed=3) + [
+      "A Photo Of A CAT!!", "  leading and trailing  ", "x-y_z", " ".join(["cat"] * 80)]
+  return [text for text in texts if not re.search("[\ud800-\udfff]|</s>|<unk>|<pad>", text)]
+
+
+@pytest.mark.parametrize("context_length", [64, 16])
+def test_siglip_equals_transformers_siglip_tokenizer(siglip_model_file, context_length):
+  transformers = pytest.importorskip("transformers")
+  reference = transformers.SiglipTokenizer(vocab_file=siglip_model_file)
+  texts = siglip_texts()
+  assert len(texts) > 400
+  expected = np.array(reference(texts, padding="max_length", max_length=context_length,
+                                truncation=True)["input_ids"], np.int32)
+  tokenizer = tokenizers.create_tokenizer(dataclasses.replace(
+      DATA, tokenizer="siglip", tokenizer_model=siglip_model_file, context_length=context_length))
+  ours = tokenizer.tokenize(texts)
+  assert ours.dtype == np.int32 and ours.shape == expected.shape
+  different = [text for text, a, b in zip(texts, ours, expected) if not np.array_equal(a, b)]
+  assert not different, f"{len(different)} of {len(texts)} differ, e.g. {different[:5]!r}"
+  # </s> (1) ends every caption and pads it; long captions are cut with </s> last.
+  assert tokenizer.end_id == 1 and np.all(ours[:, -1] == 1)
+  assert np.any(ours[:, -2] != 1)  # some caption fills the context
+
+
+def test_siglip_canonicalisation_equals_transformers(siglip_model_file):
+  transformers = pytest.importorskip("transformers")
+  reference = transformers.SiglipTokenizer(vocab_file=siglip_model_file)
+  texts = siglip_texts()
+  ours = [text.decode() for text in tokenizers.canonicalize(tf.constant(texts)).numpy()]
+  assert ours == [reference.canonicalize_text(text) for text in texts]
+
+
+def test_siglip_in_graph_equals_python(siglip_model_file):
+  tokenizer = tokenizers.SigLIPTokenizer(siglip_model_file, 64)
+  texts = siglip_texts()[:100]
+  dataset = tf.data.Dataset.from_tensor_slices(texts).batch(16).map(tokenizer.tf_tokenize)
+  assert dataset.element_spec.shape.as_list() == [None, 64]
+  np.testing.assert_array_equal(np.concatenate(list(dataset.as_numpy_iterator())),
+                                tokenizer.tokenize(texts))
+
+
+def test_siglip_refuses_a_model_without_end_of_sequence(tmp_path):
+  path = references.train_sentencepiece(tmp_path, synthetic.vocabulary(), 400, 0,
+                                        vocab_size=50, eos_id=-1)
+  with pytest.raises(ValueError, match=r"has no </s> piece"):
+    tokenizers.SigLIPTokenizer(path, 16)
