@@ -25,12 +25,13 @@ $(RUNTIME_STAMP): setup.cfg pyproject.toml
 	@$(PIP) install -e .
 	@touch $@
 
-# References for the tests, the last two without torchvision, which their packages import but the
-# tests do not need: open_clip's tokenizer and model code, OpenAI's clip/model.py.
+# References for the tests, the last three without torchvision, which their packages import but
+# the tests do not need: open_clip's tokenizer and model code, OpenAI's clip/model.py, and timm
+# (open_clip's SigLIP image towers).
 $(TEST_STAMP): $(RUNTIME_STAMP)
 	@echo "Installing the test extra (PyTorch, transformers, pytest) into $(VENV) (minutes)"
 	@$(PIP) install -e ".[test]"
-	@$(PIP) install --no-deps open_clip_torch==3.3.0 clip-anytorch==2.6.0
+	@$(PIP) install --no-deps open_clip_torch==3.3.0 clip-anytorch==2.6.0 timm==1.0.31
 	@touch $@
 
 install: $(RUNTIME_STAMP)

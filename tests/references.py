@@ -2,13 +2,15 @@
 implementations loaded without the packages' heavy imports, inputs and comparisons, and
 SentencePiece models trained for the tokenizer tests.
 
-open_clip's package imports torchvision (its transforms); its model code does not use it, bar
-one name in utils.py. `open_clip_model()` imports `open_clip.model` under an empty `open_clip`
-package with that one torchvision name stubbed. OpenAI's `clip/model.py` (PyPI: clip-anytorch)
-imports only torch and is loaded as a single file. Tests skip, naming what to install, when a
-reference is missing; CI installs the `test` extra, so there they run.
+open_clip's package and timm import torchvision (transforms, datasets) at module level; their
+model code does not use it. `open_clip_model()` imports `open_clip.model` under an empty
+`open_clip` package, with torchvision's names answered by stand-ins while it imports. OpenAI's
+`clip/model.py` (PyPI: clip-anytorch) imports only torch and is loaded as a single file. Tests
+skip, naming what to install, when a reference is missing; CI installs the `test` extra, so there
+they run.
 """
 
+import importlib.abc
 import importlib.machinery
 import importlib.metadata
 import importlib.util
@@ -30,8 +32,43 @@ def _distribution_file(distribution: str, path: str):
     pytest.skip(f"{distribution} is not installed (`make install` adds it): no reference.")
 
 
+class _Anything(type):
+  """A stand-in class whose every attribute is a name (enum members used as dict keys)."""
+
+  def __getattr__(cls, name):
+    if name.startswith("__"):
+      raise AttributeError(name)
+    return f"{cls.__name__}.{name}"
+
+
+class _StandInModule(types.ModuleType):
+  def __getattr__(self, name):
+    if name.startswith("__"):
+      raise AttributeError(name)
+    setattr(self, name, _Anything(name, (), {}))
+    return getattr(self, name)
+
+
+class _TorchvisionStandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+  """Imports of torchvision and its submodules, answered with modules of stand-in names."""
+
+  def find_spec(self, name, path, target=None):
+    if name == "torchvision" or name.startswith("torchvision."):
+      return importlib.machinery.ModuleSpec(name, self, is_package=True)
+    return None
+
+  def create_module(self, spec):
+    module = _StandInModule(spec.name)
+    module.__path__ = []
+    return module
+
+  def exec_module(self, module):
+    pass
+
+
 def open_clip_model():
-  """open_clip's `open_clip.model` module (CLIP, with open_clip's Transformer and ResNet)."""
+  """open_clip's `open_clip.model` module (CLIP, CustomTextCLIP, with open_clip's Transformer and
+  ResNet, and timm's towers where timm is installed)."""
   pytest.importorskip("torch")
   if "open_clip.model" in sys.modules:
     return sys.modules["open_clip.model"]
@@ -44,18 +81,19 @@ def open_clip_model():
   # transformers (imported by open_clip's hf_model) must see that torchvision is missing.
   if importlib.util.find_spec("transformers") is not None:
     importlib.import_module("transformers")
-  # utils.py imports FrozenBatchNorm2d, used only to freeze a model, which no test does; the
-  # stand-in is there only while open_clip's modules are imported.
-  stubs = {name: types.ModuleType(name)
-           for name in ("torchvision", "torchvision.ops", "torchvision.ops.misc")}
-  for name, module in stubs.items():
-    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
-  stubs["torchvision.ops.misc"].FrozenBatchNorm2d = type("FrozenBatchNorm2d", (), {})
-  sys.modules.update(stubs)
+  # open_clip and timm import torchvision's transforms, datasets and a BatchNorm variant at
+  # module level; no model the tests build calls them. The stand-ins answer those imports only
+  # while open_clip's and timm's modules are imported.
+  finder = _TorchvisionStandIn()
+  sys.meta_path.insert(0, finder)
   try:
+    if importlib.util.find_spec("timm") is not None:
+      importlib.import_module("timm")
     return importlib.import_module("open_clip.model")
   finally:
-    for name in stubs:
+    sys.meta_path.remove(finder)
+    for name in [name for name in sys.modules
+                 if name == "torchvision" or name.startswith("torchvision.")]:
       del sys.modules[name]
 
 
@@ -119,6 +157,22 @@ def assert_close(ours, reference, tolerance=TOLERANCE):
   for name, mine, theirs in zip(("image features", "text features", "logits"), ours, reference):
     error = np.max(np.abs(mine - theirs)) / np.max(np.abs(theirs))
     assert error < tolerance, f"{name}: relative error {error:.2e}"
+
+
+def torch_outputs(model, images, tokens, **encode_kwargs):
+  """An open_clip or OpenAI model's (normalised) features and logits per image, with its logit
+  bias where it has one (SigLIP's)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  with torch.no_grad():
+    image_features = model.encode_image(torch.from_numpy(images).permute(0, 3, 1, 2),
+                                        **encode_kwargs)
+    text_features = model.encode_text(torch.from_numpy(tokens).long(), **encode_kwargs)
+    image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+    text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+    logits = model.logit_scale.exp() * image_features @ text_features.T
+    if getattr(model, "logit_bias", None) is not None:
+      logits = logits + model.logit_bias
+  return [tensor.numpy() for tensor in (image_features, text_features, logits)]
 
 
 def hf_outputs(model, images, tokens):

@@ -1,8 +1,10 @@
-"""Weights in and out: OpenAI's, open_clip's and Hugging Face's CLIP checkpoints <-> clip_jax.
+"""Weights in and out: OpenAI's, open_clip's and Hugging Face's CLIP and SigLIP checkpoints <->
+clip_jax.
 
 Everything passes through one interchange form, OpenAI's state dict (open_clip's CLIP models use
-the same names): Hugging Face's layout is renamed into it, clip_jax's variables map onto it by
-rule (`openai_layout`). `python -m clip_jax.convert` is the command line.
+the same names), extended by SigLIP's attention-pooling tower: Hugging Face's layout
+(`hf_layout`) and open_clip's timm-based SigLIP (`timm_layout`) are renamed into it, clip_jax's
+variables map onto it by rule (`openai_layout`). `python -m clip_jax.convert` is the command line.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from clip_jax.convert import hub
 from clip_jax.convert import openai_layout
 from clip_jax.convert import preprocessing_layout
 from clip_jax.convert import tensor_files
+from clip_jax.convert import timm_layout
 from clip_jax.models import configs
 from clip_jax.models import resnet
 from clip_jax.models import towers
@@ -78,6 +81,9 @@ def import_weights(src: str, model: str | None = None, activation: str | None = 
   if _is_hf(tensors):
     source["format"] = "hf"
     tensors = hf_layout.from_hf(tensors)
+  elif timm_layout.is_open_clip_siglip(tensors):
+    source["format"] = "open_clip_siglip"
+    tensors = timm_layout.from_open_clip(tensors)
   else:
     source["format"] = "openai_torchscript" if tensor_files.is_torchscript(src) else "state_dict"
   if model is not None:
@@ -92,7 +98,9 @@ def import_weights(src: str, model: str | None = None, activation: str | None = 
     source["architecture"] = f"shapes, as {name}" if name else "shapes"
     if source["format"] == "openai_torchscript":
       config = dataclasses.replace(config, activation="quick_gelu")
-  if activation is None and source["format"] != "hf":
+  # SigLIP's weights were trained with tanh GELU in both towers (big_vision), whatever an
+  # open_clip config says of its text tower.
+  if activation is None and source["format"] != "hf" and not hf_layout.is_siglip_config(config):
     activation = _open_clip_activation(src)
   if activation is not None:
     config = dataclasses.replace(config, activation=activation)
@@ -146,10 +154,12 @@ def _open_clip_activation(src: str) -> str | None:
 def open_clip_model_config(config: configs.CLIPConfig) -> dict[str, Any]:
   """open_clip's `model_cfg` for the architecture (what `open_clip.create_model` builds from)."""
   vision, text = config.vision, config.text
+  if hf_layout.is_siglip_config(config):
+    return timm_layout.model_cfg(config)
   if not isinstance(vision, (vision_lib.VisionTransformerConfig, resnet.ModifiedResNetConfig)):
-    raise ValueError(f"--to=open_clip writes OpenAI's ViT and ModifiedResNet towers; a "
-                     f"{towers.describe(vision)} image tower is not written for open_clip yet "
-                     "(open_clip builds SigLIP's from timm's layout); allowed: --to=hf.")
+    raise ValueError(f"--to=open_clip writes OpenAI's ViT, ModifiedResNet and SigLIP towers; a "
+                     f"{towers.describe(vision)} image tower is not written for open_clip; "
+                     "allowed: --to=hf.")
   if isinstance(vision, vision_lib.VisionTransformerConfig):
     vision_cfg = dict(image_size=vision.image_size, patch_size=vision.patch_size,
                       width=vision.width, layers=vision.layers, head_width=vision.head_width,
@@ -179,6 +189,8 @@ def export_weights(config: configs.CLIPConfig, variables: dict[str, Any], dst: s
   os.makedirs(dst, exist_ok=True)
   image_size = config.vision.image_size
   if to == "open_clip":
+    if hf_layout.is_siglip_config(config):
+      state_dict = timm_layout.to_open_clip(state_dict)
     outputs = {OPEN_CLIP_WEIGHTS: state_dict,
                OPEN_CLIP_CONFIG: {"model_cfg": open_clip_model_config(config),
                                   "preprocess_cfg": preprocessing_layout.to_open_clip(

@@ -1,11 +1,12 @@
 """Converts CLIP weights: `python -m clip_jax.convert --src=<file or dir> --dst=<dir>`.
 
 Import (no --to): an OpenAI TorchScript archive or state dict, an open_clip state dict (.pt,
-.bin, .safetensors), a Hugging Face CLIPModel directory, or a hub repository (hf-hub:<repo>, in
-open_clip's or transformers' layout) -> a clip_jax checkpoint directory.
+.bin, .safetensors; CLIP or SigLIP), a Hugging Face CLIPModel or SiglipModel directory, or a hub
+repository (hf-hub:<repo>, in open_clip's or transformers' layout) -> a clip_jax checkpoint
+directory, carrying the tokenizer the weights were trained with.
 Export (--to=open_clip or --to=hf): a clip_jax checkpoint directory -> safetensors and a config
-that open_clip (`create_model("local-dir:<dst>")`) or transformers (`CLIPModel.from_pretrained`)
-load unchanged.
+that open_clip (`create_model("local-dir:<dst>")`) or transformers (`CLIPModel` /
+`SiglipModel.from_pretrained`) load unchanged.
 """
 
 from __future__ import annotations

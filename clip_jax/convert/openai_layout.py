@@ -12,6 +12,7 @@ OpenAI's `build_model` does.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any, Mapping
 
@@ -21,6 +22,7 @@ import numpy as np
 from clip_jax.models import clip as clip_model
 from clip_jax.models import configs
 from clip_jax.models import resnet
+from clip_jax.models import siglip_vision
 from clip_jax.models import vision as vision_lib
 
 # Entries of released state dicts that are not parameters: OpenAI's TorchScript archives carry
@@ -129,11 +131,16 @@ def _mlp_dim(state_dict: Mapping[str, Any], prefix: str, width: int) -> int | No
 
 
 def shape_fields(config: configs.CLIPConfig) -> dict[str, Any]:
-  """What of a config the tensor shapes determine: not the heads, activation or initial values."""
+  """What of a config the tensor shapes determine: not the heads, activation, LayerNorm epsilon
+  or initial values, and of a patch tower's image size only its grid (a valid convolution of
+  14 px patches makes the same 27 x 27 grid of 378 and 384 px)."""
   fields = configs.function_fields(config)
   fields.pop("activation")
+  fields.pop("norm_epsilon")
   fields["vision"].pop("head_width")
   fields["text"].pop("head_width")
+  if "patch_size" in fields["vision"]:
+    fields["vision"]["image_size"] //= fields["vision"]["patch_size"]
   return fields
 
 
@@ -150,7 +157,17 @@ def infer_config(state_dict: Mapping[str, Any]) -> tuple[configs.CLIPConfig, str
                             vocab_size=get("token_embedding.weight")[0], width=text_width,
                             layers=_count_blocks(state_dict, "transformer.resblocks."),
                             mlp_dim=_mlp_dim(state_dict, "transformer.", text_width))
-  if "visual.proj" in state_dict:
+  fields = dict(activation="quick_gelu")
+  if "visual.head.probe" in state_dict:  # SigLIP's: grid positions only, attention pooling
+    width, _, patch, _ = get("visual.conv1.weight")
+    vision = siglip_vision.SigLIPVisionConfig(
+        image_size=patch * round(get("visual.positional_embedding")[0] ** 0.5), patch_size=patch,
+        width=width, layers=_count_blocks(state_dict, "visual.transformer.resblocks."),
+        mlp_dim=_mlp_dim(state_dict, "visual.transformer.", width))
+    text = dataclasses.replace(text, causal=False, pool="last", projection_bias=True)
+    fields = dict(activation="gelu_tanh", norm_epsilon=1e-6, init_logit_scale=math.log(10),
+                  preprocessing=configs.SIGLIP_PREPROCESSING)
+  elif "visual.proj" in state_dict:
     width, _, patch, _ = get("visual.conv1.weight")
     grid = round((get("visual.positional_embedding")[0] - 1) ** 0.5)
     vision = vision_lib.VisionTransformerConfig(
@@ -165,13 +182,10 @@ def infer_config(state_dict: Mapping[str, Any]) -> tuple[configs.CLIPConfig, str
                                           layers=stages,
                                           width=get("visual.layer1.0.conv1.weight")[0])
   config = configs.CLIPConfig(embed_dim=get("text_projection")[1], vision=vision, text=text,
-                              activation="quick_gelu")
+                              **fields)
   if "logit_bias" in state_dict:
     config = dataclasses.replace(config, init_logit_bias=float(state_dict["logit_bias"]))
   for name, named in configs.MODELS.items():
     if shape_fields(named) == shape_fields(config):
-      return dataclasses.replace(
-          config, activation=named.activation,
-          vision=dataclasses.replace(vision, head_width=named.vision.head_width),
-          text=dataclasses.replace(text, head_width=named.text.head_width)), name
+      return dataclasses.replace(named, init_logit_bias=config.init_logit_bias), name
   return config, None

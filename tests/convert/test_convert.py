@@ -43,17 +43,6 @@ FILE_FORMATS = {"tiny-vit": "state_dict.pt", "ViT-B-32": "safetensors",
                 "resnet-tiny": "training_checkpoint.pt", "RN50": "pytorch_model.bin"}
 
 
-def torch_outputs(model, images, tokens, **encode_kwargs):
-  with torch.no_grad():
-    image_features = model.encode_image(torch.from_numpy(images).permute(0, 3, 1, 2),
-                                        **encode_kwargs)
-    text_features = model.encode_text(torch.from_numpy(tokens).long(), **encode_kwargs)
-    image_features = image_features / image_features.norm(dim=-1, keepdim=True)
-    text_features = text_features / text_features.norm(dim=-1, keepdim=True)
-    logits = model.logit_scale.exp() * image_features @ text_features.T
-  return [tensor.numpy() for tensor in (image_features, text_features, logits)]
-
-
 def write(state_dict, directory, file_format):
   """The state dict as a file of `file_format`; returns its path."""
   if file_format == "safetensors":
@@ -93,7 +82,7 @@ def test_open_clip_weights_give_open_clip_outputs(open_clip_cases, name):
   images, tokens = references.model_inputs(imported.config)
   references.assert_close(
       references.jax_outputs(imported.config, imported.variables, images, tokens),
-      torch_outputs(model, images, tokens))
+      references.torch_outputs(model, images, tokens))
 
 
 @pytest.mark.parametrize("name", ["ViT-B-32", "RN50"])
@@ -102,7 +91,7 @@ def test_bfloat16_compute_stays_within_its_tolerance(open_clip_cases, name):
   config = dataclasses.replace(imported.config, dtype="bfloat16")
   images, tokens = references.model_inputs(config)
   ours = references.jax_outputs(config, imported.variables, images, tokens)
-  reference = torch_outputs(model, images, tokens)
+  reference = references.torch_outputs(model, images, tokens)
   for mine, theirs in zip(ours[:2], reference[:2]):  # unit vectors: their cosine similarity
     assert np.min(np.sum(mine * theirs, axis=-1)) > BFLOAT16_MIN_COSINE
 
@@ -124,8 +113,8 @@ def test_export_for_open_clip_gives_back_the_tensors_and_loads_in_open_clip(open
   missing, unexpected = reloaded.load_state_dict(exported, strict=False)
   assert not unexpected and all(name.endswith("num_batches_tracked") for name in missing)
   images, tokens = references.model_inputs(imported.config, seed=1)
-  np.testing.assert_array_equal(torch_outputs(reloaded, images, tokens)[0],
-                                torch_outputs(model, images, tokens)[0])
+  np.testing.assert_array_equal(references.torch_outputs(reloaded, images, tokens)[0],
+                                references.torch_outputs(model, images, tokens)[0])
 
 
 def test_openai_torchscript_archive(tmp_path):
@@ -146,7 +135,7 @@ def test_openai_torchscript_archive(tmp_path):
   assert imported.config.activation == "quick_gelu"
   references.assert_close(
       references.jax_outputs(imported.config, imported.variables, images, tokens),
-      torch_outputs(model, images, tokens))
+      references.torch_outputs(model, images, tokens))
 
 
 @pytest.fixture(scope="module", params=["tiny", "ViT-B-32"])
@@ -230,7 +219,7 @@ def test_command_line_round_trip_and_load(open_clip_cases, tmp_path):
   images, tokens = references.model_inputs(loaded.model.config)
   references.assert_close(
       references.jax_outputs(loaded.model.config, loaded.variables, images, tokens),
-      torch_outputs(model, images, tokens))
+      references.torch_outputs(model, images, tokens))
   run(f"--src={converted}", f"--dst={tmp_path / 'exported'}", "--to=open_clip")
   exported = safetensors_torch.load_file(str(tmp_path / "exported" / convert.OPEN_CLIP_WEIGHTS))
   assert all(torch.equal(exported[key], tensor) for key, tensor in model.state_dict().items())
@@ -259,7 +248,7 @@ def test_hub_repository_converts_offline_from_the_cache(open_clip_cases, tmp_pat
   images, tokens = references.model_inputs(loaded.model.config)
   references.assert_close(
       references.jax_outputs(loaded.model.config, loaded.variables, images, tokens),
-      torch_outputs(model, images, tokens))
+      references.torch_outputs(model, images, tokens))
   missing = command_server.run_python(
       ["-m", "clip_jax.convert", "--src=hf-hub:acme/elsewhere", f"--dst={tmp_path / 'x'}"],
       env=environment)

@@ -142,10 +142,77 @@ def test_export_gives_back_every_tensor_and_loads_in_transformers(hf_case, tmp_p
               captions, padding="max_length", truncation=True)["input_ids"])
 
 
-def test_open_clip_export_of_a_siglip_tower_is_refused_by_name(hf_case, tmp_path):
+def test_open_clip_export_of_a_tower_timm_does_not_name_is_refused(hf_case, tmp_path):
   _, _, imported = hf_case
-  with pytest.raises(ValueError, match="SigLIPVision image tower is not written for open_clip"):
+  with pytest.raises(ValueError, match="open_clip builds SigLIP image towers from timm's named "
+                                       "models only, and none has width"):
     convert.export_weights(imported.config, imported.variables, str(tmp_path), "open_clip")
+
+
+# open_clip's SigLIP: timm's smallest SigLIP image tower (B/32 at 256 px, as ViT-B-32-SigLIP2-256)
+# and a small text tower of SigLIP 2's kind (tanh GELU: open_clip's SigLIP 1 configs use the exact
+# form in the text tower, unlike the weights' training).
+OPEN_CLIP_SIGLIP = dict(
+    embed_dim=768, init_logit_bias=-10.0,
+    vision_cfg=dict(image_size=256, timm_model_name="vit_base_patch32_siglip_256",
+                    timm_model_pretrained=False, timm_pool="map", timm_proj="none"),
+    text_cfg=dict(context_length=16, vocab_size=300, width=128, heads=2, layers=2,
+                  no_causal_mask=True, proj_bias=True, pool_type="last",
+                  norm_kwargs={"eps": 1e-6}, act_kwargs={"approximate": "tanh"}))
+
+
+@pytest.fixture(scope="module")
+def open_clip_case(tmp_path_factory, tokenizer_file):
+  """(open_clip CustomTextCLIP with random weights, its directory as open_clip publishes one,
+  what clip_jax imported from it)."""
+  model = references.perturb_(references.open_clip_model().CustomTextCLIP(**OPEN_CLIP_SIGLIP))
+  with torch.no_grad():
+    model.logit_scale.fill_(math.log(10) + 0.3)
+    model.logit_bias.fill_(-10.0 + 0.7)
+  directory = tmp_path_factory.mktemp("open_clip_siglip")
+  safetensors_torch.save_file({name: tensor.contiguous()
+                               for name, tensor in model.state_dict().items()},
+                              str(directory / convert.OPEN_CLIP_WEIGHTS))
+  (directory / convert.OPEN_CLIP_CONFIG).write_text(json.dumps({
+      "model_cfg": {**OPEN_CLIP_SIGLIP, "custom_text": True},
+      "preprocess_cfg": {"mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic",
+                         "resize_mode": "squash"}}))
+  (directory / "spiece.model").write_bytes(open(tokenizer_file, "rb").read())
+  return model, directory, convert.import_weights(str(directory / convert.OPEN_CLIP_WEIGHTS))
+
+
+def test_open_clip_siglip_weights_give_open_clip_outputs(open_clip_case):
+  model, _, imported = open_clip_case
+  config = imported.config
+  assert imported.source["format"] == "open_clip_siglip"
+  assert isinstance(config.vision, siglip_vision.SigLIPVisionConfig)
+  assert (config.activation, config.norm_epsilon, imported.tokenizer) == (
+      "gelu_tanh", 1e-6, "siglip")
+  assert (config.vision.image_size, config.vision.patch_size, config.vision.head_width,
+          config.text.head_width) == (256, 32, 64, 64)
+  assert config.preprocessing == configs.SIGLIP_PREPROCESSING
+  images, tokens = references.model_inputs(config)
+  references.assert_close(references.jax_outputs(config, imported.variables, images, tokens),
+                          references.torch_outputs(model, images, tokens))
+
+
+def test_open_clip_siglip_export_gives_back_every_tensor_and_loads(open_clip_case, tmp_path):
+  model, _, imported = open_clip_case
+  convert.export_weights(imported.config, imported.variables, str(tmp_path), "open_clip")
+  exported = safetensors_torch.load_file(str(tmp_path / convert.OPEN_CLIP_WEIGHTS))
+  original = model.state_dict()
+  assert set(exported) == set(original)
+  for name, tensor in original.items():
+    assert torch.equal(exported[name], tensor), name
+  model_cfg = json.loads((tmp_path / convert.OPEN_CLIP_CONFIG).read_text())["model_cfg"]
+  assert model_cfg["vision_cfg"]["timm_model_name"] == "vit_base_patch32_siglip_256"
+  model_cfg.pop("custom_text")
+  reloaded = references.open_clip_model().CustomTextCLIP(**model_cfg)
+  reloaded.load_state_dict(exported)
+  images, tokens = references.model_inputs(imported.config, seed=2)
+  for mine, theirs in zip(references.torch_outputs(reloaded.eval(), images, tokens),
+                          references.torch_outputs(model, images, tokens)):
+    np.testing.assert_array_equal(mine, theirs)
 
 
 SIGLIP_MODELS = [name for name in configs.MODELS if "SigLIP" in name]
