@@ -11,15 +11,16 @@ Shapes: b = local batch, N = global batch, D = embedding width.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Callable, Sequence
+import math
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
 from clip_jax import blockwise_losses
-from clip_jax import sharding
 
 AxisName = str | Sequence[str] | None
 # (image_features, text_features, logit_scale, logit_bias or None) -> []
@@ -131,19 +132,48 @@ def _softmax_with_unused_bias(image_features: jax.Array, text_features: jax.Arra
                                   axis_name=axis_name)
 
 
-LOSSES = {
-    "softmax": _softmax_with_unused_bias,
-    "sigmoid": sigmoid_contrastive_loss,
-}
-BLOCKWISE_LOSSES = {
-    "softmax": blockwise_losses.blockwise_softmax_loss,
-    "sigmoid": blockwise_losses.blockwise_sigmoid_loss,
-}
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LossKind:
+  """A loss as the settings and the train step know it, registered where it is defined (a
+  plug-in's loss in its own module, named in model.plugins)."""
+  name: str                                 # loss.name
+  # (mesh or None, batch axes, *, blockwise, tile_size) -> loss(outputs, batch) -> []
+  make: Callable[..., Loss]
+  blockwise: bool = False                   # whether loss.blockwise=True has a form to compute
+  # What the loss needs of the model, under model.overrides' own settings: e.g. the sigmoid
+  # loss's learned bias.
+  model_fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+_KINDS: dict[str, LossKind] = {}
+# The contrastive losses' per-shard functions: (plain, blockwise), for make_loss_fn.
+_CONTRASTIVE: dict[str, tuple[LossFn, LossFn]] = {}
+
+
+def register(kind: LossKind) -> LossKind:
+  """Adds a loss; a name registered twice is an error, not a replacement."""
+  if kind.name in _KINDS:
+    raise ValueError(f"A loss named {kind.name!r} is registered already.")
+  _KINDS[kind.name] = kind
+  return kind
+
+
+def names() -> list[str]:
+  return list(_KINDS)
+
+
+def of(name: str, key: str = "loss.name") -> LossKind:
+  """The registration of a loss; `key` names the setting in an error."""
+  if name not in _KINDS:
+    raise ValueError(f"{key}={name!r}; allowed: {', '.join(repr(known) for known in _KINDS)} "
+                     "(or a plug-in's, named in model.plugins).")
+  return _KINDS[name]
+
 
 def make_loss_fn(name: str, mesh: Mesh | None = None,
-                 batch_axes: Sequence[str] = sharding.BATCH_AXES, *, blockwise: bool = False,
+                 batch_axes: Sequence[str] | None = None, *, blockwise: bool = False,
                  tile_size: int = 1024) -> LossFn:
-  """Returns `loss_fn(image_features, text_features, logit_scale, logit_bias) -> []`.
+  """A contrastive loss as `loss_fn(image_features, text_features, logit_scale, logit_bias) -> []`.
 
   The returned function takes global arrays whose batch is split over `batch_axes` of `mesh` and
   runs the loss per shard in `shard_map`; it is differentiable (the gathers transpose to
@@ -151,13 +181,12 @@ def make_loss_fn(name: str, mesh: Mesh | None = None,
   the same loss in [tile_size, tile_size] tiles (clip_jax/blockwise_losses.py), for global
   batches whose [b, N] logits would not fit.
   """
-  if blockwise:
-    loss_fn = functools.partial(BLOCKWISE_LOSSES[name], tile_size=tile_size)
-  else:
-    loss_fn = LOSSES[name]
+  plain, tiled = _CONTRASTIVE[name]
+  loss_fn = functools.partial(tiled, tile_size=tile_size) if blockwise else plain
   if mesh is None:
     return loss_fn
-  batch_axes = tuple(batch_axes)
+  # By default the batch is split over every axis of the mesh (clip_jax.sharding's convention).
+  batch_axes = tuple(mesh.axis_names if batch_axes is None else batch_axes)
   batch_split = PartitionSpec(batch_axes)
   return jax.shard_map(
       functools.partial(loss_fn, axis_name=batch_axes), mesh=mesh,
@@ -165,16 +194,36 @@ def make_loss_fn(name: str, mesh: Mesh | None = None,
       out_specs=PartitionSpec())
 
 
+def _register_contrastive(name: str, plain: LossFn, tiled: LossFn,
+                          model_fields: Mapping[str, Any] | None = None) -> LossKind:
+  """A contrastive loss, reading the model's features, temperature and bias by name."""
+  _CONTRASTIVE[name] = (plain, tiled)
+
+  def make(mesh: Mesh | None = None, batch_axes: Sequence[str] | None = None, *,
+           blockwise: bool = False, tile_size: int = 1024) -> Loss:
+    loss_fn = make_loss_fn(name, mesh, batch_axes, blockwise=blockwise, tile_size=tile_size)
+
+    def loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array]) -> jax.Array:
+      del batch  # the pairs' order is all a contrastive loss needs of it
+      return loss_fn(outputs["image_features"], outputs["text_features"],
+                     outputs["logit_scale"], outputs.get("logit_bias"))
+
+    return loss
+
+  return register(LossKind(name=name, make=make, blockwise=True,
+                           model_fields=model_fields or {}))
+
+
+_register_contrastive("softmax", _softmax_with_unused_bias,
+                      blockwise_losses.blockwise_softmax_loss)
+# SigLIP starts from a temperature of 1/10 and a bias of -10, which put the initial logits near
+# the log-prior of the N - 1 negatives per positive.
+_register_contrastive("sigmoid", sigmoid_contrastive_loss, blockwise_losses.blockwise_sigmoid_loss,
+                      dict(init_logit_scale=math.log(10.0), init_logit_bias=-10.0))
+
+
 def make_loss(name: str, mesh: Mesh | None = None,
-              batch_axes: Sequence[str] = sharding.BATCH_AXES, *, blockwise: bool = False,
+              batch_axes: Sequence[str] | None = None, *, blockwise: bool = False,
               tile_size: int = 1024) -> Loss:
-  """`make_loss_fn`'s loss as the train step takes it: `loss(outputs, batch) -> []`, reading the
-  model's features, temperature and bias by name."""
-  loss_fn = make_loss_fn(name, mesh, batch_axes, blockwise=blockwise, tile_size=tile_size)
-
-  def loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array]) -> jax.Array:
-    del batch  # the pairs' order is all a contrastive loss needs of it
-    return loss_fn(outputs["image_features"], outputs["text_features"], outputs["logit_scale"],
-                   outputs.get("logit_bias"))
-
-  return loss
+  """The registered loss `name` as the train step takes it: `loss(outputs, batch) -> []`."""
+  return of(name).make(mesh, batch_axes, blockwise=blockwise, tile_size=tile_size)

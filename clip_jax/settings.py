@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
-import math
 import os
 import sys
 import typing
@@ -29,6 +28,7 @@ from typing import Any, Callable, Mapping
 import ml_collections
 from ml_collections import config_dict
 
+from clip_jax import losses
 from clip_jax.models import configs as model_configs
 from clip_jax.models import towers
 
@@ -71,14 +71,9 @@ def _setting(default: Any, rule: tuple[Callable[[Any], bool], str] = _ANY) -> An
 # ---------------------------------------------------------------------------------------------
 # The sections.
 
-LOSSES = ("softmax", "sigmoid")
-# What each loss needs of the model: SigLIP starts from a temperature of 1/10 and a bias of -10,
-# which put the initial logits near the log-prior of the N - 1 negatives per positive. The model's
-# own settings (model.overrides) take precedence.
-LOSS_MODEL_FIELDS = {
-    "softmax": {},
-    "sigmoid": dict(init_logit_scale=math.log(10.0), init_logit_bias=-10.0),
-}
+# A loss is a name registered in clip_jax.losses (where each is defined, or by a plug-in).
+_REGISTERED_LOSS = ((lambda value: value in losses.names()),
+                    lambda: ", ".join(repr(name) for name in losses.names()))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -90,8 +85,9 @@ class Model:
   """
   name: str
   architecture: model_configs.CLIPConfig
-  # Modules imported before the model is built: plug-ins registering their own kinds of image
-  # tower (docs/extending.md), so that a workdir's config.json builds its model anywhere.
+  # Modules imported before the loss and the model are read: plug-ins registering their own kinds
+  # of image tower and losses (docs/extending.md), so that a workdir's config.json builds its
+  # model anywhere.
   plugins: tuple[str, ...] = ()
 
 
@@ -99,7 +95,7 @@ class Model:
 class Loss:
   """The contrastive loss; blockwise=True computes it tile by tile (memory O(b D + tile^2) per
   device instead of O(b N), the same values and gradients; clip_jax/blockwise_losses.py)."""
-  name: str = _setting("softmax", _one_of(*LOSSES))
+  name: str = _setting("softmax", _REGISTERED_LOSS)
   blockwise: bool = _setting(False, _FLAG)
   tile_size: int = _setting(1024, _POSITIVE_COUNT)
 
@@ -523,7 +519,8 @@ def _given(values: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _check_value(key: str, field: dataclasses.Field, value: Any) -> None:
   if not field.metadata["is_valid"](value):
-    raise ValueError(f"{key}={value!r}; allowed: {field.metadata['allowed']}.")
+    allowed = field.metadata["allowed"]  # a text, or for a registry a function giving it
+    raise ValueError(f"{key}={value!r}; allowed: {allowed() if callable(allowed) else allowed}.")
 
 
 def _section(cls, values: Mapping[str, Any] | None, key: str, **resolved) -> Any:
@@ -546,19 +543,25 @@ def _field(cls, name: str) -> dataclasses.Field:
   return next(field for field in dataclasses.fields(cls) if field.name == name)
 
 
-def _architecture(model: Mapping[str, Any], loss_name: str) -> Model:
-  given = _given(model)
-  unknown = sorted(set(given) - {"name", "overrides", "plugins"})
-  if unknown:
-    raise ValueError(f"model.{unknown[0]}={given[unknown[0]]!r} is not a setting; allowed: name, "
-                     "overrides, plugins.")
-  plugins = tuple(given.get("plugins") or ())
+def _import_plugins(model: Mapping[str, Any]) -> tuple[str, ...]:
+  """Imports model.plugins' modules (which register their towers and losses); their names."""
+  plugins = tuple(_given(model).get("plugins") or ())
   for plugin in plugins:
     try:
       importlib.import_module(plugin)
     except ImportError as error:
       raise ValueError(f"model.plugins: {plugin!r} does not import ({error}); allowed: modules "
                        "on the Python path.") from None
+  return plugins
+
+
+def _architecture(model: Mapping[str, Any], loss_name: str) -> Model:
+  given = _given(model)
+  unknown = sorted(set(given) - {"name", "overrides", "plugins"})
+  if unknown:
+    raise ValueError(f"model.{unknown[0]}={given[unknown[0]]!r} is not a setting; allowed: name, "
+                     "overrides, plugins.")
+  plugins = _import_plugins(given)
   overrides = _given(given.get("overrides"))
   for record in model_configs.RECORDS:
     if record in overrides:
@@ -567,7 +570,7 @@ def _architecture(model: Mapping[str, Any], loss_name: str) -> Model:
         del overrides[record]
   name = given.get("name", DEFAULT_MODEL)
   architecture = model_configs.get_model_config(
-      name, **{**LOSS_MODEL_FIELDS[loss_name], **overrides})
+      name, **{**losses.of(loss_name).model_fields, **overrides})
   return Model(name=name, architecture=architecture, plugins=plugins)
 
 
@@ -676,7 +679,11 @@ def parse(config: ml_collections.ConfigDict | Mapping[str, Any], *,
   if unknown:
     raise ValueError(f"{unknown[0]}={values[unknown[0]]!r} is not a setting; allowed: "
                      f"{', '.join(allowed)}.")
+  _import_plugins(values.get("model") or {})  # their losses and towers, before either is read
   loss = _section(Loss, values.get("loss"), "loss")
+  if loss.blockwise and not losses.of(loss.name).blockwise:
+    raise ValueError(f"loss.blockwise=True with loss.name={loss.name!r}, which has no blockwise "
+                     "form; allowed: False.")
   model = _architecture(values.get("model") or {}, loss.name)
   sections = {name: _section(cls, values.get(name), name) for name, cls in _SECTIONS.items()
               if name not in ("data", "loss")}

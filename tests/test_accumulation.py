@@ -37,7 +37,7 @@ def tiny_model(loss_name, name="tiny-vit"):
   return clip_model.create_model(
       name, embed_dim=16, vision=TINY_VISION[name],
       text=dict(context_length=CONTEXT_LENGTH, vocab_size=64, width=32, layers=1, head_width=16),
-      **settings.LOSS_MODEL_FIELDS[loss_name])
+      **losses.of(loss_name).model_fields)
 
 
 def random_batch(model_name):

@@ -1,6 +1,7 @@
-"""A kind of image tower defined outside the package (tests/plugin_tower.py), registered as a
-plug-in, without an edit inside clip_jax: a run with it trains (FLIP's patch dropping included),
-its workdir loads in another process that only has the config to go by, and its step plans."""
+"""A kind of image tower (tests/plugin_tower.py) and a loss (tests/plugin_loss.py) defined outside
+the package, registered as plug-ins, without an edit inside clip_jax: a run with the tower trains
+(FLIP's patch dropping included), its workdir loads in another process that only has the config
+to go by, and its step plans; a run with the loss trains with it."""
 
 import os
 
@@ -12,6 +13,7 @@ import pytest
 import command_server
 import plugin_tower
 from clip_jax import flops
+from clip_jax import losses
 from clip_jax import plan
 from clip_jax import settings
 from clip_jax import train
@@ -65,6 +67,29 @@ def test_its_step_plans(trained):
   assert step.model_flops == pytest.approx(16 * flops.train_flops_per_sample(
       run.model.architecture, 16)["total"].total)
   assert step.hbm_traffic > 0
+
+
+def test_a_plugin_loss_is_what_the_run_trains_with(tmp_path):
+  config = plugin_config(**{"loss.name": "image_to_text_margin"})
+  config.model.plugins = ("plugin_tower", "plugin_loss")
+  run = settings.parse(config)
+  assert run.loss.name == "image_to_text_margin"
+  assert run.model.architecture.init_logit_bias == 0.0  # what the loss asks of the model
+  final = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert np.isfinite(final["loss"])
+  import plugin_loss  # pylint: disable=g-import-not-at-top
+  assert losses.of("image_to_text_margin") is plugin_loss.KIND
+  with pytest.raises(ValueError, match="A loss named 'image_to_text_margin' is registered"):
+    losses.register(plugin_loss.KIND)
+  config.loss.blockwise = True
+  with pytest.raises(ValueError, match=r"loss\.blockwise=True with loss\.name="
+                                       r"'image_to_text_margin', which has no blockwise"):
+    settings.parse(config)
+
+
+def test_an_unknown_loss_is_named_with_the_registered_ones():
+  with pytest.raises(ValueError, match=r"loss\.name='triplet'; allowed: 'softmax', 'sigmoid'"):
+    settings.parse(plugin_config(**{"loss.name": "triplet"}))
 
 
 def test_a_kind_is_registered_once_and_an_unknown_one_is_named():

@@ -83,9 +83,14 @@ def test_a_planted_cycle_is_found():
   assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def test_settings_import_nothing_of_the_project_but_the_model_table():
+def test_settings_import_nothing_of_the_project_but_the_registries():
+  """The model table and the towers' and losses' registries, which need neither TensorFlow nor
+  anything of training."""
   graph = import_graph()
-  assert graph["clip_jax.settings"] == {"clip_jax.models.configs", "clip_jax.models.towers"}
+  assert graph["clip_jax.settings"] == {"clip_jax.models.configs", "clip_jax.models.towers",
+                                        "clip_jax.losses"}
+  assert graph["clip_jax.losses"] == {"clip_jax.blockwise_losses"}
+  assert graph["clip_jax.blockwise_losses"] == set()
   assert graph["clip_jax.models.configs"] == {
       "clip_jax.models.attention", "clip_jax.models.layers", "clip_jax.models.resnet",
       "clip_jax.models.siglip_vision", "clip_jax.models.towers", "clip_jax.models.vision",
