@@ -14,13 +14,16 @@ import importlib.abc
 import importlib.machinery
 import importlib.metadata
 import importlib.util
+import math
 import random
 import sys
 import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 
 from clip_jax.models import clip as clip_model
 
@@ -207,3 +210,59 @@ def siglip_sentencepiece(directory) -> str:
   return train_sentencepiece(directory, words, 2000, 1, vocab_size=300, character_coverage=1.0,
                              pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
 
+
+# --- The contrastive losses' references (tests/test_losses.py, test_blockwise_losses.py) ---
+
+LOSS_BATCH = 64  # paired_features' global batch
+LOSS_WIDTH = 32
+
+
+def paired_features(seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Unit-norm [N, D] image and text features, each text correlated with its own image."""
+  rng = np.random.default_rng(seed)
+  images = rng.normal(size=(LOSS_BATCH, LOSS_WIDTH))
+  texts = images + 2.0 * rng.normal(size=(LOSS_BATCH, LOSS_WIDTH))
+  normalise = lambda x: (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+  return normalise(images), normalise(texts)
+
+
+def create_mesh(shape):
+  return jax.make_mesh(shape, ("data", "fsdp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def reference_softmax_loss(images, texts, logit_scale):
+  logits = math.exp(logit_scale) * images.astype(np.float64) @ texts.astype(np.float64).T
+
+  def cross_entropy(rows):  # the target of row i is column i
+    log_normaliser = np.log(np.sum(np.exp(rows - rows.max(1, keepdims=True)), 1)) + rows.max(1)
+    return np.mean(log_normaliser - np.diag(rows))
+
+  return (cross_entropy(logits) + cross_entropy(logits.T)) / 2
+
+
+def reference_sigmoid_loss(images, texts, logit_scale, logit_bias):
+  logits = math.exp(logit_scale) * images.astype(np.float64) @ texts.astype(np.float64).T
+  logits += logit_bias
+  labels = 2 * np.eye(len(images)) - 1
+  return np.sum(np.logaddexp(0.0, -labels * logits)) / len(images)  # -log sigmoid(x) = log(1+e^-x)
+
+
+def assert_relatively_close(actual, expected, tolerance=1e-5, name=""):
+  """||actual - expected|| <= tolerance * ||expected|| (exact equality for an all-zero expected)."""
+  actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+  error = np.linalg.norm(actual - expected)
+  assert error <= tolerance * np.linalg.norm(expected), (
+      f"{name}: relative error {error / np.linalg.norm(expected):.2e}")
+
+
+def sharded_arguments(mesh, images, texts, logit_scale, logit_bias):
+  """Global arrays as the train step has them: batch split over both axes, scalars replicated."""
+  batch = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return (jax.device_put(images, batch), jax.device_put(texts, batch),
+          jax.device_put(jnp.float32(logit_scale), replicated),
+          jax.device_put(jnp.float32(logit_bias), replicated))
+
+
+def loss_and_gradients(loss_fn):
+  return jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1, 2, 3)))

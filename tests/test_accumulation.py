@@ -15,36 +15,13 @@ import numpy as np
 import optax
 import pytest
 
+import tiny_runs
 from clip_jax import losses
 from clip_jax import sharding
 from clip_jax import settings
 from clip_jax import train_step as train_step_lib
-from clip_jax.models import clip as clip_model
 
-GLOBAL_BATCH = 64  # 8 micro-batches of one example per device on 8 devices
-CONTEXT_LENGTH = 8
 TOLERANCE = 1e-5  # relative, float32
-
-
-TINY_VISION = {
-    "tiny-vit": dict(image_size=16, patch_size=4, width=32, layers=1, head_width=16),
-    "tiny-rn": dict(image_size=32, width=8, layers=(1, 1), head_width=8),
-}
-
-
-def tiny_model(loss_name, name="tiny-vit"):
-  """A tiny model with the loss's initial temperature and bias (SigLIP's for the sigmoid loss)."""
-  return clip_model.create_model(
-      name, embed_dim=16, vision=TINY_VISION[name],
-      text=dict(context_length=CONTEXT_LENGTH, vocab_size=64, width=32, layers=1, head_width=16),
-      **losses.of(loss_name).model_fields)
-
-
-def random_batch(model_name):
-  rng = np.random.default_rng(0)
-  size = TINY_VISION[model_name]["image_size"]
-  return {"image": rng.normal(size=(GLOBAL_BATCH, size, size, 3)).astype(np.float32),
-          "text": rng.integers(1, 64, size=(GLOBAL_BATCH, CONTEXT_LENGTH)).astype(np.int32)}
 
 
 def relative_error(ours, reference, floor=1e-30):
@@ -61,11 +38,11 @@ def create_mesh(mesh_shape):
 @functools.cache
 def initial_state(loss_name, model_name):
   """The state before the step, initialised compiled (op by op, a ResNet's takes half a minute)."""
-  size = TINY_VISION[model_name]["image_size"]
+  size = tiny_runs.STEP_VISION[model_name]["image_size"]
   return jax.jit(functools.partial(
-      train_step_lib.create_train_state, model=tiny_model(loss_name, model_name),
-      optimizer=optax.sgd(1.0), image_shape=(GLOBAL_BATCH, size, size, 3),
-      text_shape=(GLOBAL_BATCH, CONTEXT_LENGTH)))(jax.random.PRNGKey(0))
+      train_step_lib.create_train_state, model=tiny_runs.tiny_step_model(loss_name, model_name),
+      optimizer=optax.sgd(1.0), image_shape=(tiny_runs.STEP_BATCH, size, size, 3),
+      text_shape=(tiny_runs.STEP_BATCH, tiny_runs.STEP_CONTEXT_LENGTH)))(jax.random.PRNGKey(0))
 
 
 def run_step(batch, accumulation_steps, loss_name, blockwise, mesh_shape, mask_ratio=0.0,
@@ -74,7 +51,7 @@ def run_step(batch, accumulation_steps, loss_name, blockwise, mesh_shape, mask_r
   micro-batches on a mesh of `mesh_shape` devices, FLIP dropping `mask_ratio` of the patches,
   with plain SGD at a learning rate of 1."""
   mesh = create_mesh(mesh_shape)
-  model = tiny_model(loss_name, model_name)
+  model = tiny_runs.tiny_step_model(loss_name, model_name)
   loss = losses.make_loss(loss_name, mesh, blockwise=blockwise, tile_size=4)
   optimizer = optax.sgd(1.0)
   state = initial_state(loss_name, model_name)
@@ -94,8 +71,8 @@ def one_step(accumulation_steps, loss_name, blockwise, mesh_shape, mask_ratio=0.
              model_name="tiny-vit"):
   """(loss, gradients, BatchNorm statistics) of `run_step` on the random batch: the gradients as
   SGD applied them."""
-  state, new_state, metrics = run_step(random_batch(model_name), accumulation_steps, loss_name,
-                                       blockwise, mesh_shape, mask_ratio, model_name)
+  state, new_state, metrics = run_step(tiny_runs.tiny_step_batch(model_name), accumulation_steps,
+                                       loss_name, blockwise, mesh_shape, mask_ratio, model_name)
   assert bool(metrics["finite"])
   gradients = jax.tree.map(lambda old, new: np.asarray(old) - np.asarray(new), state.params,
                            new_state.params)
@@ -149,11 +126,11 @@ def sequential_resnet_step(accumulation_steps, mesh_shape):
   """The reference for a ModifiedResNet: each micro-batch through the model in train mode, one
   after another in Python on one device, the loss of all their features, its gradient, and the
   mean of the BatchNorm statistics the micro-batches leave."""
-  model = tiny_model("softmax", "tiny-rn")
+  model = tiny_runs.tiny_step_model("softmax", "tiny-rn")
   state = initial_state("softmax", "tiny-rn")
   loss_fn = losses.make_loss_fn("softmax", create_mesh((1, 1)), blockwise=False)
-  micro_batches = train_step_lib.split_micro_batches(random_batch("tiny-rn"), accumulation_steps,
-                                                     mesh_shape[0] * mesh_shape[1])
+  micro_batches = train_step_lib.split_micro_batches(
+      tiny_runs.tiny_step_batch("tiny-rn"), accumulation_steps, mesh_shape[0] * mesh_shape[1])
 
   def loss_and_statistics(params):
     features, statistics = [], []
@@ -186,7 +163,7 @@ def test_a_resnet_normalises_each_micro_batch_by_itself():
 
 def test_a_non_finite_micro_batch_leaves_the_state_as_it_was():
   """One image of the last micro-batch is NaN: the step reports it and applies nothing."""
-  batch = random_batch("tiny-vit")
+  batch = tiny_runs.tiny_step_batch("tiny-vit")
   batch["image"][-1] = np.nan
   state, new_state, metrics = run_step(batch, 2, "softmax", False, (1, 1))
   assert not bool(metrics["finite"]) and int(new_state.step) == int(state.step) + 1

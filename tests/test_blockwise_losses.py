@@ -14,9 +14,8 @@ import pytest
 from clip_jax import blockwise_losses
 from clip_jax import losses
 from clip_jax import train
-import test_losses
-from test_losses import assert_relatively_close
-import test_train
+import references
+import tiny_runs
 
 GLOBAL_BATCH = 128
 WIDTH = 16
@@ -94,20 +93,20 @@ def reference_loss(loss_name, images, texts, logit_scale, logit_bias):
   """The float64 loss and the size of the terms it sums (as for the gradients: a one-hot
   softmax's loss of 1e-12 is a difference of logits near 100, which float32 holds to 1e-5)."""
   if loss_name == "sigmoid":  # a sum of positive terms: its own size
-    value = test_losses.reference_sigmoid_loss(images, texts, logit_scale, logit_bias)
+    value = references.reference_sigmoid_loss(images, texts, logit_scale, logit_bias)
     return value, value
   logits = math.exp(logit_scale) * images.astype(np.float64) @ texts.astype(np.float64).T
   log_sum_exps = [np.log(np.sum(np.exp(rows - rows.max(1, keepdims=True)), 1)) + rows.max(1)
                   for rows in (logits, logits.T)]
   term_size = np.mean(np.abs(log_sum_exps[0]) + np.abs(log_sum_exps[1])
                       + 2 * np.abs(np.diag(logits))) / 2
-  return test_losses.reference_softmax_loss(images, texts, logit_scale), term_size
+  return references.reference_softmax_loss(images, texts, logit_scale), term_size
 
 
 def value_and_gradients(loss_fn, mesh, images, texts, logit_scale):
-  arguments = (test_losses.sharded_arguments(mesh, images, texts, logit_scale, LOGIT_BIAS)
+  arguments = (references.sharded_arguments(mesh, images, texts, logit_scale, LOGIT_BIAS)
                if mesh else (images, texts, jnp.float32(logit_scale), jnp.float32(LOGIT_BIAS)))
-  return test_losses.loss_and_gradients(loss_fn)(*arguments)
+  return references.loss_and_gradients(loss_fn)(*arguments)
 
 
 LAYOUTS = [
@@ -130,14 +129,14 @@ def test_blockwise_equals_plain_and_float64(loss_name, inputs, logit_scale, mesh
   images, texts = INPUTS[inputs](seed=0)
   plain_loss, plain_gradients = value_and_gradients(losses.make_loss_fn(loss_name), None, images,
                                                     texts, logit_scale)
-  mesh = test_losses.create_mesh(mesh_shape) if mesh_shape else None
+  mesh = references.create_mesh(mesh_shape) if mesh_shape else None
   loss_fn = losses.make_loss_fn(loss_name, mesh, blockwise=True, tile_size=tile_size)
   loss, gradients = value_and_gradients(loss_fn, mesh, images, texts, logit_scale)
 
   names = ["image_features", "text_features", "logit_scale", "logit_bias"]
   reference, term_size = reference_loss(loss_name, images, texts, logit_scale, LOGIT_BIAS)
   if inputs == "random":
-    assert_relatively_close(loss, plain_loss, name="loss vs plain")
+    references.assert_relatively_close(loss, plain_loss, name="loss vs plain")
   assert_close_to_term_size(loss, plain_loss, term_size, name="loss vs plain")
   assert_close_to_term_size(loss, reference, term_size, name="loss vs float64")
   expected, term_sizes = reference_gradients(loss_name, images, texts, logit_scale, LOGIT_BIAS)
@@ -147,7 +146,7 @@ def test_blockwise_equals_plain_and_float64(loss_name, inputs, logit_scale, mesh
       assert float(gradient) == 0.0  # the softmax loss has no bias
       continue
     if inputs == "random":  # well conditioned: the plain loss's own gradient, to 1e-5 of it
-      assert_relatively_close(gradient, plain, name=f"d loss / d {name} vs plain")
+      references.assert_relatively_close(gradient, plain, name=f"d loss / d {name} vs plain")
     assert_close_to_term_size(gradient, plain, term_size, name=f"d loss / d {name} vs plain")
     assert_close_to_term_size(gradient, reference, term_size,
                               name=f"d loss / d {name} vs float64")
@@ -163,20 +162,20 @@ def test_no_logits_block_larger_than_a_tile(loss_name):
   """On 8 devices with b = 16 local pairs, width 8 and 4 x 4 tiles, no float32 array in the
   compiled forward and backward pass is larger than the local features [16, 8]: no [b, b], [b, N]
   or [N, N] block of logits, and the features are never gathered ([N, 8])."""
-  mesh = test_losses.create_mesh((8, 1))
+  mesh = references.create_mesh((8, 1))
   local_batch, width, tile = GLOBAL_BATCH // 8, 8, 4
   rng = np.random.default_rng(0)
   images, texts = (unit_rows(rng.normal(size=(GLOBAL_BATCH, width))) for _ in range(2))
   loss_fn = losses.make_loss_fn(loss_name, mesh, blockwise=True, tile_size=tile)
-  hlo = test_losses.loss_and_gradients(loss_fn).lower(
-      *test_losses.sharded_arguments(mesh, images, texts, 1.0, LOGIT_BIAS)).compile().as_text()
+  hlo = references.loss_and_gradients(loss_fn).lower(
+      *references.sharded_arguments(mesh, images, texts, 1.0, LOGIT_BIAS)).compile().as_text()
   shapes = float32_shapes(hlo)
   assert (tile, tile) in shapes  # the tiles are there
   largest = max(shapes, key=math.prod)
   assert math.prod(largest) <= local_batch * width, largest
   # The plain loss, compiled the same way, does hold the [b, N] block this test looks for.
-  plain_hlo = test_losses.loss_and_gradients(losses.make_loss_fn(loss_name, mesh)).lower(
-      *test_losses.sharded_arguments(mesh, images, texts, 1.0, LOGIT_BIAS)).compile().as_text()
+  plain_hlo = references.loss_and_gradients(losses.make_loss_fn(loss_name, mesh)).lower(
+      *references.sharded_arguments(mesh, images, texts, 1.0, LOGIT_BIAS)).compile().as_text()
   assert (local_batch, GLOBAL_BATCH) in float32_shapes(plain_hlo)
 
 
@@ -188,7 +187,7 @@ def test_tile_size_is_the_largest_divisor_of_the_local_batch(local_batch, tile_s
 
 def test_training_with_the_blockwise_loss_follows_the_plain_run(tmp_path):
   def losses_of(workdir, **changes):
-    config = test_train.tiny_config(**{"total_steps": 3, **changes})
+    config = tiny_runs.tiny_config(**{"total_steps": 3, **changes})
     train.train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, "metrics.jsonl")) as file:
       return [record["loss"] for record in map(json.loads, file) if "loss" in record]
@@ -202,4 +201,4 @@ def test_training_with_the_blockwise_loss_follows_the_plain_run(tmp_path):
 
 def test_bad_tile_size_names_the_key(tmp_path):
   with pytest.raises(ValueError, match=r"loss\.tile_size=0; allowed: integers >= 1"):
-    train.train_and_evaluate(test_train.tiny_config(**{"loss.tile_size": 0}), str(tmp_path))
+    train.train_and_evaluate(tiny_runs.tiny_config(**{"loss.tile_size": 0}), str(tmp_path))

@@ -12,16 +12,16 @@ from clip_jax import losses
 from clip_jax import sharding
 from clip_jax import settings
 from clip_jax import train_step as train_step_lib
-import test_accumulation
+import tiny_runs
 
 DECAY = 0.75
 
 
 def test_the_average_follows_its_formula_and_skips_what_is_not_applied():
-  model = test_accumulation.tiny_model("softmax")
+  model = tiny_runs.tiny_step_model("softmax")
   mesh = sharding.create_mesh(settings.Mesh(data=1, fsdp=1), devices=jax.devices()[:1])
   optimizer = optax.adam(0.01)
-  batch = test_accumulation.random_batch("tiny-vit")
+  batch = tiny_runs.tiny_step_batch("tiny-vit")
   size = batch["image"].shape[1]
   state = jax.jit(functools.partial(
       train_step_lib.create_train_state, model=model, optimizer=optimizer,

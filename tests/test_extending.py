@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 
 import command_server
+import tiny_runs
 import plugin_tower
 from clip_jax import flops
 from clip_jax import losses
 from clip_jax import plan
 from clip_jax import settings
 from clip_jax import train
-from test_train import tiny_config
 
 VISION = dict(kind="mean_patch", image_size=32, patch_size=8, width=24)
 
 
 def plugin_config(**changes) -> ml_collections.ConfigDict:
-  config = tiny_config()
+  config = tiny_runs.tiny_config()
   config.model.plugins = ("plugin_tower",)
   config.model.overrides.vision = ml_collections.ConfigDict(VISION)
   config.update_from_flattened_dict(changes)

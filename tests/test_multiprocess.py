@@ -10,8 +10,8 @@ process writes and reads its own shards of the checkpoint. Each step runs in two
 
 import json
 import os
+import pathlib
 import signal
-import socket
 import subprocess
 import time
 
@@ -23,38 +23,19 @@ from clip_jax import distributed
 from clip_jax import settings
 from clip_jax import train
 import command_server
-import config_files
+import tiny_runs
 from xla_flags import xla_flags
-from test_train import flat_params
-from test_train import losses_by_step
-from test_train import restore_params
 
-TOTAL_STEPS = 4
 NUM_PROCESSES = 2
-# The tiny run of test_train.tiny_config, in command-line flags (widths of 64: one head of the
-# default head width, which a flag cannot add to the locked config).
-CHANGES = {
-    "total_steps": TOTAL_STEPS, "global_batch_size": 16, "log_every_steps": 1,
-    "model.overrides.embed_dim": 16, "model.overrides.vision.patch_size": 8,
-    "model.overrides.vision.width": 64, "model.overrides.vision.layers": 1,
-    "model.overrides.text.width": 64, "model.overrides.text.layers": 1,
-    "optim.warmup_steps": 2, "checkpoint.every_steps": 2, "mesh.data": 1, "mesh.fsdp": -1,
-    "evals.zero_shot.every_steps": 1000, "evals.zero_shot.num_images": 64,
-    "accumulation_steps": 2,
-}
+# The tiny run (tests/tiny_runs.py) in 4 steps of two accumulated micro-batches, parameters
+# sharded over every device of every process.
+CHANGES = {"total_steps": 4, "mesh.data": 1, "mesh.fsdp": -1, "accumulation_steps": 2}
+TOTAL_STEPS = CHANGES["total_steps"]
 PROCESS_TIMEOUT_SECONDS = 240
 
 
 def tiny_config():
-  config = config_files.load("synthetic_demo")
-  config.update_from_flattened_dict(CHANGES)
-  return config
-
-
-def free_port() -> int:
-  with socket.socket() as probe:
-    probe.bind(("localhost", 0))
-    return probe.getsockname()[1]
+  return tiny_runs.tiny_config(**CHANGES)
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +47,10 @@ def environment():
 def training_commands(workdir: str) -> list[list[str]]:
   """`python -m clip_jax.train` for each process (the interpreter's arguments), joined by an
   explicit coordinator."""
-  command = ["-m", "clip_jax.train",
-             f"--config={config_files.path('synthetic_demo')}",
+  config_file = tiny_runs.write_tiny_config_file(pathlib.Path(f"{workdir}.config.py"))
+  command = ["-m", "clip_jax.train", f"--config={config_file}",
              f"--workdir={workdir}", "--config.distributed.mode=explicit",
-             f"--config.distributed.coordinator_address=localhost:{free_port()}",
+             f"--config.distributed.coordinator_address=localhost:{tiny_runs.free_port()}",
              f"--config.distributed.num_processes={NUM_PROCESSES}",
              *[f"--config.{key}={value}" for key, value in CHANGES.items()]]
   return [[*command, f"--config.distributed.process_id={process_id}"]
@@ -146,23 +127,24 @@ def one_process_run(tmp_path_factory):
 def test_two_processes_of_four_devices_train_as_one_process_of_eight(two_process_run,
                                                                      one_process_run):
   config = tiny_config()
-  losses = losses_by_step(two_process_run)
-  reference_losses = losses_by_step(one_process_run)
+  losses = tiny_runs.losses_by_step(two_process_run)
+  reference_losses = tiny_runs.losses_by_step(one_process_run)
   assert sorted(losses) == list(range(1, TOTAL_STEPS + 1))
   # Not bit-identical: gloo sums the processes' partial gradients in another order than XLA does
   # within one process (measured: losses within 1e-7 relative).
   np.testing.assert_allclose([losses[step] for step in sorted(losses)],
                              [reference_losses[step] for step in sorted(losses)], rtol=1e-6)
-  params, data_state, step = restore_params(two_process_run, config, jax.devices())
-  reference, reference_data_state, _ = restore_params(one_process_run, config, jax.devices())
+  params, data_state, step = tiny_runs.restore_params(two_process_run, config, jax.devices())
+  reference, reference_data_state, _ = tiny_runs.restore_params(one_process_run, config,
+                                                                jax.devices())
   assert step == TOTAL_STEPS and saved_steps(two_process_run) == [2, 4]
   # Each process rendered its half of every global batch: both stand where the one process does.
   positions = [process["position"] for process in data_state["processes"]]
   assert positions == [reference_data_state["processes"][0]["position"]] * NUM_PROCESSES
   # Measured: within 6e-8 of each other, but for the attention's key biases (6e-7), whose
   # gradient is rounding noise (softmax ignores a key bias) that Adam scales up to steps of lr.
-  for name, value in flat_params(reference).items():
-    np.testing.assert_allclose(flat_params(params)[name], value, rtol=1e-5, atol=1e-6,
+  for name, value in tiny_runs.flat_params(reference).items():
+    np.testing.assert_allclose(tiny_runs.flat_params(params)[name], value, rtol=1e-5, atol=1e-6,
                                err_msg=name)
 
 
@@ -191,7 +173,7 @@ def test_sigterm_to_one_process_stops_both_at_one_checkpoint_then_they_resume_ex
     time.sleep(0.1)
   processes[0].send_signal(signal.SIGTERM)
   wait_for(processes, workdir, train.PREEMPTED_EXIT_STATUS)
-  stopped_at = max(losses_by_step(workdir))
+  stopped_at = max(tiny_runs.losses_by_step(workdir))
   assert stopped_at < TOTAL_STEPS - 1 and saved_steps(workdir)[-1] == stopped_at, logs(workdir)
   assert not os.path.exists(os.path.join(workdir, "training_curves.png"))
 
@@ -206,18 +188,19 @@ def test_sigterm_to_one_process_stops_both_at_one_checkpoint_then_they_resume_ex
   wait_for(processes, workdir, train.PREEMPTED_EXIT_STATUS)
   stopped_again_at = saved_steps(workdir)[-1]
   assert stopped_at < stopped_again_at < TOTAL_STEPS, logs(workdir)
-  assert max(losses_by_step(workdir)) == stopped_again_at
+  assert max(tiny_runs.losses_by_step(workdir)) == stopped_again_at
   assert not os.path.exists(os.path.join(workdir, "training_curves.png"))
 
   train_in_processes(workdir, environment)
   assert f"Resumed from the checkpoint of step {stopped_again_at}" in output(workdir, 0)
-  assert losses_by_step(workdir) == losses_by_step(two_process_run)
+  assert tiny_runs.losses_by_step(workdir) == tiny_runs.losses_by_step(two_process_run)
   config = tiny_config()
-  resumed, resumed_data_state, _ = restore_params(workdir, config, jax.devices())
-  reference, reference_data_state, _ = restore_params(two_process_run, config, jax.devices())
+  resumed, resumed_data_state, _ = tiny_runs.restore_params(workdir, config, jax.devices())
+  reference, reference_data_state, _ = tiny_runs.restore_params(two_process_run, config,
+                                                                jax.devices())
   assert resumed_data_state == reference_data_state
-  for name, value in flat_params(reference).items():
-    np.testing.assert_array_equal(flat_params(resumed)[name], value, err_msg=name)
+  for name, value in tiny_runs.flat_params(reference).items():
+    np.testing.assert_array_equal(tiny_runs.flat_params(resumed)[name], value, err_msg=name)
 
 
 # Joins the processes through clip_jax.distributed and prints what they gather.
@@ -234,7 +217,7 @@ print(distributed.gather_int64([2**40 + process_id, -process_id]).tolist())
 
 def test_int64_values_cross_processes_whole(environment, tmp_path):
   """Data positions beyond 2**31 (byte offsets, sample counts) reach the checkpoint intact."""
-  address = f"localhost:{free_port()}"
+  address = f"localhost:{tiny_runs.free_port()}"
   log_base = str(tmp_path / "gather")
   wait_for(start_processes([["-c", GATHER_SCRIPT, str(process_id), address]
                             for process_id in range(NUM_PROCESSES)], log_base, environment),

@@ -27,22 +27,19 @@ os.environ.update(EMULATOR_CLIENT)
 import gcsfs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import command_server
-import config_files
-from test_multiprocess import free_port
+import tiny_runs
 from xla_flags import xla_flags
 
 BUCKET = "clip-runs"
-# A tiny run: 4 steps of 16, an evaluation and a checkpoint at the end.
-TINY = ("--config.total_steps=4", "--config.global_batch_size=16", "--config.log_every_steps=2",
-        "--config.optim.warmup_steps=1", "--config.checkpoint.every_steps=2",
-        "--config.model.overrides.vision.layers=1", "--config.model.overrides.text.layers=1",
-        "--config.evals.zero_shot.num_images=32")
+# The tiny run, 4 steps logged every 2 (its first start stops at 2: a step of warm-up).
+TINY_FLAGS = ("--config.total_steps=4", "--config.log_every_steps=2",
+              "--config.optim.warmup_steps=1")
 
 
 @pytest.fixture(scope="module")
 def emulator():
   """The emulator's URL, and the environment that sends every gs:// access of a child there."""
-  url = f"http://localhost:{free_port()}"
+  url = f"http://localhost:{tiny_runs.free_port()}"
   server = subprocess.Popen(
       [sys.executable, os.path.join(os.path.dirname(__file__), "gcs_emulator.py"),
        url.rsplit(":", 1)[1], BUCKET], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -75,11 +72,12 @@ def bucket(url: str) -> gcsfs.GCSFileSystem:
   return gcsfs.GCSFileSystem(endpoint_url=url, token="anon", skip_instance_cache=True)
 
 
-def test_training_resuming_and_evaluation_with_a_gs_workdir(emulator):
+def test_training_resuming_and_evaluation_with_a_gs_workdir(emulator, tmp_path):
   url, environment = emulator
   workdir = f"gs://{BUCKET}/runs/tiny"
-  train = ["-m", "clip_jax.train", f"--config={config_files.path('synthetic_demo')}",
-           f"--workdir={workdir}", *TINY]
+  train = ["-m", "clip_jax.train",
+           f"--config={tiny_runs.write_tiny_config_file(tmp_path / 'tiny.py')}",
+           f"--workdir={workdir}", *TINY_FLAGS]
   first = run(environment, *train, "--config.total_steps=2")
   assert "step 2/2 | loss" in first
   resumed = run(environment, *train)

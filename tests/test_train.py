@@ -8,106 +8,35 @@ import signal
 import time
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
 import clip_jax
 import input_pipeline
-from clip_jax import checkpoint
 from clip_jax import finetune
 from clip_jax import models
 from clip_jax import pretrained
-from clip_jax import program
 from clip_jax import settings
-from clip_jax import sharding
 from clip_jax import train
 import command_server
 import config_files
 import shard_files
+import tiny_runs
 from xla_flags import xla_flags
-
-TOTAL_STEPS = 6
-IMAGE_SIZE = 24  # The quickstart's.
-
-
-# The tiny run: the demo's config with a tiny model and these changes.
-TINY_MODEL = dict(
-    embed_dim=16,
-    vision=dict(image_size=IMAGE_SIZE, patch_size=8, width=32, layers=1, head_width=16),
-    text=dict(context_length=16, vocab_size=128, width=32, layers=1, head_width=16))
-TINY_CHANGES = {
-    "total_steps": TOTAL_STEPS, "global_batch_size": 16, "log_every_steps": 1,
-    "optim.warmup_steps": 2, "checkpoint.every_steps": 2,
-    "evals.zero_shot.every_steps": 1000,  # only at the end
-    "evals.zero_shot.num_images": 64,
-}
-# The same as a config file, for the command line (whose flags cannot add the model's head
-# widths, which the demo's config does not set).
-TINY_CONFIG_FILE = """import ml_collections
-from clip_jax import settings
-
-
-def get_config():
-  config = settings.load_config_file({demo!r})
-  config.model.overrides = ml_collections.ConfigDict({model!r})
-  config.update_from_flattened_dict({changes!r})
-  return config
-"""
-
-
-def tiny_config(**changes) -> ml_collections.ConfigDict:
-  config = config_files.load("synthetic_demo")
-  config.model.overrides = ml_collections.ConfigDict(TINY_MODEL)
-  config.update_from_flattened_dict({**TINY_CHANGES, **changes})
-  return config
-
-
-def write_tiny_config_file(path) -> str:
-  path.write_text(TINY_CONFIG_FILE.format(demo=config_files.path("synthetic_demo"),
-                                          model=TINY_MODEL, changes=TINY_CHANGES))
-  return str(path)
-
-
-def losses_by_step(workdir):
-  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-  return {r["step"]: r["loss"] for r in records if "loss" in r}
-
-
-def restore_params(workdir, config, devices):
-  """Restores the latest checkpoint of `workdir` onto a mesh of `devices`."""
-  run = settings.parse(config)
-  mesh = sharding.create_mesh(devices=devices)
-  model = models.CLIP(run.model.architecture)
-  optimizer, _ = program.create_optimizer(run)
-  init = program.state_initializer(run, model, optimizer)
-  abstract_state = jax.eval_shape(init, jax.random.PRNGKey(0))
-  target = checkpoint.abstract_like(abstract_state,
-                                    sharding.tree_shardings(abstract_state, mesh, 1))
-  manager = checkpoint.create_manager(workdir, run.checkpoint)
-  state, data_state, step = checkpoint.restore(manager, target)
-  manager.close()
-  return state, data_state, step
-
-
-def flat_params(state):
-  return {jax.tree_util.keystr(path): np.asarray(leaf)
-          for path, leaf in jax.tree_util.tree_leaves_with_path(state.params)}
-
 
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory):
-  """The reference: TOTAL_STEPS steps without interruption."""
+  """The reference: the tiny run's steps without interruption."""
   workdir = str(tmp_path_factory.mktemp("straight"))
-  config = tiny_config()
+  config = tiny_runs.tiny_config()
   final = train.train_and_evaluate(config, workdir)
   return workdir, config, final
 
 
 def test_run_logs_evaluates_and_plots(straight_run):
   workdir, _, final = straight_run
-  assert sorted(losses_by_step(workdir)) == list(range(1, TOTAL_STEPS + 1))
-  assert all(np.isfinite(list(losses_by_step(workdir).values())))
+  assert sorted(tiny_runs.losses_by_step(workdir)) == list(range(1, tiny_runs.TOTAL_STEPS + 1))
+  assert all(np.isfinite(list(tiny_runs.losses_by_step(workdir).values())))
   assert "zero_shot/shape_top1_seen" in final and 0.0 <= final["zero_shot/shape_top1_seen"] <= 1.0
   assert os.path.getsize(os.path.join(workdir, "training_curves.png")) > 1000
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
@@ -149,7 +78,7 @@ def run_preempted_then_resumed(config, workdir, preempt_at, monkeypatch):
 
   monkeypatch.setattr(train.metrics_lib.MetricsLogger, "write", write_then_preempt)
   train.train_and_evaluate(config, workdir)
-  assert max(losses_by_step(workdir)) == preempt_at
+  assert max(tiny_runs.losses_by_step(workdir)) == preempt_at
   assert not os.path.exists(os.path.join(workdir, "training_curves.png"))
   monkeypatch.setattr(train.metrics_lib.MetricsLogger, "write", original_write)
   return train.train_and_evaluate(config, workdir)  # resumes by itself from the same workdir
@@ -157,18 +86,19 @@ def run_preempted_then_resumed(config, workdir, preempt_at, monkeypatch):
 
 def assert_same_run(workdir, reference_dir, config):
   """Same losses step by step, the same data state and bit-identical final parameters."""
-  assert losses_by_step(workdir) == losses_by_step(reference_dir)
-  resumed, resumed_data, step = restore_params(workdir, config, jax.devices())
-  reference, reference_data, _ = restore_params(reference_dir, config, jax.devices())
+  assert tiny_runs.losses_by_step(workdir) == tiny_runs.losses_by_step(reference_dir)
+  resumed, resumed_data, step = tiny_runs.restore_params(workdir, config, jax.devices())
+  reference, reference_data, _ = tiny_runs.restore_params(reference_dir, config, jax.devices())
   assert step == config.total_steps and resumed_data == reference_data
-  for name, value in flat_params(reference).items():
-    np.testing.assert_array_equal(flat_params(resumed)[name], value, err_msg=name)
+  for name, value in tiny_runs.flat_params(reference).items():
+    np.testing.assert_array_equal(tiny_runs.flat_params(resumed)[name], value, err_msg=name)
 
 
 def test_exact_resume_after_preemption(straight_run, tmp_path, monkeypatch):
   """k steps, SIGTERM, restart to 2k: same losses step by step, bit-identical parameters."""
   reference_dir, config, _ = straight_run
-  preempt_at = TOTAL_STEPS // 2 + 1  # not a checkpoint step: the preemption save must happen.
+  # Not a checkpoint step: the preemption save must happen.
+  preempt_at = tiny_runs.TOTAL_STEPS // 2 + 1
   run_preempted_then_resumed(config, str(tmp_path), preempt_at, monkeypatch)
   assert_same_run(str(tmp_path), reference_dir, config)
 
@@ -178,14 +108,14 @@ def test_moving_average_resumes_bit_identically_and_is_evaluated(straight_run, t
   """ema_decay > 0: a run preempted and resumed ends with the average (and the parameters) of a
   run without a stop; the average changes nothing else (the losses of the run without one);
   every evaluation reports both sets; clip_jax.load reads either."""
-  config = tiny_config(ema_decay=0.5)
+  config = tiny_runs.tiny_config(ema_decay=0.5)
   reference_dir, workdir = str(tmp_path / "straight"), str(tmp_path / "resumed")
   final = train.train_and_evaluate(config, reference_dir)
-  assert losses_by_step(reference_dir) == losses_by_step(straight_run[0])
-  run_preempted_then_resumed(config, workdir, TOTAL_STEPS // 2 + 1, monkeypatch)
+  assert tiny_runs.losses_by_step(reference_dir) == tiny_runs.losses_by_step(straight_run[0])
+  run_preempted_then_resumed(config, workdir, tiny_runs.TOTAL_STEPS // 2 + 1, monkeypatch)
   assert_same_run(workdir, reference_dir, config)
-  resumed, _, _ = restore_params(workdir, config, jax.devices())
-  reference, _, _ = restore_params(reference_dir, config, jax.devices())
+  resumed, _, _ = tiny_runs.restore_params(workdir, config, jax.devices())
+  reference, _, _ = tiny_runs.restore_params(reference_dir, config, jax.devices())
   flat = lambda tree: {jax.tree_util.keystr(path): np.asarray(leaf)  # noqa: E731
                        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
   for name, value in flat(reference.ema_params).items():
@@ -193,7 +123,7 @@ def test_moving_average_resumes_bit_identically_and_is_evaluated(straight_run, t
 
   for name in ("zero_shot/shape_top1_seen", "ema/zero_shot/shape_top1_seen"):
     assert 0.0 <= final[name] <= 1.0
-  assert (f"step {TOTAL_STEPS} | EMA zero-shot top-1 on new images: shape "
+  assert (f"step {tiny_runs.TOTAL_STEPS} | EMA zero-shot top-1 on new images: shape "
           in capsys.readouterr().out)
   _, ema_variables, _, _ = clip_jax.load(workdir, use_ema=True)
   _, variables, _, _ = clip_jax.load(workdir)
@@ -204,23 +134,6 @@ def test_moving_average_resumes_bit_identically_and_is_evaluated(straight_run, t
     clip_jax.load(straight_run[0], use_ema=True)
 
 
-def webdataset_config(files):
-  config = config_files.load("webdataset", "tiny")
-  config.total_steps = 4
-  config.optim.warmup_steps = 1
-  config.global_batch_size = 8
-  config.log_every_steps = 1
-  config.checkpoint.every_steps = 2
-  config.data.files = files
-  config.data.image_size = 32
-  config.data.shuffle_window = 8
-  config.model.overrides.vision = ml_collections.ConfigDict(dict(
-      image_size=32, patch_size=8, width=32, layers=1, head_width=16))
-  config.model.overrides.text.update(dict(width=32, layers=1, head_width=16))
-  config.model.overrides.embed_dim = 16
-  return config
-
-
 def test_training_on_webdataset_shards_resumes_exactly_and_counts_bad_samples(
     tmp_path, monkeypatch):
   for shard in range(3):
@@ -229,7 +142,7 @@ def test_training_on_webdataset_shards_resumes_exactly_and_counts_bad_samples(
       image = shard_files.encode(shard_files.photo(40, 48, seed=10 * shard + index), "JPEG")
       members += [(f"{index:04d}.jpg", image), (f"{index:04d}.txt", f"photo {index}".encode())]
     shard_files.write_tar(str(tmp_path / f"{shard:05d}.tar"), members)
-  config = webdataset_config(f"{tmp_path}/{{00000..00002}}.tar")
+  config = tiny_runs.webdataset_config(f"{tmp_path}/{{00000..00002}}.tar")
   reference_dir, workdir = str(tmp_path / "straight"), str(tmp_path / "resumed")
   final = train.train_and_evaluate(config, reference_dir)
   # 32 samples: all 24 good ones of epoch 1 (so its 3 bad ones too), then some of epoch 2.
@@ -253,12 +166,12 @@ def test_real_data_configs_tokenize_with_clip_bpe(name, scale):
 @pytest.mark.parametrize("num_devices", [4, 1])
 def test_restore_onto_another_mesh(straight_run, num_devices):
   workdir, config, _ = straight_run
-  on_eight, _, _ = restore_params(workdir, config, jax.devices())
-  on_fewer, _, _ = restore_params(workdir, config, jax.devices()[:num_devices])
+  on_eight, _, _ = tiny_runs.restore_params(workdir, config, jax.devices())
+  on_fewer, _, _ = tiny_runs.restore_params(workdir, config, jax.devices()[:num_devices])
   leaf = jax.tree.leaves(on_fewer.params)[0]
   assert len(leaf.sharding.device_set) == num_devices
-  for name, value in flat_params(on_eight).items():
-    np.testing.assert_array_equal(flat_params(on_fewer)[name], value, err_msg=name)
+  for name, value in tiny_runs.flat_params(on_eight).items():
+    np.testing.assert_array_equal(tiny_runs.flat_params(on_fewer)[name], value, err_msg=name)
 
 
 def test_accumulated_steps_log_the_losses_of_whole_batch_steps(straight_run, tmp_path):
@@ -266,23 +179,24 @@ def test_accumulated_steps_log_the_losses_of_whole_batch_steps(straight_run, tmp
   examples in four micro-batches of one per device, against the plain run on eight."""
   workdir = str(tmp_path / "run")
   result = command_server.run_python(
-      ["-m", "clip_jax.train", f"--config={write_tiny_config_file(tmp_path / 'tiny.py')}",
+      ["-m", "clip_jax.train", f"--config={tiny_runs.write_tiny_config_file(tmp_path / 'tiny.py')}",
        f"--workdir={workdir}", "--config.accumulation_steps=4"],
       cwd=tmp_path, env={**os.environ, "XLA_FLAGS": xla_flags(4)})
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
   with open(os.path.join(workdir, "config.json")) as file:
     assert json.load(file)["accumulation_steps"] == 4
-  accumulated, reference = losses_by_step(workdir), losses_by_step(straight_run[0])
+  accumulated = tiny_runs.losses_by_step(workdir)
+  reference = tiny_runs.losses_by_step(straight_run[0])
   assert accumulated.keys() == reference.keys()
   for step, loss in reference.items():
     assert abs(accumulated[step] - loss) <= 1e-5 * abs(loss), (step, accumulated[step], loss)
 
 
 def test_sigmoid_loss_trains_a_model_with_siglip_scale_and_bias(tmp_path):
-  config = tiny_config(**{"loss.name": "sigmoid", "total_steps": 3})
+  config = tiny_runs.tiny_config(**{"loss.name": "sigmoid", "total_steps": 3})
   final = train.train_and_evaluate(config, str(tmp_path))
   assert np.isfinite(final["loss"])
-  state, _, _ = restore_params(str(tmp_path), config, jax.devices())
+  state, _, _ = tiny_runs.restore_params(str(tmp_path), config, jax.devices())
   # Initialised at log(10) and -10, then moved by three small AdamW steps.
   assert abs(float(state.params["logit_scale"]) - np.log(10.0)) < 0.01
   assert abs(float(state.params["logit_bias"]) + 10.0) < 0.01
@@ -315,31 +229,31 @@ def poison_batches(monkeypatch, bad_step):
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
   poison_batches(monkeypatch, bad_step=3)
-  config = tiny_config()
+  config = tiny_runs.tiny_config()
   with pytest.raises(train.NonFiniteError, match=r"Step 3: .*last good checkpoint is step 2"):
     train.train_and_evaluate(config, str(tmp_path))
-  state, _, step = restore_params(str(tmp_path), config, jax.devices())
+  state, _, step = tiny_runs.restore_params(str(tmp_path), config, jax.devices())
   assert step == 2
-  assert all(np.isfinite(value).all() for value in flat_params(state).values())
+  assert all(np.isfinite(value).all() for value in tiny_runs.flat_params(state).values())
 
 
 def test_nonfinite_loss_skipped_when_configured(tmp_path, monkeypatch):
   poison_batches(monkeypatch, bad_step=3)
-  config = tiny_config(nonfinite="skip")
+  config = tiny_runs.tiny_config(nonfinite="skip")
   train.train_and_evaluate(config, str(tmp_path))
-  losses = losses_by_step(str(tmp_path))
-  assert np.isnan(losses[3]) and np.isfinite(losses[TOTAL_STEPS])
-  state, _, _ = restore_params(str(tmp_path), config, jax.devices())
-  assert all(np.isfinite(value).all() for value in flat_params(state).values())
+  losses = tiny_runs.losses_by_step(str(tmp_path))
+  assert np.isnan(losses[3]) and np.isfinite(losses[tiny_runs.TOTAL_STEPS])
+  state, _, _ = tiny_runs.restore_params(str(tmp_path), config, jax.devices())
+  assert all(np.isfinite(value).all() for value in tiny_runs.flat_params(state).values())
 
 
 def test_skipping_stops_after_max_consecutive_skips(tmp_path, monkeypatch):
   poison_batches(monkeypatch, bad_step=(2, 4, 5))
-  config = tiny_config(nonfinite="skip", max_consecutive_skips=2)
+  config = tiny_runs.tiny_config(nonfinite="skip", max_consecutive_skips=2)
   with pytest.raises(train.NonFiniteError, match=r"^Steps 4 to 5: 2 steps in a row .* skipped "
                      r"\(max_consecutive_skips=2\).*The last checkpoint is step 4 in "):
     train.train_and_evaluate(config, str(tmp_path))
-  losses = losses_by_step(str(tmp_path))
+  losses = tiny_runs.losses_by_step(str(tmp_path))
   assert np.isnan(losses[2]) and np.isfinite(losses[3]) and np.isnan(losses[4]) and 5 not in losses
 
 
@@ -349,13 +263,13 @@ def test_skipping_stops_after_max_consecutive_skips(tmp_path, monkeypatch):
     ({"data.name": "no-such-data"}, r"data\.name.*no-such-data.*synthetic"),
     ({"loss.name": "triplet"}, r"loss\.name.*triplet.*softmax"),
     ({"nonfinite": "ignore"}, r"nonfinite.*ignore.*stop.*skip"),
-    ({"data.image_size": 64}, rf"data\.image_size=64.*allowed: {IMAGE_SIZE}"),
+    ({"data.image_size": 64}, rf"data\.image_size=64.*allowed: {tiny_runs.IMAGE_SIZE}"),
     ({"accumulation_steps": 4}, r"global_batch_size=16.*accumulation_steps \(4\).*multiples of 32"),
 ])
 def test_bad_config_fails_at_once_naming_the_key(tmp_path, changes, message):
   start = time.perf_counter()
   with pytest.raises(ValueError, match=message):
-    train.train_and_evaluate(tiny_config(**changes), str(tmp_path))
+    train.train_and_evaluate(tiny_runs.tiny_config(**changes), str(tmp_path))
   assert time.perf_counter() - start < 10  # before any compilation or training
 
 
@@ -397,7 +311,7 @@ def test_sigterm_to_the_command_line_program_saves_and_exits_cleanly(tmp_path):
 
 
 def test_configured_evaluators_run_at_their_own_steps_into_the_metrics_log(tmp_path, capsys):
-  config = tiny_config(**{"total_steps": 3, "optim.warmup_steps": 1})
+  config = tiny_runs.tiny_config(**{"total_steps": 3, "optim.warmup_steps": 1})
   # The zero-shot evaluation's batch size (64 images): the encoders compile once.
   config.evals.shapes = dict(type="retrieval", dataset="synthetic", every_steps=2, num_images=16,
                              batch_size=64)
@@ -417,7 +331,7 @@ def test_configured_evaluators_run_at_their_own_steps_into_the_metrics_log(tmp_p
 
 
 def test_a_bad_evaluator_fails_before_training(tmp_path):
-  config = tiny_config()
+  config = tiny_runs.tiny_config()
   config.evals.imagenet = dict(type="zero_shot_imagenet", dataset="imagenet2012",
                                split="validation", every_steps=10)
   start = time.perf_counter()
@@ -442,14 +356,14 @@ def flat(tree):
 
 
 @pytest.mark.parametrize("model_name, image_size, lock", [
-    ("tiny-vit", IMAGE_SIZE,
+    ("tiny-vit", tiny_runs.IMAGE_SIZE,
      dict(lock_image=True, image_unlocked_blocks=1, lock_text=True)),
     # A fully locked ResNet runs in inference mode: its BatchNorm statistics stay as well.
     ("tiny-rn", 32, dict(lock_image=True)),
 ])
 def test_finetuning_from_a_converted_checkpoint_moves_only_what_is_unlocked(
     tmp_path, capsys, model_name, image_size, lock):
-  config = tiny_config(**{"total_steps": 3, "model.name": model_name,
+  config = tiny_runs.tiny_config(**{"total_steps": 3, "model.name": model_name,
                           "data.image_size": image_size})
   if model_name == "tiny-vit":
     config.model.overrides.vision.layers = 2
@@ -461,7 +375,7 @@ def test_finetuning_from_a_converted_checkpoint_moves_only_what_is_unlocked(
   assert np.isfinite(train.train_and_evaluate(config, workdir)["loss"])
   assert "Fine-tuning from " in capsys.readouterr().out
 
-  state, _, _ = restore_params(workdir, config, jax.devices())
+  state, _, _ = tiny_runs.restore_params(workdir, config, jax.devices())
   labels = jax.tree.map(bool, flat(finetune.trainable(state.params,
                                                       settings.parse(config).finetune)))
   start_params, end_params = flat(start["params"]), flat(state.params)
@@ -484,8 +398,8 @@ def test_finetuning_from_a_converted_checkpoint_moves_only_what_is_unlocked(
 
 
 def test_finetuning_checkpoint_of_another_shape_fails_before_training(tmp_path):
-  config = tiny_config()
-  other = tiny_config(**{"model.overrides.embed_dim": 8})
+  config = tiny_runs.tiny_config()
+  other = tiny_runs.tiny_config(**{"model.overrides.embed_dim": 8})
   save_pretrained(other, str(tmp_path / "converted"))
   config.finetune = dict(checkpoint=str(tmp_path / "converted"))
   with pytest.raises(ValueError, match=r"finetune\.checkpoint=.* holds .*embed_dim=8"):
@@ -512,7 +426,7 @@ def count_traced_steps(monkeypatch) -> list[float]:
 
 def flip_config():
   """Steps 1-4 drop half of each image's patches; steps 5 and 6 train on whole images."""
-  return tiny_config(**{"flip.mask_ratio": 0.5, "flip.unmasked_steps": 2})
+  return tiny_runs.tiny_config(**{"flip.mask_ratio": 0.5, "flip.unmasked_steps": 2})
 
 
 @pytest.fixture(scope="module")
@@ -527,11 +441,11 @@ def flip_run(tmp_path_factory):
 def test_flip_trains_masked_then_unmasked_with_one_compilation_each(flip_run, straight_run):
   workdir, final, traced = flip_run
   assert traced == [0.5, 0.0]
-  losses = losses_by_step(workdir)
-  assert (sorted(losses) == list(range(1, TOTAL_STEPS + 1))
+  losses = tiny_runs.losses_by_step(workdir)
+  assert (sorted(losses) == list(range(1, tiny_runs.TOTAL_STEPS + 1))
           and all(np.isfinite(list(losses.values()))))
   # The same initial parameters and first batch as the straight run: only masking tells them apart.
-  assert losses[1] != losses_by_step(straight_run[0])[1]
+  assert losses[1] != tiny_runs.losses_by_step(straight_run[0])[1]
   assert 0.0 <= final["zero_shot/shape_top1_seen"] <= 1.0
 
 

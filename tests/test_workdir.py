@@ -14,6 +14,7 @@ import ml_collections
 import pytest
 
 import command_server
+import tiny_runs
 import config_files
 import doc_commands
 import input_pipeline
@@ -24,7 +25,6 @@ from clip_jax import files
 from clip_jax import metrics
 from clip_jax import train
 from clip_jax import workdir as workdir_lib
-from test_train import TINY_CHANGES, losses_by_step, tiny_config, webdataset_config
 
 CLI_RUN = ["-m", "clip_jax.train", f"--config={config_files.path('synthetic_demo')}",
            "--config.log_every_steps=1", "--config.global_batch_size=16",
@@ -91,7 +91,7 @@ def test_a_lock_whose_holder_is_gone_is_taken_over_and_a_live_one_only_with_brea
 def four_steps(tmp_path_factory):
   """A tiny run of 4 steps, checkpointed at steps 2 and 4."""
   workdir = str(tmp_path_factory.mktemp("four_steps"))
-  train.train_and_evaluate(tiny_config(total_steps=4), workdir)
+  train.train_and_evaluate(tiny_runs.tiny_config(total_steps=4), workdir)
   return workdir
 
 
@@ -112,7 +112,7 @@ def test_a_resume_with_other_settings_is_refused_naming_each_change(four_steps, 
                                                                     named):
   workdir = copy_of(four_steps, tmp_path)
   stored = open(os.path.join(workdir, "config.json")).read()
-  config = tiny_config(total_steps=6, **change)
+  config = tiny_runs.tiny_config(total_steps=6, **change)
   if "data.name" in change:  # the synthetic world's evaluator needs synthetic data
     config.evals = ml_collections.ConfigDict()
   with pytest.raises(workdir_lib.SettingsChanged) as refused:
@@ -135,7 +135,7 @@ def test_a_resume_reading_other_shards_under_the_same_pattern_is_refused(tmp_pat
   shards.mkdir()
   for seed in (0, 100):
     write_shard(shards / f"{seed:05d}.tar", seed)
-  config = webdataset_config(f"{shards}/*.tar")
+  config = tiny_runs.webdataset_config(f"{shards}/*.tar")
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir)
   stored = open(os.path.join(workdir, "config.json")).read()
@@ -174,14 +174,14 @@ def test_an_index_resumed_against_other_weights_or_texts_is_refused(four_steps, 
       f"or the model, inputs and flags recorded in {out}/{embeddings.MANIFEST}.")
   texts.write_text("a red circle\na blue square\n")
 
-  train.train_and_evaluate(tiny_config(total_steps=6), workdir)  # the workdir trains on
+  train.train_and_evaluate(tiny_runs.tiny_config(total_steps=6), workdir)  # the workdir trains on
   assert ": provenance.step: 4 -> 6; provenance.weights_sha256: '" in refusal(
       command_server.run_python(command))
 
 
 def test_a_resume_may_change_the_length_and_the_logging(four_steps, tmp_path):
   workdir = copy_of(four_steps, tmp_path)
-  train.train_and_evaluate(tiny_config(total_steps=6, log_every_steps=2), workdir)
+  train.train_and_evaluate(tiny_runs.tiny_config(total_steps=6, log_every_steps=2), workdir)
   assert checkpoint.saved_steps(workdir)[-1] == 6  # the last max_to_keep of 2, 4 and 6
   assert json.load(open(os.path.join(workdir, "config.json")))["total_steps"] == 6
 
@@ -192,7 +192,8 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(four_steps, tm
   metadata = os.path.join(workdir, "checkpoints", "4", "state", "_METADATA")
   with open(metadata, "r+") as file:  # finalized, then damaged: a JSONDecodeError in Orbax
     file.truncate(10)
-  train.train_and_evaluate(tiny_config(total_steps=TINY_CHANGES["total_steps"]), workdir)
+  train.train_and_evaluate(
+      tiny_runs.tiny_config(total_steps=tiny_runs.TINY_CHANGES["total_steps"]), workdir)
   assert f"The checkpoint {workdir}/checkpoints/4 does not restore (" in caplog.text
   assert "Resumed from the checkpoint of step 2" in capsys.readouterr().out
   assert checkpoint.saved_steps(workdir) == [4, 6]  # 4 saved anew; max_to_keep=2
@@ -210,12 +211,12 @@ def test_a_hard_killed_run_resumes_with_one_metrics_record_per_step(tmp_path):
   process = command_server.start([*CLI_RUN, f"--workdir={workdir}",
                                   "--config.total_steps=100000"], stdout=log)
   deadline = time.time() + 300
-  while time.time() < deadline and max(losses_by_step(workdir) if os.path.exists(
+  while time.time() < deadline and max(tiny_runs.losses_by_step(workdir) if os.path.exists(
       os.path.join(workdir, metrics.METRICS_FILE)) else [0]) < 5:
     time.sleep(0.2)
   process.send_signal(signal.SIGKILL)
   process.wait(timeout=60)
-  killed_at = max(losses_by_step(workdir))
+  killed_at = max(tiny_runs.losses_by_step(workdir))
   saved = checkpoint.saved_steps(workdir)
   assert (os.path.exists(os.path.join(workdir, workdir_lib.LOCK))
           and saved[-1] >= 3), open(log).read()
