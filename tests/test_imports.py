@@ -143,3 +143,20 @@ def test_a_layer_imports_nothing_above_it(layer):
   wrong = [f"{module} imports {imported}" for module, imported in layer_imports(layer)
            if any(under(imported, above) for above in FORBIDDEN[layer])]
   assert not wrong
+
+
+def test_no_test_file_imports_another():
+  """What tests share lives in helper modules (tests/references.py, tests/tiny_runs.py, ...), so
+  that a test file runs, and is read, on its own."""
+  tests = os.path.join(REPOSITORY, "tests")
+  found = []
+  for directory, _, files in os.walk(tests):
+    for file in files:
+      if file.endswith(".py"):
+        with open(os.path.join(directory, file)) as source:
+          tree = ast.parse(source.read())
+        for node in ast.walk(tree):
+          names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                   [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+          found += [(file, name) for name in names if name.split(".")[0].startswith("test_")]
+  assert not found, found
