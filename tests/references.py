@@ -178,6 +178,19 @@ def torch_outputs(model, images, tokens, **encode_kwargs):
   return [tensor.numpy() for tensor in (image_features, text_features, logits)]
 
 
+def assert_exported_tensors(path: str, model) -> None:
+  """The safetensors file `path` holds exactly `model`'s state dict (less transformers' buffers
+  of position ids), every tensor bit for bit."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from safetensors import torch as safetensors_torch  # pylint: disable=g-import-not-at-top
+  exported = safetensors_torch.load_file(path)
+  original = {name: tensor for name, tensor in model.state_dict().items()
+              if not name.endswith("position_ids")}
+  assert set(exported) == set(original)
+  for name, tensor in original.items():
+    assert torch.equal(exported[name], tensor), name
+
+
 def hf_outputs(model, images, tokens):
   """A transformers CLIPModel's or SiglipModel's (normalised) features and logits per image."""
   import torch  # pylint: disable=g-import-not-at-top

@@ -97,7 +97,7 @@ class SigLIPVisionTransformer(nn.Module):
                               name="conv1")(images)                     # [B, G, G, W]
     x = x.reshape(x.shape[0], -1, width)                                # [B, N, W], row-major
     positional_embedding = self.param("positional_embedding", layers.normal(width ** -0.5),
-                                      (num_patches(config), width))
+                                      (vision.num_patches(config), width))
     x = x + positional_embedding.astype(self.dtype)
     if patch_indices is not None:
       x = vision.keep_patches(x, patch_indices, prefix_tokens=0)        # [B, keep, W]
@@ -116,35 +116,28 @@ def check(config: SigLIPVisionConfig, prefix: str) -> None:
   if config.patch_size > config.image_size:
     raise ValueError(f"{prefix}vision.patch_size={config.patch_size} is larger than "
                      f"vision.image_size={config.image_size}; allowed: 1 to the image size.")
-  if config.width % config.head_width:
-    raise ValueError(f"{prefix}vision.head_width={config.head_width} does not divide the width "
-                     f"{config.width}; allowed: its divisors.")
-
-
-def num_patches(config: SigLIPVisionConfig) -> int:
-  """Whole patches only, as a "valid" convolution: (384 // 14)^2 = 729 for So400m/14 at 384."""
-  return (config.image_size // config.patch_size) ** 2
+  vision.check_head_width(config, prefix)
 
 
 def flops(config: SigLIPVisionConfig, embed_dim: int, mask_ratio: float = 0.0,
           remat: bool = False) -> costs.Cost:
-  """The patch embedding (every patch), the blocks on the kept patches, and the head: the probe's
-  query, the patches' keys and values, one query's attention, the output projection, the MLP."""
+  """The patch embedding, the blocks on the kept patches, and the head: the probe's query, the
+  patches' keys and values, one query's attention, the output projection, the MLP."""
   del embed_dim  # The width: no projection.
   width, mlp_dim = config.width, config.mlp_dim or 4 * config.width
-  patches = num_patches(config)
+  patches = vision.num_patches(config)
   tokens = vision.kept_patch_count(patches, mask_ratio) if mask_ratio else patches
-  embedding = costs.matmul(2 * patches * config.patch_size ** 2 * 3 * width, input_is_data=True)
   head = costs.matmul(2 * width * width * 2 + 2 * tokens * width * 2 * width
                       + 2 * 2 * tokens * width + 2 * 2 * width * mlp_dim)
-  return embedding + costs.transformer(tokens, width, config.layers, mlp_dim, remat) + head
+  return (vision.patch_embedding_cost(config)
+          + costs.transformer(tokens, width, config.layers, mlp_dim, remat) + head)
 
 
 TOWER = towers.register(towers.ImageTower(
     kind="siglip_vit", config=SigLIPVisionConfig,
     build=lambda config, embed_dim, settings: SigLIPVisionTransformer(
         config, embed_dim, **dataclasses.asdict(settings)),
-    check=check, blocks=lambda config: config.layers, flops=flops, patches=num_patches,
+    check=check, blocks=lambda config: config.layers, flops=flops, patches=vision.num_patches,
     scanned_layers="layers", features=lambda config: config.width,
     positions=lambda config: towers.Grid(("positional_embedding",), 0,
                                          config.image_size // config.patch_size),

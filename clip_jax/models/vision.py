@@ -138,28 +138,39 @@ class VisionTransformer(nn.Module):
     return x @ proj.astype(self.dtype)                                 # [B, E]
 
 
-def check(config: VisionTransformerConfig, prefix: str) -> None:
-  if config.image_size % config.patch_size:
-    raise ValueError(f"{prefix}vision.patch_size={config.patch_size} does not divide "
-                     f"vision.image_size={config.image_size}; allowed: its divisors.")
+def check_head_width(config, prefix: str) -> None:
+  """A ViT's (CLIP's or SigLIP's) heads must split its width evenly."""
   if config.width % config.head_width:
     raise ValueError(f"{prefix}vision.head_width={config.head_width} does not divide the width "
                      f"{config.width}; allowed: its divisors.")
 
 
-def num_patches(config: VisionTransformerConfig) -> int:
+def check(config: VisionTransformerConfig, prefix: str) -> None:
+  if config.image_size % config.patch_size:
+    raise ValueError(f"{prefix}vision.patch_size={config.patch_size} does not divide "
+                     f"vision.image_size={config.image_size}; allowed: its divisors.")
+  check_head_width(config, prefix)
+
+
+def num_patches(config) -> int:
+  """Whole patches only, as a "valid" convolution: (384 // 14)^2 = 729 for SigLIP's So400m/14 at
+  384; a ViT's (CLIP's or SigLIP's) record."""
   return (config.image_size // config.patch_size) ** 2
+
+
+def patch_embedding_cost(config) -> costs.Cost:
+  """The patch embedding of every patch (FLIP drops patches after it), on the data."""
+  return costs.matmul(2 * num_patches(config) * config.patch_size ** 2 * 3 * config.width,
+                      input_is_data=True)
 
 
 def flops(config: VisionTransformerConfig, embed_dim: int, mask_ratio: float = 0.0,
           remat: bool = False) -> costs.Cost:
-  """The patch embedding (every patch: FLIP drops them after it), the blocks on the class token
-  and the kept patches, the projection."""
+  """The patch embedding, the blocks on the class token and the kept patches, the projection."""
   patches = num_patches(config)
-  embedding = costs.matmul(2 * patches * config.patch_size ** 2 * 3 * config.width,
-                           input_is_data=True)
   tokens = 1 + (kept_patch_count(patches, mask_ratio) if mask_ratio else patches)
-  return (embedding + costs.transformer(tokens, config.width, config.layers, config.mlp_dim, remat)
+  return (patch_embedding_cost(config)
+          + costs.transformer(tokens, config.width, config.layers, config.mlp_dim, remat)
           + costs.matmul(2 * config.width * embed_dim))
 
 
