@@ -93,16 +93,20 @@ SIGLIP = _Family(
 _ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh"}
 
 
-def _rename(name: str, pairs: list[tuple[str, str]], blocks: list[tuple[str, str]]) -> str:
+def rename(name: str, pairs: list[tuple[str, str]], blocks: list[tuple[str, str]]) -> str:
+  """`name` in the other layout: the first of `pairs` (prefixes, or whole names ending in "$")
+  that matches, then, inside a numbered block, every `blocks` piece replaced. Shared by the
+  Hugging Face and timm layouts."""
   for source, target in pairs:
     whole = source.endswith("$")
     if (name == source[:-1]) if whole else name.startswith(source):
       renamed = target.rstrip("$") + name[len(source.rstrip("$")):]
-      if ".layers." in renamed or ".resblocks." in renamed:
+      if any(marker in renamed for marker in (".layers.", ".resblocks.", ".blocks.")):
         for block_source, block_target in blocks:
           renamed = renamed.replace(block_source, block_target)
       return renamed
-  raise ValueError(f"{name!r} has no counterpart in the other layout; is this a CLIP ViT?")
+  raise ValueError(f"{name!r} has no counterpart in the other layout; is this a CLIP or SigLIP "
+                   "ViT?")
 
 
 def _interchange_family(state_dict: Mapping[str, Any]) -> _Family:
@@ -124,7 +128,7 @@ def to_hf(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     if name.endswith(("attn.in_proj_weight", "attn.in_proj_bias")):
       prefix, kind = name.rsplit(".in_proj_", 1)
       for part, piece in zip(_QKV, np.split(value, 3, axis=0)):
-        hf[_rename(f"{prefix}.{part}_proj.{kind}", family.prefixes, _IN_BLOCKS)
+        hf[rename(f"{prefix}.{part}_proj.{kind}", family.prefixes, _IN_BLOCKS)
            .replace(".attn.", ".self_attn.")] = np.ascontiguousarray(piece)
     elif name.startswith("visual.head.key_value."):
       continue  # Joined to the query's below.
@@ -135,7 +139,7 @@ def to_hf(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     elif family is SIGLIP and name in _SIGLIP_SCALARS:
       hf[name] = np.reshape(value, (1,))
     else:
-      hf[_rename(name, family.prefixes, _IN_BLOCKS)] = (
+      hf[rename(name, family.prefixes, _IN_BLOCKS)] = (
           np.ascontiguousarray(value.T) if name in family.projections else value)
   return hf
 
@@ -164,11 +168,11 @@ def from_hf(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     if family is SIGLIP and name in _SIGLIP_SCALARS:
       interchange[name] = np.reshape(value, ())
       continue
-    renamed = _rename(name, inverse, inverse_blocks)
+    renamed = rename(name, inverse, inverse_blocks)
     interchange[renamed] = (np.ascontiguousarray(value.T) if renamed in family.projections
                             else value)
   for (layer, kind), parts in fused.items():
-    prefix = _rename(f"{layer}.self_attn.out_proj.{kind}", inverse, inverse_blocks)
+    prefix = rename(f"{layer}.self_attn.out_proj.{kind}", inverse, inverse_blocks)
     interchange[prefix.replace(".attn.out_proj.", ".attn.in_proj_")] = np.concatenate(
         [parts[part] for part in _QKV], axis=0)
   return interchange

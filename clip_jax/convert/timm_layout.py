@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from clip_jax.convert import hf_layout
 from clip_jax.models import configs
 
 TRUNK = "visual.trunk."
@@ -46,30 +47,15 @@ def is_open_clip_siglip(tensors: Mapping[str, Any]) -> bool:
   return TRUNK + "attn_pool.latent" in tensors
 
 
-def _rename(name: str, pairs: list[tuple[str, str]]) -> str | None:
-  for source, target in pairs:
-    whole = source.endswith("$")
-    if (name == source[:-1]) if whole else name.startswith(source):
-      renamed = target.rstrip("$") + name[len(source.rstrip("$")):]
-      if ".blocks." in renamed or ".resblocks." in renamed:
-        for block_source, block_target in (_IN_BLOCKS if target.startswith(TRUNK) else
-                                           [(b, a) for a, b in _IN_BLOCKS]):
-          renamed = renamed.replace(block_source, block_target)
-      return renamed
-  return None
-
-
 def from_open_clip(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """open_clip's SigLIP state dict (a CustomTextCLIP's, or a CLIP's with the text tower at the
   top level) -> the interchange layout."""
   inverse = [(theirs, ours) for ours, theirs in _VISUAL]
+  inverse_blocks = [(theirs, ours) for ours, theirs in _IN_BLOCKS]
   interchange = {}
   for name, value in tensors.items():
     if name.startswith(TRUNK):
-      renamed = _rename(name, inverse)
-      if renamed is None:
-        raise ValueError(f"{name!r} is not part of a SigLIP image tower clip_jax knows (timm's "
-                         "vit_*_siglip_* with attention pooling).")
+      renamed = hf_layout.rename(name, inverse, inverse_blocks)
       interchange[renamed] = value[0] if renamed == "visual.positional_embedding" else value
       continue
     name = name.removeprefix(_TEXT)
@@ -87,8 +73,8 @@ def to_open_clip(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   tensors = {}
   for name, value in state_dict.items():
     if name.startswith("visual."):
-      tensors[_rename(name, _VISUAL)] = (value[None] if name == "visual.positional_embedding"
-                                         else value)
+      positions = name == "visual.positional_embedding"
+      tensors[hf_layout.rename(name, _VISUAL, _IN_BLOCKS)] = value[None] if positions else value
     elif name == "text_projection":
       tensors[_TEXT + "text_projection.weight"] = np.ascontiguousarray(value.T)
     elif name == "text_projection_bias":
