@@ -41,6 +41,20 @@ def sha256(location: str | os.PathLike) -> str:
   return digest.hexdigest()
 
 
+# A tokenizer's model file comes with others' checkpoints and is read whole: SigLIP's SentencePiece
+# model is 0.8 MB, Gemma's 4 MB; far larger is refused rather than read.
+TOKENIZER_MODEL_MAX_BYTES = 64 << 20
+
+
+def read_tokenizer_model(location: str | os.PathLike, key: str) -> bytes:
+  """A tokenizer model file's bytes, refused (naming `key`) above TOKENIZER_MODEL_MAX_BYTES."""
+  size = path(location).stat().length
+  if size > TOKENIZER_MODEL_MAX_BYTES:
+    raise ValueError(f"{key}={str(location)!r} is {size:,} bytes; allowed: a tokenizer model of at "
+                     f"most {TOKENIZER_MODEL_MAX_BYTES:,} bytes.")
+  return path(location).read_bytes()
+
+
 def write_bytes(location: str | os.PathLike, data: bytes) -> None:
   """Writes the whole file at once: a reader sees the old content or the new, never half of it.
 

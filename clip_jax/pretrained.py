@@ -55,7 +55,8 @@ def save(directory: str, config: configs.CLIPConfig, variables: dict[str, Any],
   if tokenizer_file is not None:
     record["file"] = f"{TOKENIZER_DIR}/{files.path(tokenizer_file).name}"
     (directory / TOKENIZER_DIR).mkdir(exist_ok=True)
-    (directory / record["file"]).write_bytes(files.path(tokenizer_file).read_bytes())
+    (directory / record["file"]).write_bytes(
+        files.read_tokenizer_model(tokenizer_file, "the tokenizer model"))
   files.write_text(directory / MODEL_FILE, json.dumps(
       {"model": configs.config_to_dict(config), "source": source or {}, "tokenizer": record},
       indent=2))

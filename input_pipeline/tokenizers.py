@@ -43,6 +43,7 @@ import regex
 import tensorflow as tf
 import tokenizers as hf_tokenizers
 
+from clip_jax import files
 from clip_jax import settings
 from input_pipeline import text_cleaning
 from input_pipeline.sources import synthetic
@@ -221,8 +222,7 @@ def _load_sentencepiece(model_path: str):
   import tensorflow_text  # pylint: disable=g-import-not-at-top
   if not tf.io.gfile.exists(model_path):
     raise ValueError(f"data.tokenizer_model={model_path!r}: no such file.")
-  with tf.io.gfile.GFile(model_path, "rb") as file:
-    model = file.read()
+  model = files.read_tokenizer_model(model_path, "data.tokenizer_model")
   return tensorflow_text.SentencepieceTokenizer(model=model, out_type=tf.int32)
 
 

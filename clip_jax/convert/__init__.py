@@ -203,7 +203,8 @@ def export_weights(config: configs.CLIPConfig, variables: dict[str, Any], dst: s
                    "SiglipImageProcessor" if hf_layout.is_siglip_config(config) else
                    "CLIPImageProcessor")}
   if tokenizer_file is not None and to == "hf" and hf_layout.is_siglip_config(config):
-    outputs[hf_layout.SIGLIP_TOKENIZER_FILE] = files.path(tokenizer_file).read_bytes()
+    outputs[hf_layout.SIGLIP_TOKENIZER_FILE] = files.read_tokenizer_model(tokenizer_file,
+                                                                         "the tokenizer model")
     outputs[HF_TOKENIZER_CONFIG] = {"tokenizer_class": "SiglipTokenizer",
                                     "model_max_length": config.text.context_length}
   paths = []

@@ -396,3 +396,11 @@ def test_siglip_refuses_a_model_without_end_of_sequence(tmp_path):
                                         vocab_size=50, eos_id=-1)
   with pytest.raises(ValueError, match=r"has no </s> piece"):
     tokenizers.SigLIPTokenizer(path, 16)
+
+
+def test_an_oversized_tokenizer_model_is_refused_not_read(siglip_model_file, monkeypatch):
+  from clip_jax import files  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(files, "TOKENIZER_MODEL_MAX_BYTES", 1000)
+  with pytest.raises(ValueError, match=r"data\.tokenizer_model='.*spiece\.model' is [\d,]+ "
+                                       r"bytes; allowed: a tokenizer model of at most 1,000 bytes"):
+    tokenizers.SigLIPTokenizer(siglip_model_file, 16)
