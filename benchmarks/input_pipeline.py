@@ -157,8 +157,8 @@ def _limit_tensorflow_threads(cores: int) -> None:
 
 def _data_settings(args, **changes):
   from clip_jax import settings  # pylint: disable=g-import-not-at-top
-  return settings.Data(name="webdataset", files=args.files, image_size=224, context_length=77,
-                       tokenizer="clip_bpe", seed=0, **changes)
+  return settings.data_settings(name="webdataset", files=args.files, image_size=224,
+                                context_length=77, tokenizer="clip_bpe", seed=0, **changes)
 
 
 def measure_ours(args) -> dict:

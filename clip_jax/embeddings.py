@@ -48,8 +48,8 @@ class Options:
   files_per_shard: int = 10_000  # image files, or lines of --texts, per output shard
   batch_size: int = 256
   # The bounds on a sample of training's data settings (docs/data.md), with their defaults.
-  max_member_bytes: int = settings.Data().max_member_bytes
-  max_image_pixels: int = settings.Data().max_image_pixels
+  max_member_bytes: int = settings.MAX_MEMBER_BYTES
+  max_image_pixels: int = settings.MAX_IMAGE_PIXELS
 
 
 def define_limit_flags() -> Callable[[], dict[str, int]]:

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
 from clip_jax import blockwise_losses
+from clip_jax import registry
 
 AxisName = str | Sequence[str] | None
 # (image_features, text_features, logit_scale, logit_bias or None) -> []
@@ -145,29 +146,22 @@ class LossKind:
   model_fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-_KINDS: dict[str, LossKind] = {}
+_KINDS: registry.Registry[LossKind] = registry.Registry("loss")
 # The contrastive losses' per-shard functions: (plain, blockwise), for make_loss_fn.
 _CONTRASTIVE: dict[str, tuple[LossFn, LossFn]] = {}
 
 
 def register(kind: LossKind) -> LossKind:
-  """Adds a loss; a name registered twice is an error, not a replacement."""
-  if kind.name in _KINDS:
-    raise ValueError(f"A loss named {kind.name!r} is registered already.")
-  _KINDS[kind.name] = kind
-  return kind
+  return _KINDS.register(kind)
 
 
 def names() -> list[str]:
-  return list(_KINDS)
+  return _KINDS.names()
 
 
 def of(name: str, key: str = "loss.name") -> LossKind:
   """The registration of a loss; `key` names the setting in an error."""
-  if name not in _KINDS:
-    raise ValueError(f"{key}={name!r}; allowed: {', '.join(repr(known) for known in _KINDS)} "
-                     "(or a plug-in's, named in model.plugins).")
-  return _KINDS[name]
+  return _KINDS.get(name, key)
 
 
 def make_loss_fn(name: str, mesh: Mesh | None = None,

@@ -12,7 +12,10 @@ or value raises a ValueError naming the key, the value and the values allowed. `
 checks that touch files or datasets (a fine-tuning checkpoint, the evaluators' TFDS data) belong
 to training start-up (`clip_jax.train`), so a workdir loads wherever its config parses.
 
-This module imports nothing of clip_jax but the model table, so every other module may import it.
+This module imports nothing of clip_jax but the model table and the registries, so every other
+module may import it. Data sources, tokenizers and evaluator types register here from where they
+are implemented; their built-in modules are imported by name where their names are read
+(DATA_PLUGINS, EVALUATOR_PLUGINS).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from clip_jax import losses
+from clip_jax import registry
 from clip_jax.models import configs as model_configs
 from clip_jax.models import towers
 
@@ -38,28 +42,28 @@ def is_count(value: Any) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_text(value: Any) -> bool:
+def is_text(value: Any) -> bool:
   return isinstance(value, str)
 
 
-def _one_of(*choices) -> tuple[Callable[[Any], bool], str]:
+def one_of(*choices) -> tuple[Callable[[Any], bool], str]:
   return (lambda value: value in choices), ", ".join(repr(choice) for choice in choices)
 
 
-_COUNT = (lambda value: is_count(value) and value >= 0), "integers >= 0"
-_POSITIVE_COUNT = (lambda value: is_count(value) and value >= 1), "integers >= 1"
-_POSITIVE = (lambda value: _is_number(value) and value > 0), "numbers > 0"
-_FRACTION = (lambda value: _is_number(value) and 0 <= value < 1), "numbers in [0, 1)"
-_TEXT = _is_text, "strings"
-_FLAG = (lambda value: isinstance(value, bool)), "True, False"
-_ANY = (lambda value: True), "anything"
+COUNT = (lambda value: is_count(value) and value >= 0), "integers >= 0"
+POSITIVE_COUNT = (lambda value: is_count(value) and value >= 1), "integers >= 1"
+POSITIVE = (lambda value: is_number(value) and value > 0), "numbers > 0"
+FRACTION = (lambda value: is_number(value) and 0 <= value < 1), "numbers in [0, 1)"
+TEXT = is_text, "strings"
+FLAG = (lambda value: isinstance(value, bool)), "True, False"
+ANY = (lambda value: True), "anything"
 
 
-def _setting(default: Any, rule: tuple[Callable[[Any], bool], str] = _ANY) -> Any:
+def setting(default: Any, rule: tuple[Callable[[Any], bool], str] = ANY) -> Any:
   """A dataclass field with its default and the rule its values obey (checked by `parse`)."""
   is_valid, allowed = rule
   if isinstance(default, (tuple, dict)):
@@ -95,25 +99,25 @@ class Model:
 class Loss:
   """The contrastive loss; blockwise=True computes it tile by tile (memory O(b D + tile^2) per
   device instead of O(b N), the same values and gradients; clip_jax/blockwise_losses.py)."""
-  name: str = _setting("softmax", _REGISTERED_LOSS)
-  blockwise: bool = _setting(False, _FLAG)
-  tile_size: int = _setting(1024, _POSITIVE_COUNT)
+  name: str = setting("softmax", _REGISTERED_LOSS)
+  blockwise: bool = setting(False, FLAG)
+  tile_size: int = setting(1024, POSITIVE_COUNT)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Optim:
   """AdamW with linear warm-up and cosine decay (clip_jax/optim.py). The defaults are the paper's
   for ViT-B/32 (Radford et al. 2021, Table 20), with gradients clipped at norm 1."""
-  learning_rate: float = _setting(5e-4, _POSITIVE)
-  b1: float = _setting(0.9, _FRACTION)
-  b2: float = _setting(0.98, _FRACTION)
-  eps: float = _setting(1e-6, _POSITIVE)
-  weight_decay: float = _setting(0.2, ((lambda value: _is_number(value) and value >= 0),
+  learning_rate: float = setting(5e-4, POSITIVE)
+  b1: float = setting(0.9, FRACTION)
+  b2: float = setting(0.98, FRACTION)
+  eps: float = setting(1e-6, POSITIVE)
+  weight_decay: float = setting(0.2, ((lambda value: is_number(value) and value >= 0),
                                        "numbers >= 0"))
-  warmup_steps: int = _setting(2_000, _COUNT)  # < total_steps, checked by `parse`.
-  grad_clip_norm: float = _setting(1.0, ((lambda value: _is_number(value) and value >= 0),
+  warmup_steps: int = setting(2_000, COUNT)  # < total_steps, checked by `parse`.
+  grad_clip_norm: float = setting(1.0, ((lambda value: is_number(value) and value >= 0),
                                          "0 (off) or a positive number"))
-  end_learning_rate: float = _setting(0.0, ((lambda value: _is_number(value) and value >= 0),
+  end_learning_rate: float = setting(0.0, ((lambda value: is_number(value) and value >= 0),
                                             "numbers from 0 to optim.learning_rate"))
 
 
@@ -121,41 +125,41 @@ class Optim:
 class Flip:
   """FLIP (clip_jax/flip.py, a ViT only): mask_ratio drops that fraction of each image's patches in
   training; the last unmasked_steps steps train on whole images again. 0.0 is plain CLIP."""
-  mask_ratio: float = _setting(0.0, ((lambda value: _is_number(value) and 0 <= value < 1),
+  mask_ratio: float = setting(0.0, ((lambda value: is_number(value) and 0 <= value < 1),
                                      "numbers from 0 (no masking) up to, not including, 1"))
-  unmasked_steps: int = _setting(0, _COUNT)  # <= total_steps, checked by `parse`.
+  unmasked_steps: int = setting(0, COUNT)  # <= total_steps, checked by `parse`.
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Finetune:
   """Fine-tuning (clip_jax/finetune.py): start from a directory written by
   `python -m clip_jax.convert` ("" trains from scratch); LiT locks a tower but its last N blocks."""
-  checkpoint: str = _setting("", _TEXT)
-  lock_image: bool = _setting(False, _FLAG)
-  image_unlocked_blocks: int = _setting(0, _COUNT)
-  lock_text: bool = _setting(False, _FLAG)
-  text_unlocked_blocks: int = _setting(0, _COUNT)
+  checkpoint: str = setting("", TEXT)
+  lock_image: bool = setting(False, FLAG)
+  image_unlocked_blocks: int = setting(0, COUNT)
+  lock_text: bool = setting(False, FLAG)
+  text_unlocked_blocks: int = setting(0, COUNT)
   # A checkpoint of another image size or text length: how its positions are interpolated ("":
   # its image tower family's own way; clip_jax/models/positions.py).
-  position_interpolation: str = _setting("", _one_of("", *towers.POSITION_INTERPOLATIONS))
+  position_interpolation: str = setting("", one_of("", *towers.POSITION_INTERPOLATIONS))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Mesh:
   """The ('data', 'fsdp') device mesh (clip_jax/sharding.py); one axis may be -1 for the rest.
   Parameters of at least min_shard_size elements are split over `fsdp`."""
-  data: int = _setting(-1, ((lambda value: is_count(value) and (value >= 1 or value == -1)),
+  data: int = setting(-1, ((lambda value: is_count(value) and (value >= 1 or value == -1)),
                             "integers >= 1, or -1 for the remaining devices"))
-  fsdp: int = _setting(1, ((lambda value: is_count(value) and (value >= 1 or value == -1)),
+  fsdp: int = setting(1, ((lambda value: is_count(value) and (value >= 1 or value == -1)),
                            "integers >= 1, or -1 for the remaining devices"))
-  min_shard_size: int = _setting(2**14, _POSITIVE_COUNT)
+  min_shard_size: int = setting(2**14, POSITIVE_COUNT)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Checkpoint:
-  every_steps: int = _setting(2_000, _POSITIVE_COUNT)
-  max_to_keep: int = _setting(2, _POSITIVE_COUNT)
-  async_save: bool = _setting(True, _FLAG)
+  every_steps: int = setting(2_000, POSITIVE_COUNT)
+  max_to_keep: int = setting(2, POSITIVE_COUNT)
+  async_save: bool = setting(True, FLAG)
 
 
 DISTRIBUTED_MODES = ("off", "auto", "explicit")
@@ -172,141 +176,165 @@ class Distributed:
   Open MPI; "explicit" with coordinator_address ("host:port" of process 0), num_processes and
   process_id. local_device_ids: this process's GPUs, () for JAX's choice. Unset keys are "", 0,
   -1 and ()."""
-  mode: str = _setting("off", _one_of(*DISTRIBUTED_MODES))
-  coordinator_address: str = _setting("", (_is_address, "'host:port' of process 0"))
-  num_processes: int = _setting(0, (lambda value: is_count(value) and value >= 0,
+  mode: str = setting("off", one_of(*DISTRIBUTED_MODES))
+  coordinator_address: str = setting("", (_is_address, "'host:port' of process 0"))
+  num_processes: int = setting(0, (lambda value: is_count(value) and value >= 0,
                                     "integers >= 1"))
-  process_id: int = _setting(-1, (lambda value: is_count(value) and value >= -1,
+  process_id: int = setting(-1, (lambda value: is_count(value) and value >= -1,
                                   "integers from 0 to num_processes - 1"))
-  local_device_ids: tuple[int, ...] = _setting(
+  local_device_ids: tuple[int, ...] = setting(
       (), (lambda value: isinstance(value, tuple) and all(
           is_count(device) and device >= 0 for device in value),
            "a tuple of this host's device ids, () for all"))
 
 
-SHAPES = ("circle", "square", "triangle", "star", "cross", "heart", "diamond", "ring")
-COLOURS = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "purple")
+# ---------------------------------------------------------------------------------------------
+# The data and the evaluators: kinds registered where they are implemented.
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SourceKind:
+  """A data source as the settings know it, registered where it is implemented
+  (input_pipeline/sources/, or a plug-in's module)."""
+  name: str  # data.name
+  keys: type | None = None  # the record of its own section, data.<name>.*; None: it has none
+  # Checks across its keys, (record, "data.<name>"): e.g. that the files it reads are named.
+  check: Callable[[Any, str], None] = lambda keys, key: None
+  # Its resumable record stream, (data, *, process_index, process_count) -> Stream
+  # (input_pipeline/streams.py); None for a source that is not one (the synthetic world renders
+  # in the graph, a mixture mixes streams), which a mixture therefore cannot mix.
+  create_stream: Callable[..., Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Synthetic:
-  """The built-in synthetic world (input_pipeline/sources/synthetic.py): the shapes and colours
-  drawn, the colour-shape diagonals held out of training, and what captions mention."""
-  shapes: tuple[str, ...] = _setting(SHAPES[:6], (
-      lambda value: isinstance(value, tuple) and set(value) <= set(SHAPES) and 2 <= len(value)
-      == len(set(value)), f"two or more distinct names of {', '.join(SHAPES)}"))
-  colours: tuple[str, ...] = _setting(COLOURS[:6], (
-      lambda value: isinstance(value, tuple) and set(value) <= set(COLOURS) and 2 <= len(value)
-      == len(set(value)), f"two or more distinct names of {', '.join(COLOURS)}"))
-  holdout_diagonals: tuple[int, ...] = _setting((0,), (
-      lambda value: isinstance(value, tuple) and all(is_count(item) for item in value),
-      "a tuple of fewer diagonals than colours, each in 0..len(colours) - 1"))
-  shape_only_captions: float = _setting(0.4, _FRACTION)
-  colour_only_captions: float = _setting(0.1, _FRACTION)
+class TokenizerKind:
+  """A tokenizer as the settings know it, registered where it is implemented
+  (input_pipeline/tokenizers.py, or a plug-in's module)."""
+  name: str  # data.tokenizer
+  make: Callable[[Any], Any]  # (data settings) -> tokenizer, for data.context_length
+  needs_model: bool = False  # whether it reads data.tokenizer_model
 
 
-DATA_SOURCES = ("synthetic", "webdataset", "tfrecord", "tfds", "csv", "mixture")
-STREAM_SOURCES = DATA_SOURCES[1:-1]  # What a mixture mixes.
-TOKENIZERS = ("clip_bpe", "sentencepiece", "siglip", "words")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvaluatorKind:
+  """An evaluator type as the settings know it, registered where it is implemented
+  (clip_jax/evaluation/evaluators.py, or a plug-in's module). On each kind of dataset it takes
+  (splits it needs, other keys it takes) besides the common ones; None: it cannot run there."""
+  name: str  # evals.<name>.type
+  on_tfds: tuple[tuple[str, ...], tuple[str, ...]] | None
+  on_synthetic: tuple[tuple[str, ...], tuple[str, ...]] | None
+  # (name, settings, encode_image, encode_text, data, view) -> {metric: value}
+  run: Callable[..., Mapping[str, float]]
+
+
+SOURCES: registry.Registry[SourceKind] = registry.Registry("data source")
+TOKENIZERS: registry.Registry[TokenizerKind] = registry.Registry("tokenizer")
+EVALUATORS: registry.Registry[EvaluatorKind] = registry.Registry("evaluator type")
+
+# The modules that register the built-in data sources, tokenizers and evaluators. They need
+# TensorFlow, so this module imports them by name, like a plug-in named in model.plugins, only
+# where their names are read: a program that reads no data (a plan, the doctor's training check)
+# parses its config without them.
+DATA_PLUGINS = ("input_pipeline",)
+EVALUATOR_PLUGINS = ("clip_jax.evaluation.evaluators",)
+
+
+def _registered(names: registry.Registry) -> tuple[Callable[[Any], bool], Callable[[], str]]:
+  return (lambda value: value in names), names.allowed
+
+
+SYNTHETIC = "synthetic"  # The built-in synthetic world: a data source and an evaluator dataset.
+# Bounds on what a sample from a stranger may take (docs/data.md), for training's sources and the
+# tools that read image collections: an image declaring more pixels (PIL's Image.MAX_IMAGE_PIXELS),
+# a tar member or image file of more bytes (256 MiB holds an uncompressed image at that limit).
+MAX_IMAGE_PIXELS = 89_478_485
+MAX_MEMBER_BYTES = 256 << 20
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Data:
-  """The training data (input_pipeline/): a source and its keys, then the shared augmentation,
-  tokenizer and shuffling. image_size and context_length follow the model unless set."""
-  name: str = _setting("synthetic", _one_of(*DATA_SOURCES))
-  image_size: int = _setting(None, _POSITIVE_COUNT)
-  context_length: int = _setting(None, _POSITIVE_COUNT)
-  tokenizer: str = _setting("clip_bpe", _one_of(*TOKENIZERS))
+  """The training data (input_pipeline/): a source, its own keys in its section (data.<name>.*,
+  e.g. data.webdataset.files), then the keys all sources share: augmentation, tokenizer,
+  shuffling. image_size and context_length follow the model unless set."""
+  name: str = setting(SYNTHETIC, _registered(SOURCES))
+  image_size: int = setting(None, POSITIVE_COUNT)
+  context_length: int = setting(None, POSITIVE_COUNT)
+  tokenizer: str = setting("clip_bpe", _registered(TOKENIZERS))
   # A SentencePiece .model file (tokenizer=sentencepiece or siglip).
-  tokenizer_model: str = _setting("", _TEXT)
-  seed: int = _setting(0, _COUNT)
+  tokenizer_model: str = setting("", TEXT)
+  seed: int = setting(0, COUNT)
   # Random resized crop: the fraction of the image area kept; exact_resize=True: PIL's
   # antialiased bicubic (open_clip's pixels), about 2x slower.
-  crop_scale: tuple[float, float] = _setting((0.9, 1.0), (
+  crop_scale: tuple[float, float] = setting((0.9, 1.0), (
       lambda value: isinstance(value, tuple) and len(value) == 2
-      and all(_is_number(item) for item in value) and 0 < value[0] <= value[1] <= 1,
+      and all(is_number(item) for item in value) and 0 < value[0] <= value[1] <= 1,
       "(low, high) with 0 < low <= high <= 1"))
-  exact_resize: bool = _setting(False, _FLAG)
-  cycle_length: int = _setting(8, _POSITIVE_COUNT)  # Shards read at once by each process.
-  # Bounds on what a record from a stranger may take (docs/data.md): a tar member of more bytes
-  # is passed over unread (256 MiB holds an uncompressed image at the pixel limit), an image whose
-  # header declares more pixels (PIL's Image.MAX_IMAGE_PIXELS) is refused before decoding; the
-  # sample is then skipped and counted.
-  max_member_bytes: int = _setting(256 << 20, _POSITIVE_COUNT)
-  max_image_pixels: int = _setting(89_478_485, _POSITIVE_COUNT)
-  shuffle_window: int = _setting(2_048, _POSITIVE_COUNT)  # Records shuffled together.
-  # webdataset and tfrecord: a brace pattern, a glob or a list of paths (local or gs://).
-  files: str | tuple[str, ...] = _setting("", (
-      lambda value: _is_text(value) or (isinstance(value, tuple) and all(map(_is_text, value))),
-      "a brace pattern, a glob or a list of paths"))
-  image_extensions: tuple[str, ...] = _setting(("jpg", "jpeg", "png", "webp"), (
-      lambda value: isinstance(value, tuple) and value and all(map(_is_text, value)),
-      "a tuple of file extensions, the first present is used"))  # webdataset
-  caption_extension: str = _setting("txt", _TEXT)  # webdataset
-  # tfrecord and tfds; "" for the source's own default (tfrecord: jpg, txt; tfds: image,
-  # captions/text). A tfds feature is a path into the example.
-  image_feature: str = _setting("", _TEXT)
-  caption_feature: str = _setting("", _TEXT)
-  # tfds: a dataset, its split (slicing works: "train[:90%]") and data_dir ("" for TFDS's
-  # default); mock_examples=N trains on N random examples of its features.
-  dataset: str = _setting("", _TEXT)
-  split: str = _setting("train", _TEXT)
-  data_dir: str = _setting("", _TEXT)
-  mock_examples: int = _setting(0, _COUNT)
-  # csv: a table of image paths and captions (open_clip's --dataset-type csv).
-  file: str = _setting("", _TEXT)
-  separator: str = _setting("\t", _TEXT)
-  image_column: str = _setting("filepath", _TEXT)
-  caption_column: str = _setting("title", _TEXT)
-  synthetic: Synthetic = dataclasses.field(default_factory=Synthetic)
-  # mixture: sources by name, each with its `name`, `weight` and the data keys that differ from
-  # the shared ones (made with `data_source(...)`). `weight` counts only in a mixture.
-  weight: float = _setting(1.0, _POSITIVE)
+  exact_resize: bool = setting(False, FLAG)
+  cycle_length: int = setting(8, POSITIVE_COUNT)  # Shards read at once by each process.
+  # An image whose header declares more pixels (PIL's Image.MAX_IMAGE_PIXELS) is refused before
+  # decoding, its sample skipped and counted (docs/data.md).
+  max_image_pixels: int = setting(MAX_IMAGE_PIXELS, POSITIVE_COUNT)
+  shuffle_window: int = setting(2_048, POSITIVE_COUNT)  # Records shuffled together.
+  # The record of the source's section, data.<name>.* (None for a source without one, or when
+  # parsed without reading data).
+  source: Any = None
+  # mixture: sources by name, each with its `name`, `weight`, its own section and the shared keys
+  # that differ (made with `data_source(...)`). `weight` counts only in a mixture.
+  weight: float = setting(1.0, POSITIVE)
   sources: Mapping[str, Data] = dataclasses.field(default_factory=dict)
 
 
-EVALUATOR_TYPES = ("zero_shot", "retrieval", "linear_probe")
-SYNTHETIC = "synthetic"
+def require(field: str, allowed: str) -> Callable[[Any, str], None]:
+  """A SourceKind.check: the source reads from `field` of its section, which must be set."""
+  def check(keys: Any, key: str) -> None:
+    if not getattr(keys, field):
+      raise ValueError(f"{key}.{field} is empty, and the {key.rsplit('.', 1)[-1]} source reads "
+                       f"from it; allowed: {allowed}.")
+  return check
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Evaluator:
-  """One evaluator of `evals` (clip_jax/evaluation/evaluators.py). `dataset` is "synthetic" (new
-  images of the built-in world: data.name must be synthetic) or a TFDS dataset. every_steps=0
-  runs it only at the end. classnames and templates: "" for the dataset's own, or a name of
-  clip_jax.evaluation.prompts."""
-  type: str = _setting("zero_shot", _one_of(*EVALUATOR_TYPES))
-  dataset: str = _setting(SYNTHETIC, ((lambda value: _is_text(value) and value),
-                                      f"{SYNTHETIC!r} or a TFDS dataset name"))
-  every_steps: int = _setting(0, ((lambda value: is_count(value) and value >= 0),
-                                  "integers >= 0 (0: only at the end)"))
-  batch_size: int = _setting(256, _POSITIVE_COUNT)  # Images or texts encoded at once.
-  num_images: int = _setting(1000, _POSITIVE_COUNT)  # synthetic
-  split: str = _setting("", _TEXT)  # zero_shot, retrieval
-  train_split: str = _setting("", _TEXT)  # linear_probe
-  validation_split: str = _setting("", _TEXT)
-  test_split: str = _setting("", _TEXT)
-  data_dir: str = _setting("", _TEXT)
-  mock_examples: int = _setting(0, _COUNT)
-  image_feature: str = _setting("image", _TEXT)
-  label_feature: str = _setting("label", _TEXT)
-  caption_feature: str = _setting("captions/text", _TEXT)
-  classnames: str = _setting("", _TEXT)
-  templates: str = _setting("", _TEXT)
+  """One evaluator of `evals` (its type registered in clip_jax/evaluation/evaluators.py or by a
+  plug-in). `dataset` is "synthetic" (new images of the built-in world: data.name must be
+  synthetic) or a TFDS dataset. every_steps=0 runs it only at the end. classnames and templates:
+  "" for the dataset's own, or a name of clip_jax.evaluation.prompts."""
+  type: str = setting("zero_shot", _registered(EVALUATORS))
+  dataset: str = setting(SYNTHETIC, ((lambda value: is_text(value) and value),
+                                     f"{SYNTHETIC!r} or a TFDS dataset name"))
+  every_steps: int = setting(0, ((lambda value: is_count(value) and value >= 0),
+                                 "integers >= 0 (0: only at the end)"))
+  batch_size: int = setting(256, POSITIVE_COUNT)  # Images or texts encoded at once.
+  num_images: int = setting(1000, POSITIVE_COUNT)  # synthetic
+  split: str = setting("", TEXT)  # zero_shot, retrieval
+  train_split: str = setting("", TEXT)  # linear_probe
+  validation_split: str = setting("", TEXT)
+  test_split: str = setting("", TEXT)
+  data_dir: str = setting("", TEXT)
+  mock_examples: int = setting(0, COUNT)
+  image_feature: str = setting("image", TEXT)
+  label_feature: str = setting("label", TEXT)
+  caption_feature: str = setting("captions/text", TEXT)
+  classnames: str = setting("", TEXT)
+  templates: str = setting("", TEXT)
 
 
-_TFDS_KEYS = ("data_dir", "mock_examples", "image_feature")
-# (type, on synthetic data) -> (the splits it needs, the other keys it takes).
-EVALUATOR_KEYS = {
-    ("zero_shot", False): (("split",), (*_TFDS_KEYS, "label_feature", "classnames", "templates")),
-    ("retrieval", False): (("split",), (*_TFDS_KEYS, "caption_feature")),
-    ("linear_probe", False): (("train_split", "validation_split", "test_split"),
-                              (*_TFDS_KEYS, "label_feature")),
-    ("zero_shot", True): ((), ("num_images",)),
-    ("retrieval", True): ((), ("num_images",)),
-}
 EVALUATOR_COMMON_KEYS = ("type", "dataset", "every_steps", "batch_size")
+
+
+def evaluator_keys(evaluator_settings: Evaluator | Mapping[str, Any],
+                   key: str = "evals") -> tuple[tuple[str, ...], tuple[str, ...]]:
+  """(the splits it needs, the other keys it takes) for an evaluator's type and dataset."""
+  get = (evaluator_settings.get if isinstance(evaluator_settings, Mapping) else
+         lambda name, default: getattr(evaluator_settings, name))
+  evaluator_type = get("type", _field(Evaluator, "type").default)
+  dataset = get("dataset", SYNTHETIC)
+  kind = EVALUATORS.get(evaluator_type, f"{key}.type")
+  keys = kind.on_synthetic if dataset == SYNTHETIC else kind.on_tfds
+  if keys is None:
+    raise ValueError(f"{key}.dataset={dataset!r} with type={evaluator_type!r}; allowed: "
+                     f"{'a TFDS image-label dataset' if kind.on_tfds else repr(SYNTHETIC)}.")
+  return keys
+
 
 NONFINITE_POLICIES = ("stop", "skip")
 
@@ -315,22 +343,22 @@ NONFINITE_POLICIES = ("stop", "skip")
 class Run:
   """Everything a training run is. The defaults are the paper's ViT-B/32 run: 32 epochs of 400 M
   pairs (12.8 B samples) at a global batch of 32,768."""
-  seed: int = _setting(0, _COUNT)
-  total_steps: int = _setting(390_625, _POSITIVE_COUNT)
-  global_batch_size: int = _setting(32_768, _POSITIVE_COUNT)
+  seed: int = setting(0, COUNT)
+  total_steps: int = setting(390_625, POSITIVE_COUNT)
+  global_batch_size: int = setting(32_768, POSITIVE_COUNT)
   # Each step's batch in that many micro-batches, with the same loss and update
   # (clip_jax.train_step): memory follows the micro-batch, at the cost of one more forward pass.
-  accumulation_steps: int = _setting(1, _POSITIVE_COUNT)
+  accumulation_steps: int = setting(1, POSITIVE_COUNT)
   # > 0: the train state also keeps an exponential moving average of the parameters, updated
   # every step as ema = ema_decay * ema + (1 - ema_decay) * params; evaluations report both.
-  ema_decay: float = _setting(0.0, _FRACTION)
-  log_every_steps: int = _setting(100, _POSITIVE_COUNT)
+  ema_decay: float = setting(0.0, FRACTION)
+  log_every_steps: int = setting(100, POSITIVE_COUNT)
   # "stop": a non-finite loss or gradient stops the run at its last good checkpoint; "skip": the
   # update is dropped and training goes on.
-  nonfinite: str = _setting("stop", _one_of(*NONFINITE_POLICIES))
+  nonfinite: str = setting("stop", one_of(*NONFINITE_POLICIES))
   # With nonfinite="skip": the run stops after this many skipped steps in a row (a run whose every
   # step is skipped is broken, not unlucky).
-  max_consecutive_skips: int = _setting(20, _POSITIVE_COUNT)
+  max_consecutive_skips: int = setting(20, POSITIVE_COUNT)
   model: Model
   data: Data = dataclasses.field(default_factory=Data)
   loss: Loss = dataclasses.field(default_factory=Loss)
@@ -426,7 +454,31 @@ def default_config() -> ml_collections.ConfigDict:
                                                 overrides=_architecture_config()))
   for name, cls in _SECTIONS.items():
     config[name] = _fields_config(cls, {}, unset_defaults=False)
+  config.data = _data_config({}, unset_defaults=False)
   config.evals = ml_collections.ConfigDict()
+  return config
+
+
+def _data_config(given: Mapping[str, Any], unset_defaults: bool) -> ml_collections.ConfigDict:
+  """The data section: every shared key, and the section of every registered source (of the
+  one named, for a mixture's part)."""
+  load_plugins(DATA_PLUGINS, optional=not unset_defaults)
+  kinds = SOURCES.entries() if not unset_defaults else [SOURCES.get(given.get("name"), "name")]
+  own = {kind.name: {field.name for field in dataclasses.fields(kind.keys)}
+         for kind in kinds if kind.keys is not None}
+  for nested in ("source", "sources") if unset_defaults else ():
+    if nested in given:
+      raise ValueError(f"{nested} is not a key of a mixture's source; allowed: the keys of a "
+                       "stream source and the shared data keys.")
+  own_keys = set().union(*own.values()) if unset_defaults else set()
+  config = _fields_config(Data, {key: value for key, value in given.items()
+                                 if key not in own_keys}, unset_defaults)
+  del config["source"]
+  if unset_defaults:
+    del config["sources"]
+  for name, keys in own.items():
+    section = {key: value for key, value in given.items() if key in keys}
+    config[name] = _fields_config(SOURCES.get(name, "name").keys, section, unset_defaults)
   return config
 
 
@@ -437,15 +489,19 @@ def evaluator(**given) -> ml_collections.ConfigDict:
 
 
 def data_source(**given) -> ml_collections.ConfigDict:
-  """One source of a mixture (`config.data.sources.<name>`): its `name`, `weight` and the data
-  keys that differ from the shared ones; every other data key is there, unset."""
-  for nested in ("sources", "synthetic"):
-    if nested in given:
-      raise ValueError(f"{nested} is not a key of a mixture's source; allowed: the keys of a "
-                       "stream source.")
-  config = _fields_config(Data, given, unset_defaults=True)
-  del config["sources"], config["synthetic"]
-  return config
+  """One source of a mixture (`config.data.sources.<part>`): its `name`, `weight`, the keys of its
+  own section and the shared data keys that differ, given flat
+  (`data_source(name="webdataset", files="...", weight=0.3)`); every other key is there, unset."""
+  return _data_config(given, unset_defaults=True)
+
+
+def data_settings(**given) -> Data:
+  """Data settings from flat keys (a source's own beside the shared ones, as `data_source` takes
+  them), checked as `parse` checks them: for code that reads data without a config (benchmarks,
+  tools, tests). `sources`, a mixture's parts, are such records themselves."""
+  sources = given.pop("sources", {})
+  config = _plain(_data_config({"name": SYNTHETIC, **given}, unset_defaults=True))
+  return _data_record(config, "data", True, sources=sources)
 
 
 def load_config_file(path: str, argument: str | None = None) -> ml_collections.ConfigDict:
@@ -574,10 +630,25 @@ def _architecture(model: Mapping[str, Any], loss_name: str) -> Model:
   return Model(name=name, architecture=architecture, plugins=plugins)
 
 
+def load_plugins(modules: tuple[str, ...], *, optional: bool = False) -> None:
+  """Imports the modules that register the built-in kinds (DATA_PLUGINS, EVALUATOR_PLUGINS).
+
+  `optional`: where they do not import (no TensorFlow, as on an accelerator host that only
+  benchmarks), go on without them: a config then has no source sections, and parses only for a
+  program that reads no data (`parse(require_data=False)`), which is all such a host runs.
+  """
+  for module in modules:
+    try:
+      importlib.import_module(module)
+    except ImportError:
+      if not optional:
+        raise
+
+
 def _data(values: Mapping[str, Any] | None, architecture: model_configs.CLIPConfig,
-          require_source: bool = True) -> Data:
+          require_data: bool = True) -> Data:
   """The data section; image_size and context_length follow the model unless set. Without
-  `require_source`, a source may leave what it reads from unset (its files, say)."""
+  `require_data`, the source is not read: its name is taken as it is and its section ignored."""
   given = _given(values)
   model_sizes = dict(image_size=architecture.vision.image_size,
                      context_length=architecture.text.context_length)
@@ -585,58 +656,67 @@ def _data(values: Mapping[str, Any] | None, architecture: model_configs.CLIPConf
     if given.get(key, expected) != expected:
       raise ValueError(f"data.{key}={given[key]} but the model takes {expected}; allowed: "
                        f"{expected} (or leave data.{key} unset to follow the model).")
-  synthetic = _section(Synthetic, given.get("synthetic"), "data.synthetic")
-  if len(set(synthetic.holdout_diagonals)) >= len(synthetic.colours) or any(
-      not 0 <= diagonal < len(synthetic.colours) for diagonal in synthetic.holdout_diagonals):
-    raise ValueError(f"data.synthetic.holdout_diagonals={synthetic.holdout_diagonals!r}; allowed: "
-                     f"fewer than {len(synthetic.colours)} distinct values, each in "
-                     f"0..{len(synthetic.colours) - 1}, so that every colour is seen with some "
-                     "shape.")
-  if synthetic.shape_only_captions + synthetic.colour_only_captions > 1:
-    raise ValueError(f"data.synthetic.shape_only_captions={synthetic.shape_only_captions} and "
-                     f"colour_only_captions={synthetic.colour_only_captions}; allowed: a sum <= 1.")
-  shared = {key: value for key, value in given.items() if key not in ("synthetic", "sources")}
+  if require_data:
+    load_plugins(DATA_PLUGINS)
+  shared = {key: value for key, value in given.items()
+            if key != "sources" and not isinstance(value, Mapping)}
   sources = {}
   for part_name, part in sorted((given.get("sources") or {}).items()):
     key = f"data.sources.{part_name}"
     part = _given(part)
-    for nested in ("sources", "synthetic"):
-      if nested in part:
-        raise ValueError(f"{key}.{nested} is not a setting of a mixture's source; allowed: the "
-                         "keys of a stream source.")
-    merged = _section(Data, {**shared, **part, **model_sizes}, key)
-    if merged.name not in STREAM_SOURCES:
-      raise ValueError(f"{key}.name={merged.name!r}; allowed: {', '.join(STREAM_SOURCES)}.")
-    if require_source:
-      _check_source(merged, key)
+    if "sources" in part:
+      raise ValueError(f"{key}.sources is not a setting of a mixture's source; allowed: the keys "
+                       "of a stream source.")
+    merged = _data_record({**shared, **part, **model_sizes}, key, require_data)
+    if require_data and SOURCES.get(merged.name, f"{key}.name").create_stream is None:
+      streams = [kind.name for kind in SOURCES.entries() if kind.create_stream is not None]
+      raise ValueError(f"{key}.name={merged.name!r}; allowed: {', '.join(streams)}.")
     sources[part_name] = merged
-  data = _section(Data, {**given, **model_sizes}, "data", synthetic=synthetic, sources=sources)
-  if require_source:
-    _check_source(data, "data")
+  data = _data_record({**given, **model_sizes}, "data", require_data, sources=sources)
   if (data.name == "mixture") != bool(sources):
     raise ValueError(f"data.name={data.name!r} with {len(sources)} data.sources; allowed: "
                      "data.name='mixture' with one or more data.sources, or another source "
                      "without them.")
-  if data.tokenizer in ("sentencepiece", "siglip") and not data.tokenizer_model:
-    raise ValueError(f"data.tokenizer_model='': data.tokenizer={data.tokenizer!r} needs the path "
-                     "of a SentencePiece .model file.")
   return data
 
 
-# The key each stream source cannot do without, and what it takes.
-_REQUIRED_SOURCE_KEYS = dict(
-    webdataset=("files", "a brace pattern, a glob or a list of tar files"),
-    tfrecord=("files", "a brace pattern, a glob or a list of TFRecord files"),
-    tfds=("dataset", "a TFDS dataset name"),
-    csv=("file", "the path of a CSV/TSV table"))
-
-
-def _check_source(data: Data, key: str) -> None:
-  if data.name in _REQUIRED_SOURCE_KEYS:
-    required, allowed = _REQUIRED_SOURCE_KEYS[data.name]
-    if not getattr(data, required):
-      raise ValueError(f"{key}.{required} is empty, and data.name={data.name!r} reads from it; "
-                       f"allowed: {allowed}.")
+def _data_record(given: Mapping[str, Any], key: str, require_data: bool, **resolved) -> Data:
+  """A data section (or a mixture's part, under `key`) with its source's own section parsed."""
+  sections = {name: value for name, value in given.items()
+              if isinstance(value, Mapping) and name != "sources"}
+  flat = {name: value for name, value in given.items() if name not in sections}
+  shared = {field.name for field in dataclasses.fields(Data)} - {"source"}
+  for name in sorted(set(flat) - shared):
+    owners = [kind.name for kind in SOURCES.entries()
+              if kind.keys and name in {field.name for field in dataclasses.fields(kind.keys)}]
+    raise ValueError(f"{key}.{name}={flat[name]!r} is not a setting"
+                     + (f" shared by the sources; allowed: {key}.{owners[0]}.{name}, in the "
+                        f"section of the source that reads it." if owners else
+                        f"; allowed: {', '.join(sorted(shared))}, and a source's own section."))
+  if not require_data:  # Names unchecked: their registries may not be loaded.
+    return _section(Data, flat, key, name=flat.get("name", SYNTHETIC), tokenizer=flat.get(
+        "tokenizer", _field(Data, "tokenizer").default), **resolved)
+  data = _section(Data, flat, key, **resolved)
+  kind = SOURCES.get(data.name, f"{key}.name")
+  for name, values in sections.items():
+    # A config has every source's section at its defaults; another source's keys set are a
+    # mistake (a key under the wrong source, or data.name forgotten).
+    other = SOURCES.get(name, f"{key}.{name}") if name != data.name else None
+    changed = sorted(
+        field.name for field in dataclasses.fields(other.keys or type(None))
+        if _given(values).get(field.name, _default(field)) != _default(field)) if other else []
+    if changed:
+      raise ValueError(f"{key}.{name}.{changed[0]} is set but {key}.name={data.name!r}; allowed: "
+                       f"data.name={name!r}, or the keys of data.{data.name}'s own section.")
+  source = None
+  if kind.keys is not None:
+    source = _section(kind.keys, sections.get(data.name), f"{key}.{data.name}")
+    kind.check(source, f"{key}.{data.name}")
+  tokenizer = TOKENIZERS.get(data.tokenizer, f"{key}.tokenizer")
+  if tokenizer.needs_model and not data.tokenizer_model:
+    raise ValueError(f"{key}.tokenizer_model='': {key}.tokenizer={data.tokenizer!r} needs the "
+                     "path of a SentencePiece .model file.")
+  return dataclasses.replace(data, source=source)
 
 
 def _evaluator(name: str, values: Mapping[str, Any] | None) -> Evaluator:
@@ -644,25 +724,21 @@ def _evaluator(name: str, values: Mapping[str, Any] | None) -> Evaluator:
   if not isinstance(values, Mapping):
     raise ValueError(f"{key}={values!r}; allowed: a dict of evaluator settings.")
   given = _given(values)
-  evaluator_type = given.get("type", _field(Evaluator, "type").default)
-  dataset = given.get("dataset", SYNTHETIC)
   for common in ("type", "dataset"):
     if common in given:
       _check_value(f"{key}.{common}", _field(Evaluator, common), given[common])
-  on_synthetic = dataset == SYNTHETIC
-  if (evaluator_type, on_synthetic) not in EVALUATOR_KEYS:
-    raise ValueError(f"{key}.dataset={dataset!r} with type={evaluator_type!r}; allowed: a TFDS "
-                     "image-label dataset.")
-  splits, optional = EVALUATOR_KEYS[evaluator_type, on_synthetic]
+  splits, optional = evaluator_keys(given, key)
   allowed = (*EVALUATOR_COMMON_KEYS, *splits, *optional)
   unknown = sorted(set(given) - set(allowed))
   if unknown:
+    evaluator_type = given.get("type", _field(Evaluator, "type").default)
     raise ValueError(f"{key}.{unknown[0]}={given[unknown[0]]!r} is not a key of a "
-                     f"{evaluator_type} evaluator on {dataset!r}; allowed: {', '.join(allowed)}.")
+                     f"{evaluator_type} evaluator on {given.get('dataset', SYNTHETIC)!r}; "
+                     f"allowed: {', '.join(allowed)}.")
   for split in splits:
     if not given.get(split):
-      raise ValueError(f"{key}.{split} is missing; allowed: a split of {dataset!r} (slicing "
-                       "works: 'train[:90%]').")
+      raise ValueError(f"{key}.{split} is missing; allowed: a split of {given['dataset']!r} "
+                       "(slicing works: 'train[:90%]').")
   return _section(Evaluator, given, key)
 
 
@@ -671,7 +747,7 @@ def parse(config: ml_collections.ConfigDict | Mapping[str, Any], *,
   """The run a config describes, every value checked; a bad one raises a ValueError naming it.
 
   `require_data=False` is for programs that read no data (clip_jax.plan needs the batch's
-  shapes only): the data source may leave what it reads from unset (`data.files`, say).
+  shapes only): the data source may leave what it reads from unset (`data.webdataset.files`, say).
   """
   values = _given(_plain(config))
   allowed = [field.name for field in dataclasses.fields(Run)]
@@ -687,6 +763,8 @@ def parse(config: ml_collections.ConfigDict | Mapping[str, Any], *,
   model = _architecture(values.get("model") or {}, loss.name)
   sections = {name: _section(cls, values.get(name), name) for name, cls in _SECTIONS.items()
               if name not in ("data", "loss")}
+  if values.get("evals"):
+    load_plugins(EVALUATOR_PLUGINS)
   evals = {name: _evaluator(name, evaluator_values)
            for name, evaluator_values in (values.get("evals") or {}).items()}
   top_level = {key: value for key, value in values.items()
@@ -790,6 +868,10 @@ def to_config(run: Run) -> ml_collections.ConfigDict:
                          overrides=model_configs.config_to_dict(run.model.architecture))
   for name in _SECTIONS:
     values[name] = dataclasses.asdict(values[name])
+  # Every source's section, as in default_config: a change of source shows as the keys changed.
+  values["data"] = {kind.name: dataclasses.asdict(kind.keys()) for kind in SOURCES.entries()
+                    if kind.keys is not None}
+  values["data"].update(_data_values(run.data))
   values["data"]["sources"] = {name: _source_values(part, run.data)
                                for name, part in run.data.sources.items()}
   values["evals"] = {name: _evaluator_values(evaluator_settings)
@@ -799,15 +881,22 @@ def to_config(run: Run) -> ml_collections.ConfigDict:
 
 def _evaluator_values(evaluator_settings: Evaluator) -> dict[str, Any]:
   """The keys an evaluator of its type and dataset takes."""
-  splits, optional = EVALUATOR_KEYS[evaluator_settings.type,
-                                    evaluator_settings.dataset == SYNTHETIC]
+  splits, optional = evaluator_keys(evaluator_settings)
   return {key: getattr(evaluator_settings, key)
           for key in (*EVALUATOR_COMMON_KEYS, *splits, *optional)}
 
 
+def _data_values(data: Data) -> dict[str, Any]:
+  """A data section as a config has it: the shared keys, and the source's under its name."""
+  values = {field.name: getattr(data, field.name) for field in dataclasses.fields(Data)
+            if field.name not in ("source", "sources")}
+  if data.source is not None:
+    values[data.name] = dataclasses.asdict(data.source)
+  return values
+
+
 def _source_values(part: Data, shared: Data) -> dict[str, Any]:
-  """A mixture part's keys that differ from the shared data section's (and its name)."""
-  values = {field.name: getattr(part, field.name) for field in dataclasses.fields(Data)
-            if field.name not in ("sources", "synthetic")}
+  """A mixture part's section, and its shared keys that differ from the data section's."""
+  values = _data_values(part)
   return {key: value for key, value in values.items()
-          if key == "name" or value != getattr(shared, key)}
+          if key in ("name", part.name) or value != getattr(shared, key)}

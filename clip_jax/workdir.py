@@ -36,7 +36,7 @@ _REMOTE_SETTLE_SECONDS = 2.0  # a bucket: how long a new lock stands before it i
 # two, and is refused.
 RESUMABLE = ("total_steps", "log_every_steps", "nonfinite", "max_consecutive_skips",
              "accumulation_steps", "evals",
-             "checkpoint", "mesh", "distributed", "data.max_member_bytes",
+             "checkpoint", "mesh", "distributed", "data.webdataset.max_member_bytes",
              "data.max_image_pixels")
 
 

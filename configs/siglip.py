@@ -3,8 +3,8 @@ text tower read at its last token, with the temperature (log 10) and bias (-10) 
 from. Its argument chooses the scale:
 
   --config=configs/siglip.py        SigLIP B/16 at 224 px (ViT-B-16-SigLIP) on WebDataset shards
-                                    (--config.data.files=...), batch 32,768, bfloat16; captions
-                                    in SigLIP's SentencePiece model, 64 tokens
+                                    (--config.data.webdataset.files=...), batch 32,768,
+                                    bfloat16; captions in SigLIP's SentencePiece model, 64 tokens
                                     (--config.data.tokenizer_model=.../spiece.model)
   --config=configs/siglip.py:tiny   tiny-siglip on the built-in synthetic shapes: minutes on a
                                     laptop CPU, ending with zero-shot accuracies, as the

@@ -20,7 +20,7 @@ _JPEG_DCT = "INTEGER_ACCURATE"
 _CROP_ATTEMPTS = 10
 # Above it an image is refused from its header, before decoding (a PNG of zeros under 1 MiB can
 # declare 16384 x 16384 pixels: 0.8 GB decoded); `data.max_image_pixels` sets it for training.
-MAX_IMAGE_PIXELS = settings.Data().max_image_pixels
+MAX_IMAGE_PIXELS = settings.MAX_IMAGE_PIXELS
 
 
 def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:

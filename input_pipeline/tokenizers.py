@@ -311,16 +311,21 @@ class SigLIPTokenizer:
     return self.tf_tokenize(tf.constant(list(texts), tf.string, shape=[len(texts)])).numpy()
 
 
-# name (settings.TOKENIZERS) -> constructor taking the data settings.
-TOKENIZERS = {
-    "clip_bpe": lambda data: ClipBpeTokenizer(data.context_length),
-    "sentencepiece": lambda data: SentencePieceTokenizer(data.tokenizer_model,
-                                                         data.context_length),
-    "siglip": lambda data: SigLIPTokenizer(data.tokenizer_model, data.context_length),
-    "words": lambda data: WordTokenizer(synthetic.vocabulary(), data.context_length),
-}
+for _kind in (
+    settings.TokenizerKind(name="clip_bpe",
+                           make=lambda data: ClipBpeTokenizer(data.context_length)),
+    settings.TokenizerKind(
+        name="sentencepiece", needs_model=True,
+        make=lambda data: SentencePieceTokenizer(data.tokenizer_model, data.context_length)),
+    settings.TokenizerKind(
+        name="siglip", needs_model=True,
+        make=lambda data: SigLIPTokenizer(data.tokenizer_model, data.context_length)),
+    settings.TokenizerKind(
+        name="words", make=lambda data: WordTokenizer(synthetic.vocabulary(), data.context_length)),
+):
+  settings.TOKENIZERS.register(_kind)
 
 
 def create_tokenizer(data: settings.Data) -> Tokenizer:
   """The tokenizer named by data.tokenizer, for data.context_length (and data.tokenizer_model)."""
-  return TOKENIZERS[data.tokenizer](data)
+  return settings.TOKENIZERS.get(data.tokenizer, "data.tokenizer").make(data)

@@ -97,7 +97,7 @@ def shard_path(output_dir: str, shard: int, output_format: str = "webdataset") -
 
 
 def shard_pattern(output_dir: str, num_shards: int, output_format: str = "webdataset") -> str:
-  """The brace pattern naming shards 0..num_shards - 1, for `data.files`."""
+  """The brace pattern naming shards 0..num_shards - 1, for `data.<format>.files`."""
   if num_shards < 1:
     raise ValueError(f"num_shards={num_shards}: need at least one shard.")
   if num_shards == 1:
@@ -398,7 +398,7 @@ def main(argv):
   pattern = shard_pattern(_OUTPUT_DIR.value, len(result.paths), _FORMAT.value)
   print(f"Wrote {result.num_samples} samples in {len(result.paths)} shard(s) to "
         f"{_OUTPUT_DIR.value}.\nTrain on them with: --config.data.name={_FORMAT.value} "
-        f"--config.data.files='{pattern}'")
+        f"--config.data.{_FORMAT.value}.files='{pattern}'")
 
 
 if __name__ == "__main__":

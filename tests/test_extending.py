@@ -1,8 +1,10 @@
-"""A kind of image tower (tests/plugin_tower.py) and a loss (tests/plugin_loss.py) defined outside
-the package, registered as plug-ins, without an edit inside clip_jax: a run with the tower trains
-(FLIP's patch dropping included), its workdir loads in another process that only has the config
-to go by, and its step plans; a run with the loss trains with it."""
+"""A kind of image tower (tests/plugin_tower.py), a loss (tests/plugin_loss.py) and a data source
+(tests/plugin_source.py) defined outside the package, registered as plug-ins, without an edit
+inside clip_jax: a run with the tower trains (FLIP's patch dropping included), its workdir loads
+in another process that only has the config to go by, and its step plans; a run with the loss
+trains with it; a run reads the source's every record and trains on it."""
 
+import json
 import os
 
 import jax
@@ -18,6 +20,9 @@ from clip_jax import losses
 from clip_jax import plan
 from clip_jax import settings
 from clip_jax import train
+import input_pipeline
+from input_pipeline import tokenizers
+from input_pipeline import write_shards
 
 VISION = dict(kind="mean_patch", image_size=32, patch_size=8, width=24)
 
@@ -87,16 +92,45 @@ def test_a_plugin_loss_is_what_the_run_trains_with(tmp_path):
     settings.parse(config)
 
 
+def test_a_plugin_source_is_what_the_run_trains_on(tmp_path):
+  lines, captions = [], []
+  for index, sample in enumerate(write_shards.read_synthetic(16, image_size=24)):
+    (tmp_path / f"{index}.jpg").write_bytes(sample.image)
+    lines.append(json.dumps({"picture": f"{index}.jpg", "text": sample.caption}))
+    captions.append(sample.caption)
+  (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+  config = tiny_runs.tiny_config()
+  config.model.plugins = ("plugin_source",)
+  config.evals = ml_collections.ConfigDict()  # the synthetic evaluator needs the synthetic data
+  config.data.name = "jsonl"
+  config.data.jsonl = ml_collections.ConfigDict(dict(
+      file=str(tmp_path / "pairs.jsonl"), image_key="picture", caption_key="text"))
+  run = settings.parse(config)
+  import plugin_source  # pylint: disable=g-import-not-at-top
+  assert run.data.source == plugin_source.JsonLines(
+      file=str(tmp_path / "pairs.jsonl"), image_key="picture", caption_key="text")
+  # An epoch is every line once, whatever the shuffle.
+  batch = next(input_pipeline.create_dataset(run.data, global_batch_size=16))
+  expected = tokenizers.create_tokenizer(run.data).tokenize(captions)
+  assert sorted(map(bytes, batch["text"])) == sorted(map(bytes, expected))
+  final = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert np.isfinite(final["loss"])
+  config.data.jsonl.file = ""
+  with pytest.raises(ValueError, match=r"data\.jsonl\.file is empty, and the jsonl source reads "
+                                       r"from it; allowed: the path of a JSON Lines file\."):
+    settings.parse(config)
+
+
 def test_an_unknown_loss_is_named_with_the_registered_ones():
   with pytest.raises(ValueError, match=r"loss\.name='triplet'; allowed: 'softmax', 'sigmoid'"):
     settings.parse(plugin_config(**{"loss.name": "triplet"}))
 
 
 def test_a_kind_is_registered_once_and_an_unknown_one_is_named():
-  with pytest.raises(ValueError, match="kind 'mean_patch' or record MeanPatchConfig is registered"):
+  with pytest.raises(ValueError, match="An image tower of record MeanPatchConfig is registered"):
     plugin_tower.towers.register(plugin_tower.TOWER)
   with pytest.raises(ValueError, match=r"model\.overrides\.vision\.kind='mean_pool' is not a "
-                                       r"registered image tower; allowed: modified_resnet, vit, "
-                                       r"siglip_vit, mean_patch \(or a plug-in's, named in "
-                                       r"model\.plugins\)\."):
+                                       r"registered image tower; allowed: 'modified_resnet', "
+                                       r"'vit', 'siglip_vit', 'mean_patch' \(or a plug-in's, "
+                                       r"named in model\.plugins\)\."):
     settings.parse(plugin_config(**{"model.overrides.vision.kind": "mean_pool"}))

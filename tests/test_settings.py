@@ -36,6 +36,11 @@ def load_with_flags(config_file: str, *arguments: str) -> settings.Run:
 
 # A non-default value for every key that docs/training.md and docs/data.md list for these
 # sections, with where it lands in the parsed run. A ResNet model for its own keys below.
+def source_key(name: str):
+  """Reads a key of the run's source section (None if its source has no such key)."""
+  return lambda run: getattr(run.data.source, name, None)
+
+
 COMMAND_LINE = {
     "model.name": ("tiny-rn", lambda run: run.model.name),
     "model.overrides.embed_dim": ("24", lambda run: run.model.architecture.embed_dim),
@@ -87,29 +92,30 @@ COMMAND_LINE = {
     "data.crop_scale": ("(0.5,1.0)", lambda run: run.data.crop_scale),
     "data.exact_resize": ("True", lambda run: run.data.exact_resize),
     "data.cycle_length": ("4", lambda run: run.data.cycle_length),
-    "data.max_member_bytes": ("1024", lambda run: run.data.max_member_bytes),
     "data.max_image_pixels": ("4096", lambda run: run.data.max_image_pixels),
     "data.shuffle_window": ("64", lambda run: run.data.shuffle_window),
-    "data.files": ("/d/{00000..00009}.tar", lambda run: run.data.files),
-    "data.image_extensions": ("('png',)", lambda run: run.data.image_extensions),
-    "data.caption_extension": ("json", lambda run: run.data.caption_extension),
-    "data.image_feature": ("jpeg", lambda run: run.data.image_feature),
-    "data.caption_feature": ("caption", lambda run: run.data.caption_feature),
-    "data.dataset": ("laion400m", lambda run: run.data.dataset),
-    "data.split": ("train[:90%]", lambda run: run.data.split),
-    "data.data_dir": ("/tfds", lambda run: run.data.data_dir),
-    "data.mock_examples": ("16", lambda run: run.data.mock_examples),
-    "data.file": ("/d/train.tsv", lambda run: run.data.file),
-    "data.separator": (",", lambda run: run.data.separator),
-    "data.image_column": ("path", lambda run: run.data.image_column),
-    "data.caption_column": ("caption", lambda run: run.data.caption_column),
-    "data.synthetic.shapes": ("('star','ring','heart')", lambda run: run.data.synthetic.shapes),
-    "data.synthetic.colours": ("('red','blue','orange')", lambda run: run.data.synthetic.colours),
-    "data.synthetic.holdout_diagonals": ("(1,)", lambda run: run.data.synthetic.holdout_diagonals),
-    "data.synthetic.shape_only_captions": ("0.2",
-                                           lambda run: run.data.synthetic.shape_only_captions),
-    "data.synthetic.colour_only_captions": ("0.3",
-                                            lambda run: run.data.synthetic.colour_only_captions),
+    "data.webdataset.files": ("/d/{00000..00009}.tar", source_key("files")),
+    "data.webdataset.image_extensions": ("('png',)", source_key("image_extensions")),
+    "data.webdataset.caption_extension": ("json", source_key("caption_extension")),
+    "data.webdataset.max_member_bytes": ("1024", source_key("max_member_bytes")),
+    "data.tfrecord.files": ("/d/{00000..00009}.tfrecord", source_key("files")),
+    "data.tfrecord.image_feature": ("png", source_key("image_feature")),
+    "data.tfrecord.caption_feature": ("caption", source_key("caption_feature")),
+    "data.tfds.image_feature": ("jpeg", source_key("image_feature")),
+    "data.tfds.caption_feature": ("caption", source_key("caption_feature")),
+    "data.tfds.dataset": ("laion400m", source_key("dataset")),
+    "data.tfds.split": ("train[:90%]", source_key("split")),
+    "data.tfds.data_dir": ("/tfds", source_key("data_dir")),
+    "data.tfds.mock_examples": ("16", source_key("mock_examples")),
+    "data.csv.file": ("/d/train.tsv", source_key("file")),
+    "data.csv.separator": (",", source_key("separator")),
+    "data.csv.image_column": ("path", source_key("image_column")),
+    "data.csv.caption_column": ("caption", source_key("caption_column")),
+    "data.synthetic.shapes": ("('star','ring','heart')", source_key("shapes")),
+    "data.synthetic.colours": ("('red','blue','orange')", source_key("colours")),
+    "data.synthetic.holdout_diagonals": ("(1,)", source_key("holdout_diagonals")),
+    "data.synthetic.shape_only_captions": ("0.2", source_key("shape_only_captions")),
+    "data.synthetic.colour_only_captions": ("0.3", source_key("colour_only_captions")),
     "loss.name": ("sigmoid", lambda run: run.loss.name),
     "loss.blockwise": ("True", lambda run: run.loss.blockwise),
     "loss.tile_size": ("64", lambda run: run.loss.tile_size),
@@ -160,8 +166,23 @@ COMPANIONS = {
     "model.overrides.text.width": ["--config.model.overrides.text.head_width=32"],
     "mesh.fsdp": ["--config.mesh.data=1"],
     "data.tokenizer_model": ["--config.data.tokenizer=sentencepiece"],
-    "data.name": ["--config.data.files=/d/{00000..00009}.tar"],
+    "data.name": ["--config.data.webdataset.files=/d/{00000..00009}.tar"],
 }
+# A source's keys count with data.name set to it, and what it reads from named.
+SOURCE_COMPANIONS = {
+    "webdataset": ["--config.data.webdataset.files=/d/{00000..00009}.tar"],
+    "tfrecord": ["--config.data.tfrecord.files=/d/{00000..00009}.tfrecord"],
+    "tfds": ["--config.data.tfds.dataset=laion400m"],
+    "csv": ["--config.data.csv.file=/d/train.tsv"],
+    "synthetic": [],
+}
+
+
+def companions(key: str) -> list[str]:
+  source = key.split(".")[1] if key.startswith("data.") and key.count(".") == 2 else None
+  if source not in SOURCE_COMPANIONS:
+    return COMPANIONS.get(key, [])
+  return [f"--config.data.name={source}", *SOURCE_COMPANIONS[source]]
 BASE_FLAGS = ["--config.model.name=tiny-vit", "--config.total_steps=100",
               "--config.optim.warmup_steps=1"]
 
@@ -177,7 +198,7 @@ def expected_value(text: str):
 def test_every_documented_key_is_set_from_the_command_line(key):
   value, read = COMMAND_LINE[key]
   config_file = os.path.join(CONFIGS, "clip_training.py")
-  arguments = [*BASE_FLAGS, *COMPANIONS.get(key, []), f"--config.{key}={value}"]
+  arguments = [*BASE_FLAGS, *companions(key), f"--config.{key}={value}"]
   run = load_with_flags(config_file, *arguments)
   assert read(run) == expected_value(value), key
   assert read(load_with_flags(config_file, *BASE_FLAGS)) != expected_value(value), key
@@ -225,16 +246,18 @@ def test_evaluator_and_mixture_keys_are_set_from_the_command_line():
                         "--config.evals.cifar10.templates=simple")
   assert (run.evals["cifar10"].mock_examples, run.evals["cifar10"].batch_size) == (8, 64)
   assert run.evals["cifar10"].templates == "simple" and run.evals["cifar10"].split == "test"
-  with pytest.raises(ValueError, match=r"data\.sources\.cc12m\.files is empty"):
+  with pytest.raises(ValueError, match=r"data\.sources\.cc12m\.webdataset\.files is empty"):
     load_with_flags(os.path.join(CONFIGS, "mixture.py") + ":tiny")
   run = load_with_flags(os.path.join(CONFIGS, "mixture.py") + ":tiny",
-                        "--config.data.sources.laion.files=/a/{0..3}.tar",
-                        "--config.data.sources.cc12m.files=/b/{0..1}.tar",
-                        "--config.data.sources.cc12m.caption_extension=json",
+                        "--config.data.sources.laion.webdataset.files=/a/{0..3}.tar",
+                        "--config.data.sources.cc12m.webdataset.files=/b/{0..1}.tar",
+                        "--config.data.sources.cc12m.webdataset.caption_extension=json",
                         "--config.data.shuffle_window=64")
   laion, cc12m = run.data.sources["laion"], run.data.sources["cc12m"]
-  assert (laion.files, laion.weight, laion.caption_extension) == ("/a/{0..3}.tar", 4.0, "txt")
-  assert (cc12m.files, cc12m.weight, cc12m.caption_extension) == ("/b/{0..1}.tar", 1.0, "json")
+  assert (laion.source.files, laion.weight, laion.source.caption_extension) == (
+      "/a/{0..3}.tar", 4.0, "txt")
+  assert (cc12m.source.files, cc12m.weight, cc12m.source.caption_extension) == (
+      "/b/{0..1}.tar", 1.0, "json")
   assert laion.shuffle_window == cc12m.shuffle_window == 64  # shared keys reach every source
   assert laion.image_size == 64  # and the model's size
 
@@ -255,9 +278,9 @@ def fill_required_data_keys(config):
   """What the docs say to give on the command line: where the data is."""
   required = dict(webdataset="files", tfrecord="files", csv="file")
   if config.data.name in required:
-    config.data[required[config.data.name]] = "/data/train"
+    config.data[config.data.name][required[config.data.name]] = "/data/train"
   for source in config.data.sources.values():
-    source.files = "/data/{00000..00009}.tar"
+    source.webdataset.files = "/data/{00000..00009}.tar"
   if config.data.tokenizer in ("sentencepiece", "siglip"):
     config.data.tokenizer_model = "/data/spiece.model"
 
@@ -338,10 +361,15 @@ def test_every_shipped_config_parses_has_every_key_and_restates_no_default(name,
      r"shape_only_captions=0\.6 and colour_only_captions=0\.6; allowed: a sum <= 1\."),
     ({"data.tokenizer": "sentencepiece"}, r"data\.tokenizer_model='': .*SentencePiece"),
     ({"data.name": "mixture"}, r"data\.name='mixture' with 0 data\.sources"),
-    ({"data.name": "webdataset"}, r"data\.files is empty, and data\.name='webdataset' reads from "
-                                  r"it; allowed: a brace pattern"),
-    ({"data.name": "csv"}, r"data\.file is empty, and data\.name='csv' reads from it"),
-    ({"data.name": "tfds"}, r"data\.dataset is empty, and data\.name='tfds'"),
+    ({"data.name": "webdataset"}, r"data\.webdataset\.files is empty, and the webdataset source "
+                                  r"reads from it; allowed: a brace pattern"),
+    ({"data.name": "csv"}, r"data\.csv\.file is empty, and the csv source reads from it"),
+    ({"data.name": "tfds"}, r"data\.tfds\.dataset is empty, and the tfds source"),
+    ({"data.files": "/d/0.tar"}, r"data\.files='/d/0\.tar' is not a setting shared by the "
+                                 r"sources; allowed: data\.webdataset\.files, in the section"),
+    ({"data.name": "tfds", "data.tfds.dataset": "coco_captions", "data.csv.file": "/t.tsv"},
+     r"data\.csv\.file is set but data\.name='tfds'; allowed: data\.name='csv', or the keys of "
+     r"data\.tfds's own section"),
     ({"data.synthetic.holdout_diagonals": (-1,)},
      r"data\.synthetic\.holdout_diagonals=\(-1,\); allowed: fewer than 6 distinct values, each "
      r"in 0\.\.5"),
@@ -368,7 +396,8 @@ def test_a_run_that_reads_no_data_may_leave_its_source_unset():
     with pytest.raises(ValueError, match=r"files is empty"):
       settings.parse(config)
     run = settings.parse(config, require_data=False)
-    assert run.data.files == "" and run.data.image_size == run.model.architecture.vision.image_size
+    assert run.data.source is None  # not read
+    assert run.data.image_size == run.model.architecture.vision.image_size
 
 
 def test_unknown_keys_are_named_with_the_allowed_ones():
@@ -450,11 +479,18 @@ def test_the_sigmoid_loss_sets_siglip_scale_and_bias_unless_the_model_does():
   assert settings.parse(config).model.architecture.init_logit_bias == -5.0
 
 
-def test_the_name_lists_match_the_registries():
-  """settings imports no TensorFlow, so it names the sources and evaluator types itself; the
-  modules that implement them keep the same names. (Losses register in clip_jax.losses, which
-  settings reads.)"""
-  assert set(settings.EVALUATOR_TYPES) == set(evaluators._RUNNERS)  # pylint: disable=protected-access
+def test_every_name_is_registered_once_where_it_is_implemented():
+  """Settings check names against the registries that the implementing modules fill as they are
+  imported: nothing lists them a second time."""
+  settings.default_config()  # imports the built-in data sources, tokenizers and evaluators
+  # (A plug-in registered by another test in this process comes after them.)
+  assert settings.SOURCES.names()[:6] == ["synthetic", "webdataset", "tfrecord", "tfds", "csv",
+                                          "mixture"]
+  assert settings.TOKENIZERS.names()[:4] == ["clip_bpe", "sentencepiece", "siglip", "words"]
+  assert settings.EVALUATORS.names()[:3] == ["zero_shot", "retrieval", "linear_probe"]
+  assert settings.EVALUATORS.get("retrieval", "type").run is evaluators._run_retrieval  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="A data source named 'csv' is registered already"):
+    settings.SOURCES.register(settings.SourceKind(name="csv"))
   assert settings.DEFAULT_MODEL in model_configs.MODELS
 
 
@@ -475,9 +511,10 @@ def test_the_command_line_test_covers_every_key_of_these_sections():
                                ("optim", settings.Optim), ("flip", settings.Flip),
                                ("finetune", settings.Finetune), ("mesh", settings.Mesh),
                                ("checkpoint", settings.Checkpoint))
-          for field in dataclasses.fields(cls) if field.name not in ("synthetic", "sources",
+          for field in dataclasses.fields(cls) if field.name not in ("source", "sources",
                                                                        "weight")}
-  keys |= {f"data.synthetic.{field.name}" for field in dataclasses.fields(settings.Synthetic)}
+  keys |= {f"data.{kind.name}.{field.name}" for kind in settings.SOURCES.entries() if kind.keys
+           for field in dataclasses.fields(kind.keys)}
   overrides = settings.default_config().model.overrides
   keys |= {f"model.overrides.{key}" for key in overrides.keys()
            if key not in model_configs.RECORDS}

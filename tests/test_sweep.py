@@ -49,7 +49,7 @@ def test_expansion_builds_one_training_config_per_combination():
   assert training.optim.warmup_steps == 2
   assert training.model.architecture.vision.width == 32
   assert training.model.architecture.vision.image_size == 24  # The base's, kept.
-  assert training.data.synthetic.colours == ("red", "green", "blue", "orange")
+  assert training.data.source.colours == ("red", "green", "blue", "orange")
   assert training.data.seed == 0 and training.data.name == "synthetic"  # The base's, kept.
 
 

@@ -155,9 +155,12 @@ def test_training_on_webdataset_shards_resumes_exactly_and_counts_bad_samples(
 @pytest.mark.parametrize("scale", ["tiny", None])
 def test_real_data_configs_tokenize_with_clip_bpe(name, scale):
   config = config_files.load(name, scale)
-  config.data.update(dict(files="/data/{0..9}.tar", file="/data/train.tsv"))
+  where = dict(webdataset=("files", "/data/{0..9}.tar"), tfrecord=("files", "/data/*.tfrecord"),
+               csv=("file", "/data/train.tsv"))
+  if name in where:
+    config.data[name][where[name][0]] = where[name][1]
   for source in config.data.sources.values():
-    source.files = "/data/{0..9}.tar"
+    source.webdataset.files = "/data/{0..9}.tar"
   run = settings.parse(config)
   assert run.data.tokenizer == "clip_bpe" and run.data.name == name
   assert run.model.architecture.text.vocab_size == 49_408  # CLIP's BPE vocabulary

@@ -105,8 +105,9 @@ def copy_of(workdir, tmp_path):
 @pytest.mark.parametrize("change, named", [
     ({"model.overrides.embed_dim": 32}, "model.overrides.embed_dim: 16 -> 32"),
     ({"seed": 7}, "seed: 0 -> 7"),
-    ({"data.name": "webdataset", "data.files": "/data/{00000..00009}.tar"},
-     "data.files: '' -> '/data/{00000..00009}.tar'; data.name: 'synthetic' -> 'webdataset'"),
+    ({"data.name": "webdataset", "data.webdataset.files": "/data/{00000..00009}.tar"},
+     "data.name: 'synthetic' -> 'webdataset'; data.webdataset.files: '' -> "
+     "'/data/{00000..00009}.tar'"),
 ])
 def test_a_resume_with_other_settings_is_refused_naming_each_change(four_steps, tmp_path, change,
                                                                     named):

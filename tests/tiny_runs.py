@@ -94,7 +94,7 @@ def webdataset_config(files):
   config.global_batch_size = 8
   config.log_every_steps = 1
   config.checkpoint.every_steps = 2
-  config.data.files = files
+  config.data.webdataset.files = files
   config.data.image_size = 32
   config.data.shuffle_window = 8
   config.model.overrides.vision = ml_collections.ConfigDict(dict(

@@ -10,9 +10,10 @@ named "<name>/<metric>":
       validation_split="train[45000:]", test_split="test")
 
 `dataset` is a TFDS dataset, or "synthetic" (new images of the built-in shapes, with the training
-data's world and words). The keys, their defaults and which ones each type takes are in
-`clip_jax.settings` (`Evaluator`, `EVALUATOR_KEYS`); `batch_size` is how many images or texts are
-encoded at once, sharded over every device.
+data's world and words). The keys and their defaults are in `clip_jax.settings` (`Evaluator`);
+each type registers below which of them it takes (`settings.EVALUATORS`), and a plug-in may
+register its own. `batch_size` is how many images or texts are encoded at once, sharded over every
+device.
 
 Zero-shot class names and templates (`classnames`, `templates`): by default the dataset's curated
 ones if `prompts.DATASET_PROMPTS` has them, else its TFDS label names with the 80 ImageNet
@@ -21,7 +22,7 @@ templates; either can be set to a name of `prompts.CLASSNAME_SETS` / `prompts.TE
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -62,7 +63,7 @@ def _check_tfds(name: str, evaluator: settings.Evaluator) -> None:
     raise ValueError(f"{key}.dataset={dataset!r} is neither a TFDS dataset nor one in data_dir "
                      f"{evaluator.data_dir!r}; allowed: {settings.SYNTHETIC!r} or a TFDS "
                      "dataset name.") from None
-  split_keys, keys = settings.EVALUATOR_KEYS[evaluator.type, False]
+  split_keys, keys = settings.evaluator_keys(evaluator, key)
   for split_key in () if evaluator.mock_examples else split_keys:  # mock data has no splits
     split = getattr(evaluator, split_key)
     try:
@@ -103,8 +104,8 @@ def run_evaluators(evals: Evaluators, encode_image: Encoder, encode_text: Encode
   results = {}
   for name in due(evals, step, total_steps):
     evaluator = evals[name]
-    results.update(_RUNNERS[evaluator.type](name, evaluator, encode_image, encode_text, data,
-                                            view))
+    run = settings.EVALUATORS.get(evaluator.type, f"evals.{name}.type").run
+    results.update(run(name, evaluator, encode_image, encode_text, data, view))
   return results
 
 
@@ -194,5 +195,13 @@ def _run_linear_probe(name, evaluator, encode_image, encode_text, data, view):
       features_and_labels(evaluator.test_split), num_classes))
 
 
-_RUNNERS: dict[str, Callable[..., dict[str, float]]] = {
-    "zero_shot": _run_zero_shot, "retrieval": _run_retrieval, "linear_probe": _run_linear_probe}
+_TFDS_KEYS = ("data_dir", "mock_examples", "image_feature")
+settings.EVALUATORS.register(settings.EvaluatorKind(
+    name="zero_shot", run=_run_zero_shot, on_synthetic=((), ("num_images",)),
+    on_tfds=(("split",), (*_TFDS_KEYS, "label_feature", "classnames", "templates"))))
+settings.EVALUATORS.register(settings.EvaluatorKind(
+    name="retrieval", run=_run_retrieval, on_synthetic=((), ("num_images",)),
+    on_tfds=(("split",), (*_TFDS_KEYS, "caption_feature"))))
+settings.EVALUATORS.register(settings.EvaluatorKind(
+    name="linear_probe", run=_run_linear_probe, on_synthetic=None,
+    on_tfds=(("train_split", "validation_split", "test_split"), (*_TFDS_KEYS, "label_feature"))))

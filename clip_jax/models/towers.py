@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import flax.linen as nn
 
+from clip_jax import registry
 from clip_jax.models import costs
 
 
@@ -69,37 +70,32 @@ class ImageTower:
   position_interpolation: str = "open_clip"
 
 
-_TOWERS: dict[str, ImageTower] = {}
+_TOWERS: registry.Registry[ImageTower] = registry.Registry("image tower", name_field="kind")
 
 
 def register(tower: ImageTower) -> ImageTower:
-  """Adds a kind; a kind or config record registered twice is an error, not a replacement."""
-  if tower.kind in _TOWERS or any(known.config is tower.config for known in _TOWERS.values()):
-    raise ValueError(f"An image tower of kind {tower.kind!r} or record "
-                     f"{tower.config.__name__} is registered already.")
-  _TOWERS[tower.kind] = tower
-  return tower
+  """Adds a kind; a config record registered twice is an error too."""
+  if any(known.config is tower.config for known in _TOWERS.entries()):
+    raise ValueError(f"An image tower of record {tower.config.__name__} is registered already.")
+  return _TOWERS.register(tower)
 
 
 def kinds() -> list[str]:
-  return list(_TOWERS)
+  return _TOWERS.names()
 
 
 def of_kind(kind: str, key: str = "vision.kind") -> ImageTower:
   """The registration of a kind; `key` names the setting in an error."""
-  if kind not in _TOWERS:
-    raise ValueError(f"{key}={kind!r} is not a registered image tower; allowed: "
-                     f"{', '.join(_TOWERS)} (or a plug-in's, named in model.plugins).")
-  return _TOWERS[kind]
+  return _TOWERS.get(kind, key)
 
 
 def of(config: Any) -> ImageTower:
   """The registration of an image tower's config record."""
-  for tower in _TOWERS.values():
+  for tower in _TOWERS.entries():
     if isinstance(config, tower.config):
       return tower
   raise ValueError(f"{type(config).__name__} is not the record of a registered image tower; "
-                   f"allowed: {', '.join(tower.config.__name__ for tower in _TOWERS.values())}.")
+                   f"allowed: {', '.join(tower.config.__name__ for tower in _TOWERS.entries())}.")
 
 
 def describe(config: Any) -> str:

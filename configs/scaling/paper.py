@@ -3,7 +3,7 @@ for contrastive language-image learning"): ViT-B/32, B/16 and L/14 at three samp
 evaluated by zero-shot ImageNet accuracy.
 
   python -m clip_jax.sweep --config=configs/scaling/paper.py --sweep_dir=/shared/sweeps/paper \
-      --config.overrides.data.files='/data/laion2b/{000000..231349}.tar' --action=slurm
+      --config.overrides.data.webdataset.files='/data/laion2b/{000000..231349}.tar' --action=slurm
 
 9 runs from 3 B to 34 B samples seen at a global batch of 86,016 (Cherti et al.'s 3 B and 13 B
 budgets used smaller batches; their fits show the batch matters little at these sizes). Set the
@@ -23,7 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.base = os.path.normpath(BASE)
   config.overrides = dict(
-      data=dict(files=""),  # required: the shards, e.g. /data/laion2b/{000000..231349}.tar
+      # required: the shards, e.g. /data/laion2b/{000000..231349}.tar
+      data=dict(webdataset=dict(files="")),
       evals=dict(imagenet=dict(type="zero_shot", dataset="imagenet2012", split="validation",
                                data_dir="")),
       optim=dict(learning_rate=1e-3),

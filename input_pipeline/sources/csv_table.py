@@ -8,6 +8,7 @@ directory. A row whose image cannot be read, or whose caption is empty, is skipp
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 from typing import Iterator, NamedTuple
@@ -17,17 +18,28 @@ import tensorflow as tf
 from clip_jax import settings
 from input_pipeline import streams
 
-_DEFAULTS = settings.Data()  # read_table's defaults: the settings' (open_clip's csv layout).
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CSV:
+  """data.csv.*: a table of image paths and captions (open_clip's --dataset-type csv layout)."""
+  file: str = settings.setting("", settings.TEXT)
+  separator: str = settings.setting("\t", settings.TEXT)
+  image_column: str = settings.setting("filepath", settings.TEXT)
+  caption_column: str = settings.setting("title", settings.TEXT)
+
+
+_DEFAULTS = CSV()  # read_table's defaults: the settings'.
 
 Row = tuple[str, str]  # (image path, caption)
 
 
 class Keys(NamedTuple):
   """What the user calls the table's settings, for error messages."""
-  file: str = "data.file"
-  separator: str = "data.separator"
-  image_column: str = "data.image_column"
-  caption_column: str = "data.caption_column"
+  file: str = "data.csv.file"
+  separator: str = "data.csv.separator"
+  image_column: str = "data.csv.image_column"
+  caption_column: str = "data.csv.caption_column"
 
 
 class TableRow(NamedTuple):
@@ -95,6 +107,13 @@ def read_row(row: Row, offset: int) -> Iterator[tuple[streams.Record, int]]:
 
 
 def create_stream(data: settings.Data, *, process_index: int, process_count: int) -> streams.Stream:
-  rows = read_table(data.file, data.separator, data.image_column, data.caption_column)
+  keys: CSV = data.source
+  rows = read_table(keys.file, keys.separator, keys.image_column, keys.caption_column)
   return streams.sharded_stream(data, rows, read_row, process_index=process_index,
-                                process_count=process_count, description=f"data.file={data.file!r}")
+                                process_count=process_count,
+                                description=f"data.csv.file={keys.file!r}")
+
+
+settings.SOURCES.register(settings.SourceKind(
+    name="csv", keys=CSV, check=settings.require("file", "the path of a CSV/TSV table"),
+    create_stream=create_stream))

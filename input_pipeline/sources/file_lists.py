@@ -1,4 +1,5 @@
-"""Shard lists of `data.files`: brace patterns, globs or explicit lists, on any tf.io.gfile path."""
+"""Shard lists (`data.<source>.files`): brace patterns, globs or explicit lists, on any tf.io.gfile
+path."""
 
 from __future__ import annotations
 
@@ -13,7 +14,20 @@ from input_pipeline import streams
 _GLOB_CHARACTERS = frozenset("*?[")
 
 
-def expand(files: str | Sequence[str], key: str = "data.files") -> list[str]:
+def files_setting():
+  """The `files` key of a source that reads a list of shards."""
+  return settings.setting("", (
+      lambda value: settings.is_text(value) or (
+          isinstance(value, tuple) and all(map(settings.is_text, value))),
+      "a brace pattern, a glob or a list of paths"))
+
+
+def require_files(kind: str):
+  """A source's check that its files are named."""
+  return settings.require("files", f"a brace pattern, a glob or a list of {kind} files")
+
+
+def expand(files: str | Sequence[str], key: str = "files") -> list[str]:
   """Every file named by `files`, in order: "/d/{00000..01023}.tar", "gs://b/*.tfrecord", a list.
 
   Brace patterns keep their order; glob matches are sorted. A pattern that names no existing
@@ -39,7 +53,8 @@ def expand(files: str | Sequence[str], key: str = "data.files") -> list[str]:
 
 def file_stream(data: settings.Data, read_file: streams.ReadShard, *, process_index: int,
                 process_count: int) -> streams.Stream:
-  """The stream over the files of `data.files`, each read by `read_file(path, offset)`."""
-  return streams.sharded_stream(data, expand(data.files), read_file, process_index=process_index,
-                                process_count=process_count,
-                                description=f"data.files={data.files!r}")
+  """The stream over the files of `data.<source>.files`, each read by `read_file(path, offset)`."""
+  key = f"data.{data.name}.files"
+  return streams.sharded_stream(data, expand(data.source.files, key), read_file,
+                                process_index=process_index, process_count=process_count,
+                                description=f"{key}={data.source.files!r}")

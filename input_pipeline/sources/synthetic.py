@@ -46,7 +46,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from typing import Callable, NamedTuple
+from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -131,6 +131,44 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "orange": (1.0, 0.55, 0.05), "purple": (0.5, 0.15, 0.75),
 }
 
+
+
+def _names_of(table: Mapping[str, object]) -> tuple[Callable[[object], bool], str]:
+  return ((lambda value: isinstance(value, tuple) and set(value) <= set(table)
+           and 2 <= len(value) == len(set(value))),
+          f"two or more distinct names of {', '.join(table)}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Synthetic:
+  """The synthetic world's settings, data.synthetic.*: the shapes and colours drawn, the
+  colour-shape diagonals held out of training, and what captions mention."""
+  shapes: tuple[str, ...] = settings.setting(tuple(SHAPES)[:6], _names_of(SHAPES))
+  colours: tuple[str, ...] = settings.setting(tuple(COLOURS)[:6], _names_of(COLOURS))
+  holdout_diagonals: tuple[int, ...] = settings.setting((0,), (
+      lambda value: isinstance(value, tuple) and all(settings.is_count(item) for item in value),
+      "a tuple of fewer diagonals than colours, each in 0..len(colours) - 1"))
+  shape_only_captions: float = settings.setting(0.4, settings.FRACTION)
+  colour_only_captions: float = settings.setting(0.1, settings.FRACTION)
+
+
+def check_settings(synthetic: Synthetic, key: str) -> None:
+  """What no single key of data.synthetic can check: every colour keeps a shape to be seen with,
+  and the caption fractions leave room for full captions."""
+  colours = len(synthetic.colours)
+  if len(set(synthetic.holdout_diagonals)) >= colours or any(
+      not 0 <= diagonal < colours for diagonal in synthetic.holdout_diagonals):
+    raise ValueError(f"{key}.holdout_diagonals={synthetic.holdout_diagonals!r}; allowed: fewer "
+                     f"than {colours} distinct values, each in 0..{colours - 1}, so that every "
+                     "colour is seen with some shape.")
+  if synthetic.shape_only_captions + synthetic.colour_only_captions > 1:
+    raise ValueError(f"{key}.shape_only_captions={synthetic.shape_only_captions} and "
+                     f"colour_only_captions={synthetic.colour_only_captions}; allowed: a sum <= 1.")
+
+
+settings.SOURCES.register(settings.SourceKind(
+    name=settings.SYNTHETIC, keys=Synthetic, check=check_settings))
+
 # Radius ranges as fractions of the image side.
 SIZES = {"small": (0.15, 0.2), "large": (0.26, 0.34)}
 SIZE_NAMES = tuple(SIZES)
@@ -214,7 +252,8 @@ class World:
   @classmethod
   def from_settings(cls, data: settings.Data) -> World:
     """The world of `data.synthetic`, `data.seed` and `data.image_size` (settings.parse checked)."""
-    return cls(seed=data.seed, image_size=data.image_size, **dataclasses.asdict(data.synthetic))
+    keys = data.source or Synthetic()  # a Data made by hand, without its section: the defaults
+    return cls(seed=data.seed, image_size=data.image_size, **dataclasses.asdict(keys))
 
   def is_heldout(self, shape: int, colour: int) -> bool:
     return colour != UNCOLOURED and (colour - shape) % len(self.colours) in self.holdout_diagonals

@@ -1,17 +1,18 @@
 """TFDS datasets of images and captions (`coco_captions` with several captions per image...).
 
-Each process reads its even slice of `data.split` (split slicing such as "train[:90%]" works), in
-TFDS's fixed order, shuffled in windows by the stream; images stay encoded until the pipeline
-decodes them. `data.caption_feature` is a path into the example ("captions/text" for COCO); a
-sequence of captions gives one, drawn afresh each epoch.
+Each process reads its even slice of `data.tfds.split` (split slicing such as "train[:90%]"
+works), in TFDS's fixed order, shuffled in windows by the stream; images stay encoded until the
+pipeline decodes them. `data.tfds.caption_feature` is a path into the example ("captions/text" for
+COCO); a sequence of captions gives one, drawn afresh each epoch.
 
-`data.mock_examples=N` reads N random examples of the dataset's features instead of its files
+`data.tfds.mock_examples=N` reads N random examples of the dataset's features instead of its files
 (`tfds.testing.mock_data`): to try a config, or the pipeline, where the data is not at hand.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any, Iterator
 
 import numpy as np
@@ -20,9 +21,22 @@ import tensorflow_datasets as tfds
 from clip_jax import settings
 from input_pipeline import streams
 
-# The features read where data.image_feature and data.caption_feature are "" (COCO's layout).
-IMAGE_FEATURE = "image"
-CAPTION_FEATURE = "captions/text"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TFDS:
+  """data.tfds.*: a dataset, its split (slicing works: "train[:90%]") and data_dir ("" for TFDS's
+  default); mock_examples=N trains on N random examples of its features. A feature is a path
+  into the example (COCO's layout by default)."""
+  dataset: str = settings.setting("", settings.TEXT)
+  split: str = settings.setting("train", settings.TEXT)
+  data_dir: str = settings.setting("", settings.TEXT)
+  mock_examples: int = settings.setting(0, settings.COUNT)
+  image_feature: str = settings.setting("image", settings.TEXT)
+  caption_feature: str = settings.setting("captions/text", settings.TEXT)
+
+
+CAPTION_FEATURE = TFDS().caption_feature
 
 
 def feature(example: dict[str, Any], path: str):
@@ -33,16 +47,16 @@ def feature(example: dict[str, Any], path: str):
 
 
 def create_stream(data: settings.Data, *, process_index: int, process_count: int) -> streams.Stream:
+  keys: TFDS = data.source
   def maybe_mocked():
-    if data.mock_examples:
-      return tfds.testing.mock_data(num_examples=data.mock_examples)
+    if keys.mock_examples:
+      return tfds.testing.mock_data(num_examples=keys.mock_examples)
     return contextlib.nullcontext()
 
   with maybe_mocked():
-    builder = tfds.builder(data.dataset, data_dir=data.data_dir or None)
-  image_feature = data.image_feature or IMAGE_FEATURE
-  caption_feature = data.caption_feature or CAPTION_FEATURE
-  process_split = tfds.even_splits(data.split, n=process_count)[process_index]
+    builder = tfds.builder(keys.dataset, data_dir=keys.data_dir or None)
+  image_feature, caption_feature = keys.image_feature, keys.caption_feature
+  process_split = tfds.even_splits(keys.split, n=process_count)[process_index]
 
   def read_split(split, offset) -> Iterator[tuple[streams.Record, int]]:
     with maybe_mocked():
@@ -54,5 +68,10 @@ def create_stream(data: settings.Data, *, process_index: int, process_count: int
 
   return streams.sharded_stream(
       data, [process_split], read_split, process_index=0, process_count=1,
-      description=f"data.dataset={data.dataset!r}, data.split={data.split!r}",
-      identity=[builder.info.full_name, data.split])
+      description=f"data.tfds.dataset={keys.dataset!r}, data.tfds.split={keys.split!r}",
+      identity=[builder.info.full_name, keys.split])
+
+
+settings.SOURCES.register(settings.SourceKind(
+    name="tfds", keys=TFDS, check=settings.require("dataset", "a TFDS dataset name"),
+    create_stream=create_stream))

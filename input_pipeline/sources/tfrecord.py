@@ -1,7 +1,7 @@
 """TFRecord files of tf.train.Example, as img2dataset's `--output_format tfrecord` writes them.
 
-The image bytes and the caption are the features `data.image_feature` (default "jpg") and
-`data.caption_feature` (default "txt"); a caption feature may hold several captions.
+The image bytes and the caption are the features `data.tfrecord.image_feature` (default "jpg")
+and `data.tfrecord.caption_feature` (default "txt"); a caption feature may hold several captions.
 
 The records are read here rather than by tf.data.TFRecordDataset because exact resuming needs each
 record's byte offset, which TFRecordDataset does not report. The format is a length, its CRC, the
@@ -10,6 +10,7 @@ data and its CRC; CRCs are not checked (a damaged record fails to parse and is s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import struct
 from typing import Iterator
@@ -22,9 +23,18 @@ from clip_jax import settings
 from input_pipeline import streams
 from input_pipeline.sources import file_lists
 
-# img2dataset's features, read where data.image_feature and data.caption_feature are "".
-IMAGE_FEATURE = "jpg"
-CAPTION_FEATURE = "txt"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TFRecord:
+  """data.tfrecord.*: the files, and the features holding the image and the captions."""
+  files: str | tuple[str, ...] = file_lists.files_setting()
+  image_feature: str = settings.setting("jpg", settings.TEXT)  # img2dataset's features
+  caption_feature: str = settings.setting("txt", settings.TEXT)
+
+
+IMAGE_FEATURE = TFRecord().image_feature
+CAPTION_FEATURE = TFRecord().caption_feature
 _LENGTH_AND_CRC = 12  # uint64 length, uint32 masked CRC of the length
 _DATA_CRC = 4
 
@@ -56,7 +66,12 @@ def _parse(data: bytes, image_feature: str, caption_feature: str) -> streams.Rec
 
 
 def create_stream(data: settings.Data, *, process_index: int, process_count: int) -> streams.Stream:
-  read_file = functools.partial(read_tfrecord, image_feature=data.image_feature or IMAGE_FEATURE,
-                                caption_feature=data.caption_feature or CAPTION_FEATURE)
+  read_file = functools.partial(read_tfrecord, image_feature=data.source.image_feature,
+                                caption_feature=data.source.caption_feature)
   return file_lists.file_stream(data, read_file, process_index=process_index,
                                 process_count=process_count)
+
+
+settings.SOURCES.register(settings.SourceKind(
+    name="tfrecord", keys=TFRecord, check=file_lists.require_files("TFRecord"),
+    create_stream=create_stream))

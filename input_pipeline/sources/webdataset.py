@@ -1,14 +1,15 @@
 """WebDataset tar shards, read directly: the format of img2dataset, LAION and DataComp.
 
-A sample is the run of consecutive tar members sharing a key, the member name up to the first
-dot of its base name: `000123.jpg`, `000123.txt`, `000123.json` form sample `000123`. The image is
-the first member with one of `data.image_extensions`, the caption the `data.caption_extension`
-member. A sample without an image or a caption is kept as a record with that part empty, so the
-pipeline skips and counts it.
+A sample is the run of consecutive tar members sharing a key, the member name up to the first dot of
+its base name: `000123.jpg`, `000123.txt`, `000123.json` form sample `000123`. The image is the
+first member with one of `data.webdataset.image_extensions`, the caption the
+`data.webdataset.caption_extension` member. A sample without an image or a caption is kept as a
+record with that part empty, so the pipeline skips and counts it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Iterator, Sequence
 
@@ -19,7 +20,22 @@ from clip_jax import settings
 from input_pipeline import streams
 from input_pipeline.sources import file_lists
 
-_DEFAULTS = settings.Data()  # read_tar's defaults: the settings' (img2dataset's extensions).
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WebDataset:
+  """data.webdataset.*: the shards, and which members of a sample are its image and caption."""
+  # A brace pattern, a glob or a list of paths (local or gs://).
+  files: str | tuple[str, ...] = file_lists.files_setting()
+  image_extensions: tuple[str, ...] = settings.setting(("jpg", "jpeg", "png", "webp"), (
+      lambda value: isinstance(value, tuple) and value and all(map(settings.is_text, value)),
+      "a tuple of file extensions, the first present is used"))  # img2dataset's
+  caption_extension: str = settings.setting("txt", settings.TEXT)
+  # A tar member of more bytes is passed over unread; its sample is then skipped and counted.
+  max_member_bytes: int = settings.setting(settings.MAX_MEMBER_BYTES, settings.POSITIVE_COUNT)
+
+
+_DEFAULTS = WebDataset()  # read_tar's defaults: the settings'.
 MAX_MEMBER_BYTES = _DEFAULTS.max_member_bytes  # a member above it is skipped unread
 
 
@@ -61,8 +77,8 @@ def read_samples(path: str, offset: int = 0, max_member_bytes: int = MAX_MEMBER_
     finally:  # also when the reader stops early
       if skipped:
         logging.warning("%s: %d members skipped unread (not regular files, or more than "
-                        "data.max_member_bytes=%d bytes), the first %s.", path, len(skipped),
-                        max_member_bytes, skipped[0])
+                        "data.webdataset.max_member_bytes=%d bytes), the first %s.", path,
+                        len(skipped), max_member_bytes, skipped[0])
     if key is not None:
       yield key, members, end
 
@@ -235,8 +251,14 @@ def _record(members: dict[str, bytes], image_extensions, caption_extension) -> s
 
 
 def create_stream(data: settings.Data, *, process_index: int, process_count: int) -> streams.Stream:
-  read_file = functools.partial(read_tar, image_extensions=data.image_extensions,
-                                caption_extension=data.caption_extension,
-                                max_member_bytes=data.max_member_bytes)
+  keys = data.source
+  read_file = functools.partial(read_tar, image_extensions=keys.image_extensions,
+                                caption_extension=keys.caption_extension,
+                                max_member_bytes=keys.max_member_bytes)
   return file_lists.file_stream(data, read_file, process_index=process_index,
                                 process_count=process_count)
+
+
+settings.SOURCES.register(settings.SourceKind(
+    name="webdataset", keys=WebDataset, check=file_lists.require_files("tar"),
+    create_stream=create_stream))

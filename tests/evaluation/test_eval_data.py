@@ -29,8 +29,8 @@ def test_caption_batches_pad_the_captions_of_each_image():
 
 
 def test_synthetic_images_come_with_every_phrasing_of_what_they_show():
-  data = settings.Data(name="synthetic", seed=0, image_size=16, context_length=16,
-                       tokenizer="words")
+  data = settings.data_settings(name="synthetic", seed=0, image_size=16, context_length=16,
+                                tokenizer="words")
   batches = list(eval_data.synthetic_caption_batches(data, num_images=5, batch_size=4))
   reference = next(input_pipeline.create_eval_images(data, num_images=5, batch_size=5))
   np.testing.assert_array_equal(np.concatenate([batch["image"] for batch in batches]),

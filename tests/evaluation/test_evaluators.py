@@ -14,7 +14,7 @@ from clip_jax import sharding
 from clip_jax.evaluation import evaluators
 from clip_jax import image_preparation
 
-DATA = settings.Data(name="synthetic", image_size=32, context_length=16, tokenizer="words")
+DATA = settings.data_settings(name="synthetic", image_size=32, context_length=16, tokenizer="words")
 
 
 def parse(evals: dict) -> dict[str, settings.Evaluator]:

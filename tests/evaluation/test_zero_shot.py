@@ -18,8 +18,8 @@ ATTRIBUTE_KEYS = ["zero_shot/shape_top1_seen", "zero_shot/shape_top1_heldout",
 
 
 def data_settings(**knobs) -> settings.Data:
-  return settings.Data(name="synthetic", seed=0, image_size=32, context_length=16,
-                       tokenizer="words", synthetic=settings.Synthetic(**knobs))
+  return settings.data_settings(name="synthetic", seed=0, image_size=32, context_length=16,
+                                tokenizer="words", **knobs)
 
 
 def oracle_encoders(data):

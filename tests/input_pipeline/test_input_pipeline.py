@@ -15,7 +15,8 @@ import input_pipeline
 from clip_jax import settings
 
 GLOBAL_BATCH_SIZE = 8
-DATA = settings.Data(name="synthetic", seed=0, image_size=32, context_length=16, tokenizer="words")
+DATA = settings.data_settings(name="synthetic", seed=0, image_size=32, context_length=16,
+                              tokenizer="words")
 
 
 def take(iterator, count):
@@ -140,8 +141,8 @@ def test_a_process_with_running_pipelines_still_exits():
   script = textwrap.dedent("""
       import input_pipeline
       from clip_jax import settings
-      config = settings.Data(name="synthetic", seed=0, image_size=64, context_length=16,
-                             tokenizer="words")
+      config = settings.data_settings(name="synthetic", seed=0, image_size=64, context_length=16,
+                                      tokenizer="words")
       training = input_pipeline.create_dataset(config, global_batch_size=256)
       next(training)
       evaluation = input_pipeline.create_eval_images(config, num_images=512, batch_size=64)

@@ -1,7 +1,6 @@
 """The whole pipeline on real files: exactly once, bad samples skipped and counted, exact resume."""
 
 import collections
-import dataclasses
 import itertools
 import json
 
@@ -19,12 +18,12 @@ IMAGE_SIZE = 32
 CONTEXT_LENGTH = 16
 
 
-DATA = settings.Data(name="webdataset", image_size=IMAGE_SIZE, context_length=CONTEXT_LENGTH,
-                     tokenizer="clip_bpe", seed=0, cycle_length=2, shuffle_window=5)
+DATA = dict(name="webdataset", image_size=IMAGE_SIZE, context_length=CONTEXT_LENGTH,
+            tokenizer="clip_bpe", seed=0, cycle_length=2, shuffle_window=5)
 
 
 def data_settings(**changes) -> settings.Data:
-  return dataclasses.replace(DATA, **changes)
+  return settings.data_settings(**{**DATA, **changes})
 
 
 def caption_ids(data):
@@ -120,8 +119,8 @@ def test_bad_samples_are_skipped_and_counted_and_good_ones_all_kept(tmp_path):
 
 
 def test_the_data_settings_limits_skip_and_count(tmp_path):
-  """data.max_image_pixels refuses images from their header, data.max_member_bytes passes over
-  members unread: their samples are skipped and counted, the others all kept."""
+  """data.max_image_pixels refuses images from their header, data.webdataset.max_member_bytes
+  passes over members unread: their samples are skipped and counted, the others all kept."""
   members, good_numbers = [], []
   for number in range(12):
     height = (16, 20, 16)[number % 3]  # 16 x 16 (256 pixels) or 20 x 16 (320)

@@ -15,7 +15,6 @@ import doc_commands
 from shard_files import write_tar
 
 from clip_jax import settings
-from input_pipeline import sources
 from input_pipeline.sources import csv_table
 from input_pipeline.sources import file_lists
 from input_pipeline.sources import tfds_datasets
@@ -141,7 +140,7 @@ class TestWebDataset:
                 if "skipped" in record.getMessage()]
     assert warnings[0] == doc_commands.documented_message("docs/untrusted_files.md", (
         f"{path}: 2 members skipped unread (not regular files, or more than "
-        f"data.max_member_bytes={webdataset.MAX_MEMBER_BYTES} bytes), the first 2.jpg."))
+        f"data.webdataset.max_member_bytes={webdataset.MAX_MEMBER_BYTES} bytes), the first 2.jpg."))
 
   def test_other_file_systems_read_as_local_files(self, tmp_path):
     path = str(tmp_path / "shard.tar")
@@ -173,8 +172,8 @@ class TestFileLists:
   def test_missing_files_are_errors(self, tmp_path, pattern, message):
     for index in range(5):
       (tmp_path / f"{index}.tar").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"data\.files.*" + message):
-      file_lists.expand(str(tmp_path / pattern))
+    with pytest.raises(ValueError, match=r"data\.webdataset\.files.*" + message):
+      file_lists.expand(str(tmp_path / pattern), "data.webdataset.files")
 
 
 def write_tfrecord(path, examples):
@@ -239,13 +238,14 @@ class TestCsv:
 
   def test_unknown_column_names_the_key_and_the_columns(self, tmp_path):
     (tmp_path / "table.csv").write_text("path,caption\na.jpg,a cat\n")
-    with pytest.raises(ValueError, match=r"data\.image_column='filepath'.*allowed: path, caption"):
+    with pytest.raises(ValueError,
+                       match=r"data\.csv\.image_column='filepath'.*allowed: path, caption"):
       csv_table.read_table(str(tmp_path / "table.csv"), separator=",")
 
 
 def test_tfds_stream_through_mock_data():
-  data = settings.Data(name="tfds", dataset="laion400m", split="train", caption_feature="caption",
-                       seed=0, shuffle_window=4)
+  data = settings.data_settings(name="tfds", dataset="laion400m", split="train",
+                                caption_feature="caption", seed=0, shuffle_window=4)
   with tfds.testing.mock_data(num_examples=6):
     stream = tfds_datasets.create_stream(data, process_index=0, process_count=1)
     items = list(itertools.islice(stream.iterate(), 8))
@@ -263,10 +263,6 @@ def test_tfds_caption_feature_paths():
   assert list(np.asarray(tfds_datasets.feature(example, "captions/text")).reshape(-1)) == [
       b"a", b"b"]
   assert tfds_datasets.feature(example, "caption") == b"c"
-
-
-def test_every_stream_source_the_settings_name_is_here():
-  assert tuple(sources.STREAM_SOURCES) == settings.STREAM_SOURCES
 
 
 @pytest.mark.parametrize("changes, parts, message", [

@@ -301,7 +301,7 @@ def test_command_line(tmp_path, image_files):
                                    cwd=REPO_ROOT, timeout=120)
   assert done.returncode == 0, done.stderr
   assert "Wrote 2 samples in 2 shard(s)" in done.stdout
-  assert f"--config.data.files='{tmp_path / 'out'}/{{00000..00001}}.tar'" in done.stdout
+  assert f"--config.data.webdataset.files='{tmp_path / 'out'}/{{00000..00001}}.tar'" in done.stdout
   assert "missing caption: 2" in done.stdout  # sub/c.jpeg and sub/d.webp.
   assert sorted(os.listdir(tmp_path / "out")) == ["00000.tar", "00001.tar"]
   failed = command_server.run_python(command + ["--csv=x.tsv", f"--image_folder={tmp_path}"],
@@ -314,6 +314,6 @@ def test_command_line(tmp_path, image_files):
        "--samples_per_shard=2", "--format=tfrecord", f"--output_dir={synthetic_out}"],
       cwd=REPO_ROOT, timeout=120)
   assert done.returncode == 0, done.stderr
-  assert ("--config.data.name=tfrecord "
-          f"--config.data.files='{synthetic_out}/{{00000..00001}}.tfrecord'") in done.stdout
+  assert ("--config.data.name=tfrecord --config.data.tfrecord.files="
+          f"'{synthetic_out}/{{00000..00001}}.tfrecord'") in done.stdout
   assert sorted(os.listdir(synthetic_out)) == ["00000.tfrecord", "00001.tfrecord"]
