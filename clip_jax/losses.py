@@ -146,22 +146,22 @@ class LossKind:
   model_fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-_KINDS: registry.Registry[LossKind] = registry.Registry("loss")
+KINDS: registry.Registry[LossKind] = registry.Registry("loss")
 # The contrastive losses' per-shard functions: (plain, blockwise), for make_loss_fn.
 _CONTRASTIVE: dict[str, tuple[LossFn, LossFn]] = {}
 
 
 def register(kind: LossKind) -> LossKind:
-  return _KINDS.register(kind)
+  return KINDS.register(kind)
 
 
 def names() -> list[str]:
-  return _KINDS.names()
+  return KINDS.names()
 
 
 def of(name: str, key: str = "loss.name") -> LossKind:
   """The registration of a loss; `key` names the setting in an error."""
-  return _KINDS.get(name, key)
+  return KINDS.get(name, key)
 
 
 def make_loss_fn(name: str, mesh: Mesh | None = None,

@@ -75,9 +75,9 @@ def setting(default: Any, rule: tuple[Callable[[Any], bool], str] = ANY) -> Any:
 # ---------------------------------------------------------------------------------------------
 # The sections.
 
-# A loss is a name registered in clip_jax.losses (where each is defined, or by a plug-in).
-_REGISTERED_LOSS = ((lambda value: value in losses.names()),
-                    lambda: ", ".join(repr(name) for name in losses.names()))
+def _registered(names: registry.Registry) -> tuple[Callable[[Any], bool], Callable[[], str]]:
+  """The rule of a setting whose value is a name of `names`, listed when it is not."""
+  return (lambda value: value in names), names.allowed
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -99,7 +99,7 @@ class Model:
 class Loss:
   """The contrastive loss; blockwise=True computes it tile by tile (memory O(b D + tile^2) per
   device instead of O(b N), the same values and gradients; clip_jax/blockwise_losses.py)."""
-  name: str = setting("softmax", _REGISTERED_LOSS)
+  name: str = setting("softmax", _registered(losses.KINDS))  # where each is defined
   blockwise: bool = setting(False, FLAG)
   tile_size: int = setting(1024, POSITIVE_COUNT)
 
@@ -236,10 +236,6 @@ EVALUATORS: registry.Registry[EvaluatorKind] = registry.Registry("evaluator type
 # parses its config without them.
 DATA_PLUGINS = ("input_pipeline",)
 EVALUATOR_PLUGINS = ("clip_jax.evaluation.evaluators",)
-
-
-def _registered(names: registry.Registry) -> tuple[Callable[[Any], bool], Callable[[], str]]:
-  return (lambda value: value in names), names.allowed
 
 
 SYNTHETIC = "synthetic"  # The built-in synthetic world: a data source and an evaluator dataset.
