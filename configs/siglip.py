@@ -9,6 +9,10 @@ from. Its argument chooses the scale:
   --config=configs/siglip.py:tiny   tiny-siglip on the built-in synthetic shapes: minutes on a
                                     laptop CPU, ending with zero-shot accuracies, as the
                                     quickstart's CLIP (configs/synthetic_demo.py)
+
+On the synthetic shapes SigLIP learns shape more slowly than the quickstart's CLIP: their captions
+repeat within a batch, and the sigmoid loss scores each repeat as a negative (benchmarks/RESULTS.md
+compares towers and losses). Its recipe is made for batches of mostly distinct captions.
 """
 
 from clip_jax import settings
