@@ -65,6 +65,18 @@ def test_its_workdir_loads_where_only_the_config_names_the_plugin(trained):
   assert loaded.stdout.split() == ["MeanPatchConfig", "(1,", "16)"]
 
 
+def test_it_converts_once_it_registers_a_weight_layout():
+  """Every built-in kind has its layout; a plug-in's without one is refused by name."""
+  from clip_jax import convert  # pylint: disable=g-import-not-at-top
+  from clip_jax.convert import tower_layouts  # pylint: disable=g-import-not-at-top
+  assert tower_layouts.LAYOUTS.names() == ["vit", "modified_resnet", "siglip_vit"]
+  architecture = settings.parse(plugin_config()).model.architecture
+  with pytest.raises(ValueError, match=r"A MeanPatch image tower has no weight layout to convert; "
+                                       r"allowed: towers of kind 'vit', 'modified_resnet', "
+                                       r"'siglip_vit'"):
+    convert.open_clip_model_config(architecture)
+
+
 def test_its_step_plans(trained):
   run = settings.parse(plugin_config())
   planned = plan.plan_run(run, jax.devices()[:2], "cpu")

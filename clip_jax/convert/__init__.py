@@ -23,10 +23,9 @@ from clip_jax.convert import openai_layout
 from clip_jax.convert import preprocessing_layout
 from clip_jax.convert import tensor_files
 from clip_jax.convert import timm_layout
+from clip_jax.convert import tower_layouts
 from clip_jax.models import configs
-from clip_jax.models import resnet
 from clip_jax.models import towers
-from clip_jax.models import vision as vision_lib
 
 EXPORT_FORMATS = ("open_clip", "hf")
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
@@ -154,22 +153,15 @@ def _open_clip_activation(src: str) -> str | None:
 def open_clip_model_config(config: configs.CLIPConfig) -> dict[str, Any]:
   """open_clip's `model_cfg` for the architecture (what `open_clip.create_model` builds from)."""
   vision, text = config.vision, config.text
-  if hf_layout.is_siglip_config(config):
+  layout = tower_layouts.of(config)
+  if layout.family == "siglip":
     return timm_layout.model_cfg(config)
-  if not isinstance(vision, (vision_lib.VisionTransformerConfig, resnet.ModifiedResNetConfig)):
-    raise ValueError(f"--to=open_clip writes OpenAI's ViT, ModifiedResNet and SigLIP towers; a "
-                     f"{towers.describe(vision)} image tower is not written for open_clip; "
+  if layout.open_clip_vision_cfg is None:
+    raise ValueError(f"--to=open_clip: open_clip has no {towers.describe(vision)} image tower; "
                      "allowed: --to=hf.")
-  if isinstance(vision, vision_lib.VisionTransformerConfig):
-    vision_cfg = dict(image_size=vision.image_size, patch_size=vision.patch_size,
-                      width=vision.width, layers=vision.layers, head_width=vision.head_width,
-                      mlp_ratio=(vision.mlp_dim or 4 * vision.width) / vision.width)
-  else:
-    vision_cfg = dict(image_size=vision.image_size, layers=list(vision.layers),
-                      width=vision.width, head_width=vision.head_width)
   model_cfg = dict(
       embed_dim=config.embed_dim, quick_gelu=config.activation == "quick_gelu",
-      vision_cfg=vision_cfg,
+      vision_cfg=layout.open_clip_vision_cfg(vision),
       text_cfg=dict(context_length=text.context_length, vocab_size=text.vocab_size,
                     width=text.width, heads=text.width // text.head_width, layers=text.layers,
                     mlp_ratio=(text.mlp_dim or 4 * text.width) / text.width))

@@ -19,9 +19,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from clip_jax.convert import tower_layouts
 from clip_jax.models import configs
-from clip_jax.models import siglip_vision
-from clip_jax.models import vision as vision_lib
+from clip_jax.models import towers
 
 # (interchange prefix, HF prefix), whole names where they end in "$": what both families share.
 _SHARED_PREFIXES = [
@@ -195,7 +195,7 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> configs.CLIPConfig:
   mlp_dim = lambda settings: (None if settings["intermediate_size"] == 4 * settings["hidden_size"]
                               else settings["intermediate_size"])
   head_width = lambda settings: settings["hidden_size"] // settings["num_attention_heads"]
-  vision_record = siglip_vision.SigLIPVisionConfig if siglip else vision_lib.VisionTransformerConfig
+  vision_record = tower_layouts.in_hf("siglip" if siglip else "clip")
   text_record = configs.TextConfig(
       context_length=text["max_position_embeddings"], vocab_size=text["vocab_size"],
       width=text["hidden_size"], layers=text["num_hidden_layers"], head_width=head_width(text),
@@ -218,15 +218,16 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> configs.CLIPConfig:
 
 def is_siglip_config(config: configs.CLIPConfig) -> bool:
   """Whether transformers holds the architecture as a SiglipModel (else a CLIPModel)."""
-  return isinstance(config.vision, siglip_vision.SigLIPVisionConfig)
+  return tower_layouts.of(config).family == "siglip"
 
 
 def hf_config(config: configs.CLIPConfig, logit_scale: float) -> dict[str, Any]:
   """config.json for transformers' CLIPModel or SiglipModel with clip_jax's architecture."""
   vision, text = config.vision, config.text
   siglip = is_siglip_config(config)
-  if not siglip and not isinstance(vision, vision_lib.VisionTransformerConfig):
-    raise ValueError("transformers' CLIPModel has no ModifiedResNet image tower.")
+  if not tower_layouts.of(config).hf:
+    raise ValueError(f"transformers has no {towers.describe(vision)} image tower; allowed: "
+                     "--to=open_clip.")
   activation = {ours: theirs for theirs, ours in _ACTIVATIONS.items()}[config.activation]
   tower = lambda record: dict(hidden_size=record.width, num_hidden_layers=record.layers,
                               intermediate_size=record.mlp_dim or 4 * record.width,

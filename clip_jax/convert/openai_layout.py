@@ -12,18 +12,16 @@ OpenAI's `build_model` does.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from typing import Any, Mapping
 
 from flax import traverse_util
 import numpy as np
 
+from clip_jax.convert import tower_layouts
 from clip_jax.models import clip as clip_model
 from clip_jax.models import configs
-from clip_jax.models import resnet
-from clip_jax.models import siglip_vision
-from clip_jax.models import vision as vision_lib
+from clip_jax.models import towers
 
 # Entries of released state dicts that are not parameters: OpenAI's TorchScript archives carry
 # the model's sizes, PyTorch's BatchNorm counts its updates, HF buffers positions.
@@ -119,17 +117,6 @@ def from_state_dict(state_dict: Mapping[str, np.ndarray],
   return traverse_util.unflatten_dict(flat)
 
 
-def _count_blocks(state_dict: Mapping[str, Any], prefix: str) -> int:
-  """How many numbered blocks `prefix<N>.` the state dict holds."""
-  pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
-  return len({match[1] for name in state_dict if (match := pattern.match(name))})
-
-
-def _mlp_dim(state_dict: Mapping[str, Any], prefix: str, width: int) -> int | None:
-  mlp_dim = state_dict[f"{prefix}resblocks.0.mlp.c_fc.weight"].shape[0]
-  return None if mlp_dim == 4 * width else mlp_dim
-
-
 def shape_fields(config: configs.CLIPConfig) -> dict[str, Any]:
   """What of a config the tensor shapes determine: not the heads, activation, LayerNorm epsilon
   or initial values, and of a patch tower's image size only its grid (a valid convolution of
@@ -139,8 +126,9 @@ def shape_fields(config: configs.CLIPConfig) -> dict[str, Any]:
   fields.pop("norm_epsilon")
   fields["vision"].pop("head_width")
   fields["text"].pop("head_width")
-  if "patch_size" in fields["vision"]:
-    fields["vision"]["image_size"] //= fields["vision"]["patch_size"]
+  positions = towers.of(config.vision).positions
+  if positions is not None:  # the image size as far as the learned positions tell it
+    fields["vision"]["image_size"] = positions(config.vision).edge
   return fields
 
 
@@ -155,32 +143,11 @@ def infer_config(state_dict: Mapping[str, Any]) -> tuple[configs.CLIPConfig, str
   text_width = get("ln_final.weight")[0]
   text = configs.TextConfig(context_length=get("positional_embedding")[0],
                             vocab_size=get("token_embedding.weight")[0], width=text_width,
-                            layers=_count_blocks(state_dict, "transformer.resblocks."),
-                            mlp_dim=_mlp_dim(state_dict, "transformer.", text_width))
-  fields = dict(activation="quick_gelu")
-  if "visual.head.probe" in state_dict:  # SigLIP's: grid positions only, attention pooling
-    width, _, patch, _ = get("visual.conv1.weight")
-    vision = siglip_vision.SigLIPVisionConfig(
-        image_size=patch * round(get("visual.positional_embedding")[0] ** 0.5), patch_size=patch,
-        width=width, layers=_count_blocks(state_dict, "visual.transformer.resblocks."),
-        mlp_dim=_mlp_dim(state_dict, "visual.transformer.", width))
-    text = dataclasses.replace(text, causal=False, pool="last", projection_bias=True)
-    fields = dict(activation="gelu_tanh", norm_epsilon=1e-6, init_logit_scale=math.log(10),
-                  preprocessing=configs.SIGLIP_PREPROCESSING)
-  elif "visual.proj" in state_dict:
-    width, _, patch, _ = get("visual.conv1.weight")
-    grid = round((get("visual.positional_embedding")[0] - 1) ** 0.5)
-    vision = vision_lib.VisionTransformerConfig(
-        image_size=patch * grid, patch_size=patch, width=width,
-        layers=_count_blocks(state_dict, "visual.transformer.resblocks."),
-        mlp_dim=_mlp_dim(state_dict, "visual.transformer.", width))
-  else:
-    stages = tuple(_count_blocks(state_dict, f"visual.layer{stage}.") for stage in range(1, 5))
-    stages = stages[:stages.index(0)] if 0 in stages else stages
-    grid = round((get("visual.attnpool.positional_embedding")[0] - 1) ** 0.5)
-    vision = resnet.ModifiedResNetConfig(image_size=grid * 2 ** (len(stages) + 1),
-                                          layers=stages,
-                                          width=get("visual.layer1.0.conv1.weight")[0])
+                            layers=tower_layouts.count_blocks(state_dict, "transformer.resblocks."),
+                            mlp_dim=tower_layouts.mlp_dim(state_dict, "transformer.", text_width))
+  vision, implied = tower_layouts.in_openai_state_dict(state_dict).from_openai(state_dict)
+  text = dataclasses.replace(text, **implied.pop("text", {}))
+  fields = {"activation": "quick_gelu", **implied}
   config = configs.CLIPConfig(embed_dim=get("text_projection")[1], vision=vision, text=text,
                               **fields)
   if "logit_bias" in state_dict:
