@@ -133,7 +133,7 @@ def read_workdir(workdir: str, use_ema: bool = False, step: int | None = None
   except ValueError as error:
     raise ValueError(f"{config_path} is not valid JSON ({error}): it holds the settings of the "
                      "checkpoints beside it; restore it from a copy.") from None
-  run = settings.parse(config)
+  run = settings.parse(settings.upgraded(config))
   variables, _ = checkpoint.restore_variables(workdir, step, use_ema=use_ema)
   return run, clip_model.CLIP(run.model.architecture), variables
 

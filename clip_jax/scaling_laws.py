@@ -56,7 +56,7 @@ def read_run(workdir: str) -> list[dict]:
   """One row per evaluation in a run's metrics.jsonl, with the run's size and the training loss
   (the mean of the losses logged since the previous evaluation: one batch's loss is noisy)."""
   config_path = os.path.join(workdir, pretrained.WORKDIR_CONFIG)
-  run = settings.parse(json.loads(files.read_text(config_path)))
+  run = settings.parse(settings.upgraded(json.loads(files.read_text(config_path))))
   params = flops.parameter_count(run.model.architecture)
   name = os.path.basename(os.path.normpath(workdir))
   base = dict(run=name, model=sweep_lib.model_label(name), batch_size=run.global_batch_size,

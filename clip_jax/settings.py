@@ -875,6 +875,39 @@ def to_config(run: Run) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(values)
 
 
+def upgraded(values: Mapping[str, Any]) -> dict[str, Any]:
+  """A stored config (a workdir's config.json) in today's layout. Until 2026-12-07 a data
+  source's keys sat at data.* (data.files); they are in its section now (data.webdataset.files):
+  the named source's move there, the other sources' (stored at their defaults) are dropped, and
+  the sections are written out as `to_config` writes them."""
+  values = dict(values)
+  if isinstance(values.get("data"), Mapping):
+    values["data"] = _upgraded_data(values["data"], every_section=True)
+  return values
+
+
+def _upgraded_data(data: Mapping[str, Any], every_section: bool = False) -> dict[str, Any]:
+  shared = {field.name for field in dataclasses.fields(Data)}
+  flat = {key: value for key, value in data.items()
+          if key not in shared and not isinstance(value, Mapping)}
+  upgraded_data = {key: value for key, value in data.items() if key not in flat}
+  if flat:
+    load_plugins(DATA_PLUGINS)
+    kinds = [kind for kind in SOURCES.entries() if kind.keys is not None]
+    name = upgraded_data.get("name", SYNTHETIC)
+    for kind in kinds if every_section else [kind for kind in kinds if kind.name == name]:
+      own = {field.name for field in dataclasses.fields(kind.keys)}
+      # ("" stood for the source's own default, which its section now holds.)
+      moved = ({key: value for key, value in flat.items() if key in own and value != ""}
+               if kind.name == name else {})
+      upgraded_data[kind.name] = {**dataclasses.asdict(kind.keys()),
+                                  **(upgraded_data.get(kind.name) or {}), **moved}
+  if isinstance(upgraded_data.get("sources"), Mapping):
+    upgraded_data["sources"] = {part_name: _upgraded_data(part)
+                                for part_name, part in upgraded_data["sources"].items()}
+  return upgraded_data
+
+
 def _evaluator_values(evaluator_settings: Evaluator) -> dict[str, Any]:
   """The keys an evaluator of its type and dataset takes."""
   splits, optional = evaluator_keys(evaluator_settings)

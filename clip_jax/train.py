@@ -144,7 +144,8 @@ def check_resume(run: settings.Run, workdir: str) -> None:
   """Refuses to resume the workdir's run with other settings than the ones in its config.json,
   but for those that may change (workdir.RESUMABLE), naming each difference."""
   path = files.path(workdir) / pretrained.WORKDIR_CONFIG
-  workdir_lib.check_resume(path, json.loads(config_json(run)), may_change=workdir_lib.RESUMABLE,
+  workdir_lib.check_resume(path, json.loads(config_json(run)), upgrade=settings.upgraded,
+                           may_change=workdir_lib.RESUMABLE,
                            remedy=f"Use a new workdir, or the settings of {path}; what may "
                            "change on resume: docs/training.md.")
 

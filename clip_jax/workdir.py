@@ -19,7 +19,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from absl import flags
 from absl import logging
@@ -180,7 +180,9 @@ class SettingsChanged(ValueError):
 
 
 def check_resume(record: str | os.PathLike, given: Mapping[str, Any], *,
-                 may_change: Sequence[str] = (), remedy: str) -> dict[str, Any] | None:
+                 may_change: Sequence[str] = (), remedy: str,
+                 upgrade: Callable[[dict[str, Any]], dict[str, Any]] = lambda stored: stored
+                 ) -> dict[str, Any] | None:
   """The run recorded in `record` (a JSON file: a workdir's config.json, a tool's manifest), or
   None if there is none yet; SettingsChanged if `given` differs from it in anything but the keys
   of `may_change` (and their sub-keys), naming each difference, then saying `remedy`. Only the
@@ -194,6 +196,7 @@ def check_resume(record: str | os.PathLike, given: Mapping[str, Any], *,
     raise SettingsChanged(f"{path} is not valid JSON ({error}): it holds the settings of the "
                           "files beside it; restore it, or remove it to resume with these "
                           "settings.") from None
+  stored = json.loads(json.dumps(upgrade(stored)))  # an older layout in today's, as JSON holds it
   given = json.loads(json.dumps(given))  # as the record would hold it: tuples are lists
   changes = _changes({key: stored.get(key) for key in given}, given, may_change)
   if changes:

@@ -14,3 +14,17 @@ def path(name: str) -> str:
 
 def load(name: str, argument: str | None = None):
   return settings.load_config_file(path(name), argument)
+
+
+
+def old_layout(config: dict) -> dict:
+  """A config.json as clip_jax wrote it before 2026-12-07: every stream source's keys flat under
+  data.* ("" for a feature meaning the source's own default), the synthetic world's nested."""
+  data = dict(config["data"])
+  sections = {name: data.pop(name) for name in ("webdataset", "tfrecord", "tfds", "csv")}
+  flat = {}
+  for section in sections.values():
+    for key, value in section.items():
+      flat.setdefault(key, "" if key.endswith("_feature") else value)
+  flat.update(sections.get(data["name"], {}))  # the named source's own values
+  return {**config, "data": {**data, **flat}}

@@ -13,6 +13,7 @@ from absl import flags
 from ml_collections import config_flags
 import pytest
 
+import config_files
 from clip_jax import settings
 from clip_jax.evaluation import evaluators
 from clip_jax import image_preparation
@@ -387,6 +388,26 @@ def test_a_bad_value_names_the_key_the_value_and_what_is_allowed(changes, messag
     target[name] = value
   with pytest.raises(ValueError, match=message):
     settings.parse(config)
+
+
+@pytest.mark.parametrize("name", ["webdataset", "tfds", "csv", "mixture"])
+def test_a_config_json_of_the_older_layout_parses_to_the_same_run(name):
+  """A workdir's config.json written before a source's keys moved to its section."""
+  config = config_files.load(name, "tiny")
+  fill_required_data_keys(config)
+  if name == "tfds":
+    config.data.tfds.caption_feature = "caption"
+  run = settings.parse(config)
+  stored = json.loads(settings.to_config(run).to_json())
+  old = config_files.old_layout(stored)
+  if name == "mixture":
+    old["data"]["sources"] = {part: {key: value for key, value in values.pop(
+        "webdataset").items()} | values for part, values in old["data"]["sources"].items()}
+  assert old != stored
+  with pytest.raises(ValueError, match=r"is not a setting shared by the sources"):
+    settings.parse(old)
+  assert settings.parse(settings.upgraded(old)) == run
+  assert settings.upgraded(stored) == stored  # today's layout is left as it is
 
 
 def test_a_run_that_reads_no_data_may_leave_its_source_unset():

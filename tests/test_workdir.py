@@ -102,6 +102,25 @@ def copy_of(workdir, tmp_path):
   return copy
 
 
+def test_a_workdir_of_the_older_config_layout_resumes_and_loads(four_steps, tmp_path):
+  """A run started before a data source's keys moved into its section goes on, and its
+  config.json is rewritten in today's layout once it has."""
+  workdir = copy_of(four_steps, tmp_path)
+  path = os.path.join(workdir, "config.json")
+  with open(path) as file:
+    today = json.load(file)
+  with open(path, "w") as file:
+    json.dump(config_files.old_layout(today), file)
+  from clip_jax import pretrained  # pylint: disable=g-import-not-at-top
+  run, _, _ = pretrained.read_workdir(workdir)
+  assert run.data.source is not None and run.total_steps == 4
+  train.train_and_evaluate(tiny_runs.tiny_config(total_steps=6), workdir)
+  assert checkpoint.saved_steps(workdir)[-1] == 6
+  with open(path) as file:
+    rewritten = json.load(file)
+  assert "files" not in rewritten["data"] and rewritten["total_steps"] == 6
+
+
 @pytest.mark.parametrize("change, named", [
     ({"model.overrides.embed_dim": 32}, "model.overrides.embed_dim: 16 -> 32"),
     ({"seed": 7}, "seed: 0 -> 7"),
