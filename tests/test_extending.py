@@ -1,8 +1,9 @@
-"""A kind of image tower (tests/plugin_tower.py), a loss (tests/plugin_loss.py) and a data source
-(tests/plugin_source.py) defined outside the package, registered as plug-ins, without an edit
-inside clip_jax: a run with the tower trains (FLIP's patch dropping included), its workdir loads
-in another process that only has the config to go by, and its step plans; a run with the loss
-trains with it; a run reads the source's every record and trains on it."""
+"""A kind of image tower (tests/plugin_tower.py), a loss (tests/plugin_loss.py), an evaluator
+(tests/plugin_evaluator.py) and a data source (tests/plugin_source.py) defined outside the package,
+registered as plug-ins, without an edit inside clip_jax: a run with the tower trains (FLIP's patch
+dropping included), its workdir loads in another process that only has the config to go by, and
+its step plans; a run with the loss trains with it and ends with the evaluator's metric; a run
+reads the source's every record and trains on it."""
 
 import json
 import os
@@ -86,14 +87,21 @@ def test_its_step_plans(trained):
   assert step.hbm_traffic > 0
 
 
-def test_a_plugin_loss_is_what_the_run_trains_with(tmp_path):
+def test_a_plugin_loss_trains_and_a_plugin_evaluator_evaluates(tmp_path):
   config = plugin_config(**{"loss.name": "image_to_text_margin"})
-  config.model.plugins = ("plugin_tower", "plugin_loss")
+  config.model.plugins = ("plugin_tower", "plugin_loss", "plugin_evaluator")
+  config.evals.gap = settings.evaluator(type="modality_gap", num_images=32, batch_size=16)
   run = settings.parse(config)
   assert run.loss.name == "image_to_text_margin"
   assert run.model.architecture.init_logit_bias == 0.0  # what the loss asks of the model
+  assert run.evals["gap"].type == "modality_gap"
   final = train.train_and_evaluate(config, str(tmp_path / "run"))
   assert np.isfinite(final["loss"])
+  assert 0.0 < final["gap/modality_gap"] <= 2.0  # between two points of the unit ball
+  config.evals.gap.dataset = "cifar10"
+  with pytest.raises(ValueError, match=r"evals\.gap\.dataset='cifar10' with type='modality_gap'; "
+                                       r"allowed: 'synthetic'\."):
+    settings.parse(config)
   import plugin_loss  # pylint: disable=g-import-not-at-top
   assert losses.of("image_to_text_margin") is plugin_loss.KIND
   with pytest.raises(ValueError, match="A loss named 'image_to_text_margin' is registered"):
