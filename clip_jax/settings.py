@@ -255,7 +255,8 @@ class Data:
   image_size: int = setting(None, POSITIVE_COUNT)
   context_length: int = setting(None, POSITIVE_COUNT)
   tokenizer: str = setting("clip_bpe", _registered(TOKENIZERS))
-  # A SentencePiece .model file (tokenizer=sentencepiece or siglip).
+  # The tokenizer's model file: SentencePiece's .model (tokenizer=sentencepiece or siglip),
+  # Gemma's tokenizer.json (gemma), each as published.
   tokenizer_model: str = setting("", TEXT)
   seed: int = setting(0, COUNT)
   # Random resized crop: the fraction of the image area kept; exact_resize=True: PIL's
@@ -711,7 +712,7 @@ def _data_record(given: Mapping[str, Any], key: str, require_data: bool, **resol
   tokenizer = TOKENIZERS.get(data.tokenizer, f"{key}.tokenizer")
   if tokenizer.needs_model and not data.tokenizer_model:
     raise ValueError(f"{key}.tokenizer_model='': {key}.tokenizer={data.tokenizer!r} needs the "
-                     "path of a SentencePiece .model file.")
+                     "path of its model file (SentencePiece's .model, Gemma's tokenizer.json).")
   return dataclasses.replace(data, source=source)
 
 

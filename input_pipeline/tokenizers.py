@@ -34,9 +34,10 @@ synthetic dataset.
 from __future__ import annotations
 
 import gzip
+import json
 import importlib.resources
 import string
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import regex
@@ -203,14 +204,19 @@ class ClipBpeTokenizer:
     tokens[np.arange(self.context_length) < np.array(lengths, np.int32)[:, None]] = flat
     return tokens
 
-  def _tokenize_utf8(self, texts: np.ndarray) -> np.ndarray:
-    # Captions arrive as bytes; invalid UTF-8 becomes U+FFFD rather than failing the pipeline.
-    return self.tokenize([text.decode("utf-8", "replace") for text in texts])
-
   def tf_tokenize(self, texts: tf.Tensor) -> tf.Tensor:
-    """One Python call per batch: string [N] -> int32 [N, context_length]."""
-    tokens = tf.numpy_function(self._tokenize_utf8, [texts], tf.int32, stateful=False)
-    return tf.ensure_shape(tokens, [None, self.context_length])
+    return _in_graph(self.tokenize, texts, self.context_length)
+
+
+def _in_graph(tokenize: Callable[[list[str]], np.ndarray], texts: tf.Tensor,
+              context_length: int) -> tf.Tensor:
+  """A tokenizer that runs in Python, in tf.data: one call per batch, string [N] -> int32
+  [N, context_length]. Captions arrive as bytes; invalid UTF-8 becomes U+FFFD rather than
+  failing the pipeline."""
+  tokens = tf.numpy_function(
+      lambda batch: tokenize([text.decode("utf-8", "replace") for text in batch]), [texts],
+      tf.int32, stateful=False)
+  return tf.ensure_shape(tokens, [None, context_length])
 
 
 # --- SentencePiece ----------------------------------------------------------------------------
@@ -311,6 +317,61 @@ class SigLIPTokenizer:
     return self.tf_tokenize(tf.constant(list(texts), tf.string, shape=[len(texts)])).numpy()
 
 
+# --- Gemma (SigLIP 2) ------------------------------------------------------------------------
+
+GEMMA_OPTIONS_FILE = "tokenizer_config.json"  # beside tokenizer.json, as Hugging Face publishes
+
+
+class GemmaTokenizer:
+  """SigLIP 2's tokenizer: Gemma's byte-fallback BPE (its Hugging Face tokenizer.json) on
+  lower-cased text, as transformers' `Siglip2Tokenizer` (5.x) runs it: no `<bos>` or `<eos>`
+  (whatever add_bos_token and add_eos_token say), `<pad>` on the side that the tokenizer_config.json
+  beside the file names (padding_side; Siglip2Tokenizer's default, left), a text too long cut at
+  its end. Ids are the model's own.
+
+  Run by Hugging Face `tokenizers` in Python (one `tf.numpy_function` per batch in tf.data), as
+  `clip_bpe` is: tensorflow_text has no reader for tokenizer.json.
+  """
+
+  def __init__(self, tokenizer_file: str, context_length: int):
+    _check_context_length(context_length)
+    if not tf.io.gfile.exists(tokenizer_file):
+      raise ValueError(f"data.tokenizer_model={tokenizer_file!r}: no such file.")
+    text = files.read_tokenizer_model(tokenizer_file, "data.tokenizer_model").decode("utf-8")
+    self._tokenizer = hf_tokenizers.Tokenizer.from_str(text)
+    own = self._tokenizer.normalizer
+    self._tokenizer.normalizer = hf_tokenizers.normalizers.Sequence(
+        [hf_tokenizers.normalizers.Lowercase(), *([own] if own is not None else [])])
+    self._tokenizer.no_truncation()
+    self._tokenizer.no_padding()
+    options_file = files.path(tokenizer_file).parent / GEMMA_OPTIONS_FILE
+    options = (json.loads(files.read_tokenizer_model(options_file, "tokenizer_config.json"))
+               if options_file.exists() else {})
+    pad = options.get("pad_token", "<pad>")
+    pad = pad["content"] if isinstance(pad, dict) else pad
+    if self._tokenizer.token_to_id(pad) is None:
+      raise ValueError(f"data.tokenizer_model={tokenizer_file!r} has no {pad} token; allowed: a "
+                       "Gemma tokenizer.json (SigLIP 2's).")
+    self.context_length = context_length
+    self.vocab_size = self._tokenizer.get_vocab_size()
+    self.pad_id = self._tokenizer.token_to_id(pad)
+    self.pad_left = options.get("padding_side", "left") == "left"
+
+  def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+    tokens = np.full((len(texts), self.context_length), self.pad_id, np.int32)
+    for row, encoding in enumerate(self._tokenizer.encode_batch(list(texts),
+                                                                add_special_tokens=False)):
+      ids = encoding.ids[:self.context_length]
+      if self.pad_left:
+        tokens[row, self.context_length - len(ids):] = ids
+      else:
+        tokens[row, :len(ids)] = ids
+    return tokens
+
+  def tf_tokenize(self, texts: tf.Tensor) -> tf.Tensor:
+    return _in_graph(self.tokenize, texts, self.context_length)
+
+
 for _kind in (
     settings.TokenizerKind(name="clip_bpe",
                            make=lambda data: ClipBpeTokenizer(data.context_length)),
@@ -320,6 +381,9 @@ for _kind in (
     settings.TokenizerKind(
         name="siglip", needs_model=True,
         make=lambda data: SigLIPTokenizer(data.tokenizer_model, data.context_length)),
+    settings.TokenizerKind(
+        name="gemma", needs_model=True,
+        make=lambda data: GemmaTokenizer(data.tokenizer_model, data.context_length)),
     settings.TokenizerKind(
         name="words", make=lambda data: WordTokenizer(synthetic.vocabulary(), data.context_length)),
 ):

@@ -15,6 +15,7 @@ import importlib.machinery
 import importlib.metadata
 import importlib.util
 import math
+import json
 import random
 import sys
 import types
@@ -222,6 +223,37 @@ def siglip_sentencepiece(directory) -> str:
            "ελληνικά", "42", "3"]
   return train_sentencepiece(directory, words, 2000, 1, vocab_size=300, character_coverage=1.0,
                              pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
+
+
+GEMMA_SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>")  # Gemma's ids 0..4
+
+
+def gemma_tokenizer(directory, **options) -> str:
+  """A tokenizer.json laid out as Gemma's (SigLIP 2's): a byte-fallback BPE over pieces that
+  carry their leading "▁", the special tokens at ids 0..4, then the 256 byte pieces; trained with
+  Hugging Face `tokenizers` on words of several scripts (unseen characters then fall back to
+  bytes). Beside it a tokenizer_config.json naming transformers' Siglip2Tokenizer, with
+  `options` (padding_side, ...). Its path."""
+  hf_tokenizers = pytest.importorskip("tokenizers")
+  words = ["a", "photo", "of", "the", "red", "blue", "star", "circle", "large", "small", "in",
+           "top", "left", "zürich", "café", "naïve", "über", "東京", "москва", "straße", "42"]
+  rng = random.Random(2)
+  sentences = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) for _ in range(2000)]
+  tokenizer = hf_tokenizers.Tokenizer(hf_tokenizers.models.BPE(
+      unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+  tokenizer.normalizer = hf_tokenizers.normalizers.Replace(" ", "▁")
+  tokenizer.pre_tokenizer = hf_tokenizers.pre_tokenizers.Split(" ", "merged_with_previous")
+  tokenizer.decoder = hf_tokenizers.decoders.Sequence([
+      hf_tokenizers.decoders.Replace("▁", " "), hf_tokenizers.decoders.ByteFallback(),
+      hf_tokenizers.decoders.Fuse()])
+  tokenizer.train_from_iterator(sentences, hf_tokenizers.trainers.BpeTrainer(
+      vocab_size=600,
+      special_tokens=[*GEMMA_SPECIALS, *(f"<0x{byte:02X}>" for byte in range(256))]))
+  directory.mkdir(parents=True, exist_ok=True)
+  tokenizer.save(str(directory / "tokenizer.json"))
+  (directory / "tokenizer_config.json").write_text(json.dumps(
+      {"tokenizer_class": "Siglip2Tokenizer", **options}))
+  return str(directory / "tokenizer.json")
 
 
 # --- The contrastive losses' references (tests/test_losses.py, test_blockwise_losses.py) ---

@@ -507,7 +507,8 @@ def test_every_name_is_registered_once_where_it_is_implemented():
   # (A plug-in registered by another test in this process comes after them.)
   assert settings.SOURCES.names()[:6] == ["synthetic", "webdataset", "tfrecord", "tfds", "csv",
                                           "mixture"]
-  assert settings.TOKENIZERS.names()[:4] == ["clip_bpe", "sentencepiece", "siglip", "words"]
+  assert settings.TOKENIZERS.names()[:5] == ["clip_bpe", "sentencepiece", "siglip", "gemma",
+                                             "words"]
   assert settings.EVALUATORS.names()[:3] == ["zero_shot", "retrieval", "linear_probe"]
   assert settings.EVALUATORS.get("retrieval", "type").run is evaluators._run_retrieval  # pylint: disable=protected-access
   with pytest.raises(ValueError, match="A data source named 'csv' is registered already"):

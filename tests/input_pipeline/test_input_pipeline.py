@@ -121,7 +121,7 @@ def test_bad_arguments_name_the_key_value_and_allowed_values(arguments, message)
     ("name", "laion", r"^data\.name='laion'; allowed: 'synthetic', 'webdataset', 'tfrecord', "
                       r"'tfds', 'csv', 'mixture'\.$"),
     ("tokenizer", "bpe", r"^data\.tokenizer='bpe'; allowed: 'clip_bpe', 'sentencepiece', "
-                         r"'siglip', 'words'\.$"),
+                         r"'siglip', 'gemma', 'words'\.$"),
 ])
 def test_bad_data_settings_name_the_key_value_and_allowed_values(key, value, message):
   config = settings.default_config()

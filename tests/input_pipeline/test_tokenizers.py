@@ -95,10 +95,11 @@ def test_bad_arguments_name_the_key(changes, message):
 
 @pytest.mark.parametrize("changes, message", [
     (dict(tokenizer="bpe"),
-     r"^data\.tokenizer='bpe'; allowed: 'clip_bpe', 'sentencepiece', 'siglip', 'words'\.$"),
+     r"^data\.tokenizer='bpe'; allowed: 'clip_bpe', 'sentencepiece', 'siglip', 'gemma', "
+     r"'words'\.$"),
     (dict(tokenizer="sentencepiece"),
-     r"^data\.tokenizer_model='': data\.tokenizer='sentencepiece' needs the path of a "
-     r"SentencePiece \.model file\.$"),
+     r"^data\.tokenizer_model='': data\.tokenizer='sentencepiece' needs the path of its model "
+     r"file \(SentencePiece's \.model, Gemma's tokenizer\.json\)\.$"),
     (dict(tokenizer="sentencepiece", tokenizer_model=""), r"^data\.tokenizer_model='': "),
     (dict(tokenizer="siglip"), r"^data\.tokenizer_model='': data\.tokenizer='siglip' needs "),
 ])
@@ -400,3 +401,37 @@ def test_an_oversized_tokenizer_model_is_refused_not_read(siglip_model_file, mon
   with pytest.raises(ValueError, match=r"data\.tokenizer_model='.*spiece\.model' is [\d,]+ "
                                        r"bytes; allowed: a tokenizer model of at most 1,000 bytes"):
     tokenizers.SigLIPTokenizer(siglip_model_file, 16)
+
+
+# --- SigLIP 2's Gemma tokenizer against transformers' Siglip2Tokenizer -------------------------
+
+GEMMA_OPTIONS = {  # transformers 5.x adds no <bos> or <eos>, whatever the file asks
+    "Siglip2Tokenizer's defaults": {},
+    "right padding": dict(padding_side="right"),
+    "asking for <bos> and <eos>": dict(padding_side="left", add_bos_token=True,
+                                       add_eos_token=True),
+}
+
+
+@pytest.mark.parametrize("options", sorted(GEMMA_OPTIONS))
+@pytest.mark.parametrize("context_length", [64, 16])
+def test_gemma_equals_transformers_siglip2_tokenizer(tmp_path, options, context_length):
+  transformers = pytest.importorskip("transformers")
+  path = references.gemma_tokenizer(tmp_path / "gemma", **GEMMA_OPTIONS[options])
+  reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "gemma"))
+  assert type(reference).__name__ == "Siglip2Tokenizer"
+  texts = [text for text in siglip_texts() if not re.search("<(bos|eos|mask)>", text)]
+  assert len(texts) > 400
+  expected = np.array(reference(texts, padding="max_length", max_length=context_length,
+                                truncation=True)["input_ids"], np.int32)
+  tokenizer = tokenizers.create_tokenizer(dataclasses.replace(
+      DATA, tokenizer="gemma", tokenizer_model=path, context_length=context_length))
+  ours = tokenizer.tokenize(texts)
+  assert ours.dtype == np.int32 and ours.shape == expected.shape
+  different = [text for text, a, b in zip(texts, ours, expected) if not np.array_equal(a, b)]
+  assert not different, f"{len(different)} of {len(texts)} differ, e.g. {different[:5]!r}"
+  assert np.any(ours == 0) and not np.any(ours == 1) and not np.any(ours == 2)  # <pad>, no specials
+  text_side = 0 if GEMMA_OPTIONS[options].get("padding_side") == "right" else -1
+  assert np.all(ours[ours.any(axis=1), text_side] != 0)  # padded on the other side
+  in_graph = tf.data.Dataset.from_tensor_slices(texts[:64]).batch(16).map(tokenizer.tf_tokenize)
+  np.testing.assert_array_equal(np.concatenate(list(in_graph.as_numpy_iterator())), ours[:64])
