@@ -46,6 +46,11 @@ def sha256(location: str | os.PathLike) -> str:
 TOKENIZER_MODEL_MAX_BYTES = 64 << 20
 
 
+# The options a tokenizer reads beside its model file, as Hugging Face publishes them (Gemma's:
+# padding_side); a converted checkpoint carries the file with the model file.
+TOKENIZER_OPTIONS = "tokenizer_config.json"
+
+
 def read_tokenizer_model(location: str | os.PathLike, key: str) -> bytes:
   """A tokenizer model file's bytes, refused (naming `key`) above TOKENIZER_MODEL_MAX_BYTES."""
   size = path(location).stat().length

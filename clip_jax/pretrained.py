@@ -43,8 +43,8 @@ def save(directory: str, config: configs.CLIPConfig, variables: dict[str, Any],
          source: dict[str, Any] | None = None, tokenizer: str = "clip_bpe",
          tokenizer_file: str | None = None) -> None:
   """Writes `variables`, the architecture `config` and the tokenizer the weights were trained
-  with (a data.tokenizer name, and a copy of its model file if it has one) to a new
-  `directory`."""
+  with (a data.tokenizer name, and a copy of its model file if it has one, with the options
+  file beside it) to a new `directory`."""
   directory = files.path(directory)
   if (directory / VARIABLES_DIR).exists():
     raise FileExistsError(f"{directory} already holds a checkpoint; choose a new --dst.")
@@ -55,8 +55,10 @@ def save(directory: str, config: configs.CLIPConfig, variables: dict[str, Any],
   if tokenizer_file is not None:
     record["file"] = f"{TOKENIZER_DIR}/{files.path(tokenizer_file).name}"
     (directory / TOKENIZER_DIR).mkdir(exist_ok=True)
-    (directory / record["file"]).write_bytes(
-        files.read_tokenizer_model(tokenizer_file, "the tokenizer model"))
+    options = files.path(tokenizer_file).parent / files.TOKENIZER_OPTIONS
+    for source_file in (tokenizer_file, *([options] if options.exists() else [])):
+      (directory / TOKENIZER_DIR / files.path(source_file).name).write_bytes(
+          files.read_tokenizer_model(source_file, "the tokenizer model"))
   files.write_text(directory / MODEL_FILE, json.dumps(
       {"model": configs.config_to_dict(config), "source": source or {}, "tokenizer": record},
       indent=2))

@@ -319,9 +319,6 @@ class SigLIPTokenizer:
 
 # --- Gemma (SigLIP 2) ------------------------------------------------------------------------
 
-GEMMA_OPTIONS_FILE = "tokenizer_config.json"  # beside tokenizer.json, as Hugging Face publishes
-
-
 class GemmaTokenizer:
   """SigLIP 2's tokenizer: Gemma's byte-fallback BPE (its Hugging Face tokenizer.json) on
   lower-cased text, as transformers' `Siglip2Tokenizer` (5.x) runs it: no `<bos>` or `<eos>`
@@ -344,7 +341,7 @@ class GemmaTokenizer:
         [hf_tokenizers.normalizers.Lowercase(), *([own] if own is not None else [])])
     self._tokenizer.no_truncation()
     self._tokenizer.no_padding()
-    options_file = files.path(tokenizer_file).parent / GEMMA_OPTIONS_FILE
+    options_file = files.path(tokenizer_file).parent / files.TOKENIZER_OPTIONS
     options = (json.loads(files.read_tokenizer_model(options_file, "tokenizer_config.json"))
                if options_file.exists() else {})
     pad = options.get("pad_token", "<pad>")

@@ -33,7 +33,8 @@ OPEN_CLIP_CONFIG = preprocessing_layout.OPEN_CLIP_CONFIG
 HF_PREPROCESSOR_CONFIG = preprocessing_layout.HF_PREPROCESSOR_CONFIG
 HF_WEIGHTS = "model.safetensors"
 HF_CONFIG = "config.json"
-HF_TOKENIZER_CONFIG = "tokenizer_config.json"
+HF_TOKENIZER_CONFIG = files.TOKENIZER_OPTIONS
+GEMMA_TOKENIZER_FILE = "tokenizer.json"  # SigLIP 2's: Gemma's tokenizer, Hugging Face's format
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,26 +122,26 @@ def import_weights(src: str, model: str | None = None, activation: str | None = 
                   tokenizer_file)
 
 
+# The tokenizers SigLIP weights come with, by the file beside them: SigLIP's SentencePiece model,
+# SigLIP 2's Gemma tokenizer.
+SIGLIP_TOKENIZERS = {hf_layout.SIGLIP_TOKENIZER_FILE: "siglip", GEMMA_TOKENIZER_FILE: "gemma"}
+
+
 def _tokenizer(src: str, config: configs.CLIPConfig) -> tuple[str, str | None]:
-  """(data.tokenizer name, its model file) of the weights: SigLIP's SentencePiece model where
-  the source holds one beside a SigLIP architecture, else CLIP's BPE (which ships with
-  clip_jax). SigLIP weights without their model file are refused: no tokenizer would give the
-  ids they were trained on."""
+  """(data.tokenizer name, its model file) of the weights: for a SigLIP architecture the
+  SentencePiece model (SigLIP) or Gemma tokenizer (SigLIP 2) the source holds beside it, else
+  CLIP's BPE (which ships with clip_jax). SigLIP weights without their tokenizer are refused: no
+  tokenizer would give the ids they were trained on."""
   if not hf_layout.is_siglip_config(config):
     return "clip_bpe", None
   directory = src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
-  model_file = os.path.join(directory, hf_layout.SIGLIP_TOKENIZER_FILE)
-  if not os.path.isfile(model_file) and os.path.isfile(os.path.join(directory, "tokenizer.json")):
-    raise NotImplementedError(
-        f"{src} holds SigLIP 2 weights with Gemma's tokenizer (tokenizer.json), which clip_jax "
-        "does not read yet: their captions could not be tokenized as they were trained; allowed: "
-        f"SigLIP weights with their {hf_layout.SIGLIP_TOKENIZER_FILE}.")
-  if not os.path.isfile(model_file):
-    raise FileNotFoundError(
-        f"{src} holds SigLIP weights but no {hf_layout.SIGLIP_TOKENIZER_FILE} beside them, the "
-        "SentencePiece model their captions were tokenized with; allowed: the Hugging Face "
-        f"directory (or hf-hub: repository) with its {hf_layout.SIGLIP_TOKENIZER_FILE}.")
-  return "siglip", model_file
+  for file_name, tokenizer in SIGLIP_TOKENIZERS.items():
+    if os.path.isfile(os.path.join(directory, file_name)):
+      return tokenizer, os.path.join(directory, file_name)
+  raise FileNotFoundError(
+      f"{src} holds SigLIP weights but no {' or '.join(SIGLIP_TOKENIZERS)} beside them, the "
+      "tokenizer their captions were tokenized with; allowed: the Hugging Face directory (or "
+      "hf-hub: repository) with its tokenizer files.")
 
 
 def _open_clip_activation(src: str) -> str | None:
@@ -170,11 +171,26 @@ def open_clip_model_config(config: configs.CLIPConfig) -> dict[str, Any]:
   return model_cfg
 
 
+def _hf_tokenizer_files(tokenizer_file: str, context_length: int) -> dict[str, Any]:
+  """A SigLIP model's tokenizer as transformers reads it: its file, and a tokenizer_config.json
+  making it a SiglipTokenizer (SentencePiece) or Siglip2Tokenizer (Gemma) of the context length,
+  over the options the checkpoint carries."""
+  name = files.path(tokenizer_file).name
+  options_file = files.path(tokenizer_file).parent / files.TOKENIZER_OPTIONS
+  options = (json.loads(files.read_tokenizer_model(options_file, "the tokenizer options"))
+             if options_file.exists() else {})
+  tokenizer_class = "Siglip2Tokenizer" if name == GEMMA_TOKENIZER_FILE else "SiglipTokenizer"
+  return {name: files.read_tokenizer_model(tokenizer_file, "the tokenizer model"),
+          HF_TOKENIZER_CONFIG: {**options, "tokenizer_class": tokenizer_class,
+                                "model_max_length": context_length}}
+
+
 def export_weights(config: configs.CLIPConfig, variables: dict[str, Any], dst: str,
                    to: str, tokenizer_file: str | None = None) -> list[str]:
   """Writes the model for open_clip (`local-dir:` loadable) or transformers; returns the files.
-  A SigLIP model's SentencePiece model (`tokenizer_file`) goes with it for transformers, with
-  the tokenizer_config.json that makes it a SiglipTokenizer of the model's context length."""
+  A SigLIP model's tokenizer (`tokenizer_file`: SigLIP's SentencePiece model, SigLIP 2's Gemma
+  tokenizer.json) goes with it for transformers, with the tokenizer_config.json that makes it a
+  SiglipTokenizer or Siglip2Tokenizer of the model's context length."""
   if to not in EXPORT_FORMATS:
     raise ValueError(f"--to={to!r}; allowed: {', '.join(EXPORT_FORMATS)}.")
   state_dict = openai_layout.to_state_dict(variables)
@@ -195,19 +211,16 @@ def export_weights(config: configs.CLIPConfig, variables: dict[str, Any], dst: s
                    "SiglipImageProcessor" if hf_layout.is_siglip_config(config) else
                    "CLIPImageProcessor")}
   if tokenizer_file is not None and to == "hf" and hf_layout.is_siglip_config(config):
-    outputs[hf_layout.SIGLIP_TOKENIZER_FILE] = files.read_tokenizer_model(tokenizer_file,
-                                                                         "the tokenizer model")
-    outputs[HF_TOKENIZER_CONFIG] = {"tokenizer_class": "SiglipTokenizer",
-                                    "model_max_length": config.text.context_length}
+    outputs.update(_hf_tokenizer_files(tokenizer_file, config.text.context_length))
   paths = []
   for name, content in outputs.items():
     path = os.path.join(dst, name)
-    if name.endswith(".json"):
-      with open(path, "w") as file:
-        json.dump(content, file, indent=2)
-    elif isinstance(content, bytes):
+    if isinstance(content, bytes):  # a tokenizer's file, as it came
       with open(path, "wb") as file:
         file.write(content)
+    elif name.endswith(".json"):
+      with open(path, "w") as file:
+        json.dump(content, file, indent=2)
     else:
       tensor_files.write_safetensors(content, path)
     paths.append(path)

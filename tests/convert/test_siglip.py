@@ -108,11 +108,48 @@ def test_the_checkpoint_carries_its_tokenizer_and_runs_from_text(hf_case, tmp_pa
 def test_siglip_weights_without_their_tokenizer_are_refused(hf_case, tmp_path):
   model, _, _ = hf_case
   model.save_pretrained(str(tmp_path))
-  with pytest.raises(FileNotFoundError, match=r"holds SigLIP weights but no spiece\.model"):
+  with pytest.raises(FileNotFoundError, match=r"holds SigLIP weights but no spiece\.model or "
+                                              r"tokenizer\.json beside them"):
     convert.import_weights(str(tmp_path))
-  (tmp_path / "tokenizer.json").write_text("{}")  # SigLIP 2's Gemma tokenizer
-  with pytest.raises(NotImplementedError, match=r"SigLIP 2 weights with Gemma's tokenizer"):
-    convert.import_weights(str(tmp_path))
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_siglip2_weights_carry_gemmas_tokenizer_there_and_back(tmp_path, padding_side):
+  """A SigLIP 2 directory (SiglipModel weights, Gemma's tokenizer.json and its
+  tokenizer_config.json): the converted checkpoint tokenizes as transformers' Siglip2Tokenizer
+  and gives transformers' text features; exported, it is a Siglip2Tokenizer again."""
+  source = tmp_path / "siglip2"
+  references.gemma_tokenizer(source, padding_side=padding_side)
+  config = transformers.SiglipConfig(
+      text_config=dict(vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, max_position_embeddings=12),
+      vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, image_size=16, patch_size=4))
+  model = references.perturb_(transformers.SiglipModel(config))
+  model.save_pretrained(str(source))
+  imported = convert.import_weights(str(source))
+  assert imported.tokenizer == "gemma" and imported.tokenizer_file.endswith("tokenizer.json")
+  pretrained.save(str(tmp_path / "ckpt"), imported.config, imported.variables, imported.source,
+                  imported.tokenizer, imported.tokenizer_file)
+  loaded = clip_jax.load(str(tmp_path / "ckpt"))
+  captions = ["A photo of a CAT!", "zürich, at night", "", "the red star " * 30]
+  reference = transformers.AutoTokenizer.from_pretrained(str(source))
+  expected = reference(captions, padding="max_length", max_length=12,
+                       truncation=True)["input_ids"]
+  tokens = loaded.tokenize(captions)
+  np.testing.assert_array_equal(tokens, expected)
+  with torch.no_grad():
+    text_embeds = model.get_text_features(input_ids=torch.tensor(expected)).pooler_output
+  text_embeds = (text_embeds / text_embeds.norm(dim=-1, keepdim=True)).numpy()
+  ours = loaded.model.apply(loaded.variables, tokens, method=loaded.model.encode_text)
+  np.testing.assert_allclose(ours, text_embeds, atol=1e-4 * np.abs(text_embeds).max())
+  exported = tmp_path / "exported"
+  convert.export_weights(imported.config, imported.variables, str(exported), "hf",
+                         pretrained.read_tokenizer(str(tmp_path / "ckpt"))[1])
+  exported_tokenizer = transformers.AutoTokenizer.from_pretrained(str(exported))
+  assert type(exported_tokenizer).__name__ == "Siglip2Tokenizer"
+  assert exported_tokenizer(captions, padding="max_length", max_length=12,
+                            truncation=True)["input_ids"] == expected
 
 
 def test_export_gives_back_every_tensor_and_loads_in_transformers(hf_case, tmp_path):
