@@ -225,6 +225,16 @@ def siglip_sentencepiece(directory) -> str:
                              pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
 
 
+def tiny_siglip_model(*, vocab_size: int, image_size: int, patch_size: int):
+  """A transformers SiglipModel of one 32-wide layer per tower, 12 tokens, perturbed weights."""
+  transformers = pytest.importorskip("transformers")
+  tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+  config = transformers.SiglipConfig(
+      text_config=dict(tower, vocab_size=vocab_size, max_position_embeddings=12),
+      vision_config=dict(tower, image_size=image_size, patch_size=patch_size))
+  return perturb_(transformers.SiglipModel(config))
+
+
 GEMMA_SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>")  # Gemma's ids 0..4
 
 

@@ -92,10 +92,15 @@ def test_the_checkpoint_carries_its_tokenizer_and_runs_from_text(hf_case, tmp_pa
                   imported.tokenizer, imported.tokenizer_file)
   loaded = clip_jax.load(str(tmp_path / "ckpt"))
   captions = ["A photo of a CAT!", "zürich, at night", "", "the red star " * 30]
-  reference = transformers.AutoTokenizer.from_pretrained(directory)
-  context = imported.config.text.context_length
-  expected = reference(captions, padding="max_length", max_length=context,
-                       truncation=True)["input_ids"]
+  assert_tokenized_and_encoded_as_transformers(loaded, model, directory, captions)
+
+
+def assert_tokenized_and_encoded_as_transformers(loaded, model, directory, captions):
+  """clip_jax.load's tokenize gives the ids of the tokenizer saved in `directory`, and its text
+  features from them are the transformers model's; the ids."""
+  reference = transformers.AutoTokenizer.from_pretrained(str(directory))
+  expected = reference(captions, padding="max_length", max_length=loaded.model.config.text.
+                       context_length, truncation=True)["input_ids"]
   tokens = loaded.tokenize(captions)
   np.testing.assert_array_equal(tokens, expected)
   with torch.no_grad():
@@ -103,6 +108,7 @@ def test_the_checkpoint_carries_its_tokenizer_and_runs_from_text(hf_case, tmp_pa
   text_embeds = (text_embeds / text_embeds.norm(dim=-1, keepdim=True)).numpy()
   ours = loaded.model.apply(loaded.variables, tokens, method=loaded.model.encode_text)
   np.testing.assert_allclose(ours, text_embeds, atol=1e-4 * np.abs(text_embeds).max())
+  return expected
 
 
 def test_siglip_weights_without_their_tokenizer_are_refused(hf_case, tmp_path):
@@ -120,12 +126,7 @@ def test_siglip2_weights_carry_gemmas_tokenizer_there_and_back(tmp_path, padding
   and gives transformers' text features; exported, it is a Siglip2Tokenizer again."""
   source = tmp_path / "siglip2"
   references.gemma_tokenizer(source, padding_side=padding_side)
-  config = transformers.SiglipConfig(
-      text_config=dict(vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                       num_attention_heads=2, max_position_embeddings=12),
-      vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, image_size=16, patch_size=4))
-  model = references.perturb_(transformers.SiglipModel(config))
+  model = references.tiny_siglip_model(vocab_size=600, image_size=16, patch_size=4)
   model.save_pretrained(str(source))
   imported = convert.import_weights(str(source))
   assert imported.tokenizer == "gemma" and imported.tokenizer_file.endswith("tokenizer.json")
@@ -133,16 +134,7 @@ def test_siglip2_weights_carry_gemmas_tokenizer_there_and_back(tmp_path, padding
                   imported.tokenizer, imported.tokenizer_file)
   loaded = clip_jax.load(str(tmp_path / "ckpt"))
   captions = ["A photo of a CAT!", "zürich, at night", "", "the red star " * 30]
-  reference = transformers.AutoTokenizer.from_pretrained(str(source))
-  expected = reference(captions, padding="max_length", max_length=12,
-                       truncation=True)["input_ids"]
-  tokens = loaded.tokenize(captions)
-  np.testing.assert_array_equal(tokens, expected)
-  with torch.no_grad():
-    text_embeds = model.get_text_features(input_ids=torch.tensor(expected)).pooler_output
-  text_embeds = (text_embeds / text_embeds.norm(dim=-1, keepdim=True)).numpy()
-  ours = loaded.model.apply(loaded.variables, tokens, method=loaded.model.encode_text)
-  np.testing.assert_allclose(ours, text_embeds, atol=1e-4 * np.abs(text_embeds).max())
+  expected = assert_tokenized_and_encoded_as_transformers(loaded, model, source, captions)
   exported = tmp_path / "exported"
   convert.export_weights(imported.config, imported.variables, str(exported), "hf",
                          pretrained.read_tokenizer(str(tmp_path / "ckpt"))[1])

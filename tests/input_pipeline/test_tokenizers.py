@@ -199,11 +199,22 @@ def fuzz_texts(count, seed=0):
 
 
 def assert_same_ids(tokenizer, reference, texts):
-  ours = tokenizer.tokenize(texts)
-  expected = reference.tokenize(texts, context_length=tokenizer.context_length).numpy()
-  assert ours.dtype == np.int32 and ours.shape == (len(texts), tokenizer.context_length)
+  assert_same_rows(tokenizer.tokenize(texts),
+                   reference.tokenize(texts, context_length=tokenizer.context_length).numpy(),
+                   texts)
+
+
+def assert_same_rows(ours, expected, texts):
+  """Our ids are the reference's for every text; else the texts that differ are named."""
+  assert ours.dtype == np.int32 and ours.shape == (len(texts), np.shape(expected)[1])
   different = [text for text, a, b in zip(texts, ours, expected) if not np.array_equal(a, b)]
   assert not different, f"{len(different)} of {len(texts)} differ, e.g. {different[:5]!r}"
+
+
+def transformers_ids(reference, texts, context_length):
+  """A transformers tokenizer's ids as SigLIP's processors ask for them: padded to the context."""
+  return np.array(reference(texts, padding="max_length", max_length=context_length,
+                            truncation=True)["input_ids"], np.int32)
 
 
 @pytest.mark.parametrize("context_length", [77, 16, 2])
@@ -358,14 +369,10 @@ def test_siglip_equals_transformers_siglip_tokenizer(siglip_model_file, context_
   reference = transformers.SiglipTokenizer(vocab_file=siglip_model_file)
   texts = siglip_texts()
   assert len(texts) > 400
-  expected = np.array(reference(texts, padding="max_length", max_length=context_length,
-                                truncation=True)["input_ids"], np.int32)
   tokenizer = tokenizers.create_tokenizer(dataclasses.replace(
       DATA, tokenizer="siglip", tokenizer_model=siglip_model_file, context_length=context_length))
   ours = tokenizer.tokenize(texts)
-  assert ours.dtype == np.int32 and ours.shape == expected.shape
-  different = [text for text, a, b in zip(texts, ours, expected) if not np.array_equal(a, b)]
-  assert not different, f"{len(different)} of {len(texts)} differ, e.g. {different[:5]!r}"
+  assert_same_rows(ours, transformers_ids(reference, texts, context_length), texts)
   # </s> (1) ends every caption and pads it; long captions are cut with </s> last.
   assert tokenizer.end_id == 1 and np.all(ours[:, -1] == 1)
   assert np.any(ours[:, -2] != 1)  # some caption fills the context
@@ -422,14 +429,10 @@ def test_gemma_equals_transformers_siglip2_tokenizer(tmp_path, options, context_
   assert type(reference).__name__ == "Siglip2Tokenizer"
   texts = [text for text in siglip_texts() if not re.search("<(bos|eos|mask)>", text)]
   assert len(texts) > 400
-  expected = np.array(reference(texts, padding="max_length", max_length=context_length,
-                                truncation=True)["input_ids"], np.int32)
   tokenizer = tokenizers.create_tokenizer(dataclasses.replace(
       DATA, tokenizer="gemma", tokenizer_model=path, context_length=context_length))
   ours = tokenizer.tokenize(texts)
-  assert ours.dtype == np.int32 and ours.shape == expected.shape
-  different = [text for text, a, b in zip(texts, ours, expected) if not np.array_equal(a, b)]
-  assert not different, f"{len(different)} of {len(texts)} differ, e.g. {different[:5]!r}"
+  assert_same_rows(ours, transformers_ids(reference, texts, context_length), texts)
   assert np.any(ours == 0) and not np.any(ours == 1) and not np.any(ours == 2)  # <pad>, no specials
   text_side = 0 if GEMMA_OPTIONS[options].get("padding_side") == "right" else -1
   assert np.all(ours[ours.any(axis=1), text_side] != 0)  # padded on the other side

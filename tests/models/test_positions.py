@@ -72,14 +72,8 @@ def test_a_siglip_model_at_another_resolution_computes_as_transformers_interpola
   a 4 x 4 grid to 6 x 6), against the converted model loaded at 44 px: features and logits."""
   from clip_jax.convert import hf_layout  # pylint: disable=g-import-not-at-top
   from clip_jax.convert import openai_layout  # pylint: disable=g-import-not-at-top
-  transformers = pytest.importorskip("transformers")
-  hf_config = transformers.SiglipConfig(
-      text_config=dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                       num_attention_heads=2, max_position_embeddings=12),
-      vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, image_size=30, patch_size=7))
-  model = references.perturb_(transformers.SiglipModel(hf_config))
-  config = hf_layout.config_from_hf(hf_config.to_dict())
+  model = references.tiny_siglip_model(vocab_size=100, image_size=30, patch_size=7)
+  config = hf_layout.config_from_hf(model.config.to_dict())
   variables = openai_layout.from_state_dict(
       hf_layout.from_hf({name: tensor.numpy() for name, tensor in model.state_dict().items()}),
       config)
