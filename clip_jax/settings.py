@@ -451,31 +451,20 @@ def default_config() -> ml_collections.ConfigDict:
                                                 overrides=_architecture_config()))
   for name, cls in _SECTIONS.items():
     config[name] = _fields_config(cls, {}, unset_defaults=False)
-  config.data = _data_config({}, unset_defaults=False)
+  config.data = _data_config()
   config.evals = ml_collections.ConfigDict()
   return config
 
 
-def _data_config(given: Mapping[str, Any], unset_defaults: bool) -> ml_collections.ConfigDict:
-  """The data section: every shared key, and the section of every registered source (of the
-  one named, for a mixture's part)."""
-  load_plugins(DATA_PLUGINS, optional=not unset_defaults)
-  kinds = SOURCES.entries() if not unset_defaults else [SOURCES.get(given.get("name"), "name")]
-  own = {kind.name: {field.name for field in dataclasses.fields(kind.keys)}
-         for kind in kinds if kind.keys is not None}
-  for nested in ("source", "sources") if unset_defaults else ():
-    if nested in given:
-      raise ValueError(f"{nested} is not a key of a mixture's source; allowed: the keys of a "
-                       "stream source and the shared data keys.")
-  own_keys = set().union(*own.values()) if unset_defaults else set()
-  config = _fields_config(Data, {key: value for key, value in given.items()
-                                 if key not in own_keys}, unset_defaults)
+def _data_config() -> ml_collections.ConfigDict:
+  """The data section at its defaults: every shared key, and every registered source's section
+  (none where the sources' modules do not import: see load_plugins)."""
+  load_plugins(DATA_PLUGINS, optional=True)
+  config = _fields_config(Data, {}, unset_defaults=False)
   del config["source"]
-  if unset_defaults:
-    del config["sources"]
-  for name, keys in own.items():
-    section = {key: value for key, value in given.items() if key in keys}
-    config[name] = _fields_config(SOURCES.get(name, "name").keys, section, unset_defaults)
+  for kind in SOURCES.entries():
+    if kind.keys is not None:
+      config[kind.name] = _fields_config(kind.keys, {}, unset_defaults=False)
   return config
 
 
@@ -489,7 +478,20 @@ def data_source(**given) -> ml_collections.ConfigDict:
   """One source of a mixture (`config.data.sources.<part>`): its `name`, `weight`, the keys of its
   own section and the shared data keys that differ, given flat
   (`data_source(name="webdataset", files="...", weight=0.3)`); every other key is there, unset."""
-  return _data_config(given, unset_defaults=True)
+  load_plugins(DATA_PLUGINS)
+  kind = SOURCES.get(given.get("name"), "name")
+  own = {field.name for field in dataclasses.fields(kind.keys)} if kind.keys else set()
+  for nested in ("source", "sources"):
+    if nested in given:
+      raise ValueError(f"{nested} is not a key of a mixture's source; allowed: the keys of a "
+                       "stream source and the shared data keys.")
+  config = _fields_config(Data, {key: value for key, value in given.items() if key not in own},
+                          unset_defaults=True)
+  del config["source"], config["sources"]
+  if kind.keys is not None:
+    config[kind.name] = _fields_config(
+        kind.keys, {key: value for key, value in given.items() if key in own}, unset_defaults=True)
+  return config
 
 
 def data_settings(**given) -> Data:
@@ -497,7 +499,7 @@ def data_settings(**given) -> Data:
   them), checked as `parse` checks them: for code that reads data without a config (benchmarks,
   tools, tests). `sources`, a mixture's parts, are such records themselves."""
   sources = given.pop("sources", {})
-  config = _plain(_data_config({"name": SYNTHETIC, **given}, unset_defaults=True))
+  config = _plain(data_source(**{"name": SYNTHETIC, **given}))
   return _data_record(config, "data", True, sources=sources)
 
 
