@@ -450,8 +450,8 @@ def default_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(name=DEFAULT_MODEL, plugins=(),
                                                 overrides=_architecture_config()))
   for name, cls in _SECTIONS.items():
-    config[name] = _fields_config(cls, {}, unset_defaults=False)
-  config.data = _data_config()
+    config[name] = (_data_config() if cls is Data else
+                    _fields_config(cls, {}, unset_defaults=False))
   config.evals = ml_collections.ConfigDict()
   return config
 
@@ -868,9 +868,7 @@ def to_config(run: Run) -> ml_collections.ConfigDict:
   for name in _SECTIONS:
     values[name] = dataclasses.asdict(values[name])
   # Every source's section, as in default_config: a change of source shows as the keys changed.
-  values["data"] = {kind.name: dataclasses.asdict(kind.keys()) for kind in SOURCES.entries()
-                    if kind.keys is not None}
-  values["data"].update(_data_values(run.data))
+  values["data"] = {**_default_sections(), **_data_values(run.data)}
   values["data"]["sources"] = {name: _source_values(part, run.data)
                                for name, part in run.data.sources.items()}
   values["evals"] = {name: _evaluator_values(evaluator_settings)
@@ -896,15 +894,13 @@ def _upgraded_data(data: Mapping[str, Any], every_section: bool = False) -> dict
   upgraded_data = {key: value for key, value in data.items() if key not in flat}
   if flat:
     load_plugins(DATA_PLUGINS)
-    kinds = [kind for kind in SOURCES.entries() if kind.keys is not None]
     name = upgraded_data.get("name", SYNTHETIC)
-    for kind in kinds if every_section else [kind for kind in kinds if kind.name == name]:
-      own = {field.name for field in dataclasses.fields(kind.keys)}
-      # ("" stood for the source's own default, which its section now holds.)
-      moved = ({key: value for key, value in flat.items() if key in own and value != ""}
-               if kind.name == name else {})
-      upgraded_data[kind.name] = {**dataclasses.asdict(kind.keys()),
-                                  **(upgraded_data.get(kind.name) or {}), **moved}
+    sections = _default_sections()
+    for section_name, defaults in sections.items() if every_section else []:
+      upgraded_data[section_name] = {**defaults, **(upgraded_data.get(section_name) or {})}
+    if name in sections:  # ("" stood for the source's own default, which its section now holds.)
+      moved = {key: value for key, value in flat.items() if key in sections[name] and value != ""}
+      upgraded_data[name] = {**sections[name], **(upgraded_data.get(name) or {}), **moved}
   if isinstance(upgraded_data.get("sources"), Mapping):
     upgraded_data["sources"] = {part_name: _upgraded_data(part)
                                 for part_name, part in upgraded_data["sources"].items()}
@@ -916,6 +912,12 @@ def _evaluator_values(evaluator_settings: Evaluator) -> dict[str, Any]:
   splits, optional = evaluator_keys(evaluator_settings)
   return {key: getattr(evaluator_settings, key)
           for key in (*EVALUATOR_COMMON_KEYS, *splits, *optional)}
+
+
+def _default_sections() -> dict[str, dict[str, Any]]:
+  """Every registered source's section at its defaults, by source name."""
+  return {kind.name: dataclasses.asdict(kind.keys()) for kind in SOURCES.entries()
+          if kind.keys is not None}
 
 
 def _data_values(data: Data) -> dict[str, Any]:
