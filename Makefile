@@ -25,13 +25,14 @@ $(RUNTIME_STAMP): setup.cfg pyproject.toml
 	@$(PIP) install -e .
 	@touch $@
 
-# References for the tests, the last three without torchvision, which their packages import but
-# the tests do not need: open_clip's tokenizer and model code, OpenAI's clip/model.py, and timm
-# (open_clip's SigLIP image towers).
+# References for the tests, the last four without torchvision, which their packages import but
+# the tests do not need: open_clip's tokenizer and model code, OpenAI's clip/model.py, timm
+# (open_clip's SigLIP image towers) and CLIP_benchmark (the benchmark's metrics and lists).
 $(TEST_STAMP): $(RUNTIME_STAMP)
 	@echo "Installing the test extra (PyTorch, transformers, pytest) into $(VENV) (minutes)"
 	@$(PIP) install -e ".[test]"
-	@$(PIP) install --no-deps open_clip_torch==3.3.0 clip-anytorch==2.6.0 timm==1.0.31
+	@$(PIP) install --no-deps open_clip_torch==3.3.0 clip-anytorch==2.6.0 timm==1.0.31 \
+	    clip-benchmark==1.6.2
 	@touch $@
 
 install: $(RUNTIME_STAMP)

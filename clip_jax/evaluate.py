@@ -1,11 +1,17 @@
 """Evaluates a trained or converted model: `python -m clip_jax.evaluate --workdir=<run>` or
-`--checkpoint=<converted dir> --config=<file with evals>`.
+`--checkpoint=<converted dir> --config=<file with evals>`, or on the benchmark suite:
+`--model=<either> --suite=datacomp --data_dir=<root>`.
 
 Runs every evaluator of the config's `evals` (by default the training run's own) once, sharded
 over all devices as in training, and writes the metrics as JSON beside a readable table. A
 converted checkpoint is evaluated with the tokenizer it carries and the model's image size (or
 --image_size and --context_length, its positions interpolated); the config's `data` section still
 names the synthetic world for synthetic evaluators.
+
+With --suite, it runs the benchmark's tasks whose data it finds under --data_dir
+(`clip_jax.evaluation.benchmark`), writing evaluation.json after each task (a run given the same
+file goes on from the task it was on) and the row of open_clip's results table beside it
+(evaluation.csv).
 """
 
 from __future__ import annotations
@@ -24,14 +30,26 @@ from clip_jax import encoding
 from clip_jax import pretrained
 from clip_jax import settings
 from clip_jax import sharding
+from clip_jax.evaluation import benchmark
+from clip_jax.evaluation import benchmark_tasks
 from clip_jax.evaluation import evaluators
 from clip_jax.models import clip as clip_model
 from clip_jax.models import towers
+from input_pipeline import tokenizers
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config whose `evals` (and `data`) to "
                                           "use; by default the workdir's own.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir: its latest checkpoint.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A directory written by clip_jax.convert.")
+_MODEL = flags.DEFINE_string("model", None, "A training workdir or a converted checkpoint.")
+_SUITE = flags.DEFINE_string("suite", None, "Evaluate on the benchmark: a suite ("
+                             f"{', '.join(benchmark_tasks.SUITES)}) or comma-separated task "
+                             "keys, instead of the config's evaluators.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "With --suite: the folder holding the tasks' "
+                                "WebDataset folders (DataComp's download script's layout) and "
+                                "TFDS data; local or gs://.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "With --suite: images or texts encoded at "
+                                   "once, over all devices.")
 _USE_EMA = flags.DEFINE_bool("use_ema", False, "Evaluate the workdir's moving average of the "
                              "parameters (a run with ema_decay > 0) instead of its parameters.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Evaluate at this image size instead of "
@@ -44,6 +62,7 @@ _POSITION_INTERPOLATION = flags.DEFINE_enum(
     "tower family's own way.")
 _OUTPUT = flags.DEFINE_string("output", None, "JSON file for the results; by default "
                               "evaluation.json in the workdir or checkpoint directory.")
+_CSV_SUFFIX = ".csv"
 
 
 def evaluate(model, variables, evals: evaluators.Evaluators, data: settings.Data,
@@ -56,34 +75,79 @@ def evaluate(model, variables, evals: evaluators.Evaluators, data: settings.Data
                                    view=model.config.preprocessing, total_steps=step)
 
 
+def _model_path() -> str:
+  given = [value for value in (_MODEL.value, _WORKDIR.value, _CHECKPOINT.value) if value]
+  if len(given) != 1:
+    raise app.UsageError("Give exactly one of --model, --workdir and --checkpoint.")
+  return given[0]
+
+
 def main(argv):
   del argv
-  if bool(_WORKDIR.value) == bool(_CHECKPOINT.value):
-    raise app.UsageError("Give exactly one of --workdir and --checkpoint.")
-  if _USE_EMA.value and _CHECKPOINT.value:
-    raise app.UsageError("--use_ema needs --workdir: a converted checkpoint holds one set of "
-                         "parameters.")
+  path = _model_path()
   given = settings.parse(_CONFIG.value) if _CONFIG.value else None
-  if _WORKDIR.value:
-    run, model, variables = pretrained.read_workdir(_WORKDIR.value, _USE_EMA.value)
-    evals = given.evals if given else run.evals
-    data, step, directory = run.data, run.total_steps, _WORKDIR.value
+  if pretrained.is_workdir(path) and not _CHECKPOINT.value:
+    run, model, variables = pretrained.read_workdir(path, _USE_EMA.value)
+    evals, data, step = (given or run).evals, run.data, run.total_steps
+  elif pretrained.is_converted(path) and not _WORKDIR.value:
+    if _USE_EMA.value:
+      raise app.UsageError("--use_ema needs a training workdir: a converted checkpoint holds one "
+                           "set of parameters.")
+    if given is None and not _SUITE.value:
+      raise app.UsageError(f"{path} is a converted checkpoint: give --config, for the evaluators "
+                           "to run, or --suite.")
+    architecture, variables = pretrained.read(path)
+    model, step = clip_model.CLIP(architecture), 0
+    evals = given.evals if given else {}
+    data = pretrained.checkpoint_data(path, architecture, given.data if given else settings.Data())
   else:
-    if given is None:
-      raise app.UsageError("--checkpoint needs --config, for the evaluators to run.")
-    architecture, variables = pretrained.read(_CHECKPOINT.value)
-    model, evals, step = clip_model.CLIP(architecture), given.evals, 0
-    directory = _CHECKPOINT.value
-    data = pretrained.checkpoint_data(directory, architecture, given.data)
+    raise app.UsageError(f"{path} is neither a training workdir (config.json beside checkpoints/)"
+                         " nor a converted checkpoint (model.json: see clip_jax.convert).")
   model, variables, data = pretrained.resized(model, variables, data, _IMAGE_SIZE.value,
                                               _CONTEXT_LENGTH.value,
                                               _POSITION_INTERPOLATION.value)
+  output = _OUTPUT.value or os.path.join(path, "evaluation.json")
+  if _SUITE.value:
+    evaluate_suite(model, variables, data, path, output)
+    return
   results = evaluate(model, variables, evals, data, step)
-  output = _OUTPUT.value or os.path.join(directory, "evaluation.json")
   files.write_text(output, json.dumps(results, indent=2, sort_keys=True))
   print("\n".join(evaluators.summary_lines(evals, results)))
   print("\n".join(f"{name:<40} {value:.4f}" for name, value in sorted(results.items())))
   print(f"Wrote {output}")
+
+
+def evaluate_suite(model, variables, data: settings.Data, path: str, output: str) -> None:
+  """The benchmark suite --suite on the model, resumed from `output` if it holds the same
+  model's results (the same weights and evaluation size)."""
+  tasks = benchmark_tasks.suite_tasks(_SUITE.value)
+  identity = {"model": path, "weights_sha256": pretrained.variables_digest(variables),
+              "image_size": data.image_size, "context_length": data.context_length}
+  previous = benchmark.read_results(output)
+  if previous is not None and {key: previous.get(key) for key in identity} != identity:
+    held = previous.get("model", "not the benchmark's")
+    raise app.UsageError(f"{output} holds other results ({held}, or other weights or sizes): "
+                         "give another --output.")
+  mesh = sharding.create_mesh()
+  encode_image, encode_text = encoding.make_encoders(model, variables, mesh)
+  suite_model = benchmark.Model(encode_image, encode_text,
+                                tokenizers.create_tokenizer(data).tokenize, data.image_size,
+                                model.config.preprocessing)
+
+  def save(results):
+    mean, covered = benchmark.average(tasks, results)
+    files.write_text(output, json.dumps({**identity, "suite": _SUITE.value, "average": mean,
+                                         "tasks_covered": covered, **results}, indent=2))
+
+  results = benchmark.evaluate_suite(tasks, suite_model, data_dir=_DATA_DIR.value,
+                                     batch_size=_BATCH_SIZE.value, results=previous, save=save)
+  save(results)
+  table = output.removesuffix(".json") + _CSV_SUFFIX
+  files.write_text(table, benchmark.results_table(
+      tasks, results, name=os.path.basename(os.path.normpath(path)),
+      pretrained="ema" if _USE_EMA.value else ""))
+  print("\n".join(benchmark.summary_lines(tasks, results)))
+  print(f"Wrote {output} and {table}")
 
 
 if __name__ == "__main__":

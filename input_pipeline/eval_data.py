@@ -63,8 +63,9 @@ def _read_tfds(dataset: str, split: str, *, data_dir: str, mock_examples: int,
                                        image_feature: tf.io.encode_png(example[image_feature])})
 
 
-def _eval_image(image_bytes: tf.Tensor, image_size: int,
-                view: image_preparation.Preprocessing) -> tf.Tensor:
+def evaluation_image(image_bytes: tf.Tensor, image_size: int,
+                     view: image_preparation.Preprocessing) -> tf.Tensor:
+  """uint8 [size, size, 3]: the model's evaluation view of an encoded image."""
   return preprocessing.eval_image(image_bytes, image_size, view.resize_mode, view.interpolation)
 
 
@@ -75,12 +76,12 @@ def image_label_batches(dataset: str, split: str, *, image_size: int, batch_size
   """{"image": uint8 [b, size, size, 3], "label": int32 [b]}; the last batch may be shorter."""
   @tf.autograph.experimental.do_not_convert
   def preprocess(example):
-    return {"image": _eval_image(example[image_feature], image_size, view),
+    return {"image": evaluation_image(example[image_feature], image_size, view),
             "label": tf.cast(example[label_feature], tf.int32)}
 
   examples = _read_tfds(dataset, split, data_dir=data_dir, mock_examples=mock_examples,
                         image_feature=image_feature)
-  return _batches(examples.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE), batch_size)
+  return batches(examples.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE), batch_size)
 
 
 def caption_batches(dataset: str, split: str, *, image_size: int, batch_size: int,
@@ -95,12 +96,12 @@ def caption_batches(dataset: str, split: str, *, image_size: int, batch_size: in
   @tf.autograph.experimental.do_not_convert
   def preprocess(example):
     captions = tfds_datasets.feature(example, caption_feature)
-    return {"image": _eval_image(example[image_feature], image_size, view),
+    return {"image": evaluation_image(example[image_feature], image_size, view),
             "captions": tf.reshape(captions, [-1])}
 
   examples = _read_tfds(dataset, split, data_dir=data_dir, mock_examples=mock_examples,
                         image_feature=image_feature)
-  return _batches(examples.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE), batch_size)
+  return batches(examples.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE), batch_size)
 
 
 def synthetic_caption_batches(data: settings.Data, *, num_images: int,
@@ -115,8 +116,9 @@ def synthetic_caption_batches(data: settings.Data, *, num_images: int,
   images = synthetic.examples(data, tf.data.Dataset.range(num_images), split="eval")
   examples = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(captions)).map(
       lambda example, image_captions: {"image": example["image"], "captions": image_captions})
-  return _batches(examples, batch_size)
+  return batches(examples, batch_size)
 
 
-def _batches(examples: tf.data.Dataset, batch_size: int) -> BatchIterator:
+def batches(examples: tf.data.Dataset, batch_size: int) -> BatchIterator:
+  """The examples in order, in batches padded to the longest row (captions with b"")."""
   return BatchIterator(examples.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE))

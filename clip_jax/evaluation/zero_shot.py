@@ -31,8 +31,9 @@ def class_embeddings(encode_text: encoding.Encoder, tokenize: encoding.Tokenize,
   """[C, E]: per class, the mean of its L2-normalised prompt features, renormalised.
 
   Averaging over several phrasings (a prompt ensemble) smooths out the quirks of any one of them.
+  A template marks the class name with "{}" (OpenAI's lists) or "{c}" (CLIP_benchmark's).
   """
-  prompts = [template.format(name) for name in classnames for template in templates]
+  prompts = [template.format(name, c=name) for name in classnames for template in templates]
   features = encoding.encode_in_batches(encode_text, tokenize(prompts), batch_size)  # [C * T, E]
   features = encoding.l2_normalize(features.reshape(len(classnames), len(templates), -1))
   return encoding.l2_normalize(features.mean(axis=1))
@@ -76,26 +77,36 @@ def classification_metrics(true_class_ranks: np.ndarray, labels: np.ndarray,
   return metrics
 
 
+def score_images(encode_image: encoding.Encoder, classes: np.ndarray,
+                 batches: Iterable[dict[str, np.ndarray]], *,
+                 batch_size: int) -> dict[str, np.ndarray]:
+  """Per image of labelled batches, against class embeddings [C, E]: the rank of its true class
+  ("rank", `ranking.ranks`), the best-scoring class ("prediction") and every array of the batch
+  but the image ("label" and any others, such as metadata), concatenated over the batches.
+
+  `batches` yields {"image": [b, H, W, 3], "label": int [b], ...} with b <= batch_size; a label
+  outside [0, C) has no true class, and so is never ranked first.
+  """
+  columns = {}
+  for batch in batches:
+    scores = encoding.encode_in_batches(encode_image, batch["image"], batch_size) @ classes.T
+    true_class = batch["label"][:, None] == np.arange(len(classes))  # [b, C]
+    row = {"rank": ranking.ranks(scores, true_class), "prediction": np.argmax(scores, axis=-1),
+           **{key: value for key, value in batch.items() if key != "image"}}
+    for key, value in row.items():
+      columns.setdefault(key, []).append(value)
+  return {key: np.concatenate(values) for key, values in columns.items()}
+
+
 def evaluate_classification(encode_image: encoding.Encoder, encode_text: encoding.Encoder,
                             tokenize: encoding.Tokenize, batches: Iterable[dict[str, np.ndarray]],
                             classnames: Sequence[str], templates: Sequence[str], *,
                             batch_size: int) -> dict[str, float]:
-  """Zero-shot metrics (`classification_metrics`) of labelled images.
-
-  `batches` yields {"image": [b, H, W, 3], "label": int [b]} with b <= batch_size. The class
-  embeddings are computed once; per image only the rank of its true class is kept.
-  """
+  """Zero-shot metrics (`classification_metrics`) of labelled images (see `score_images`)."""
   classes = class_embeddings(encode_text, tokenize, classnames, templates,
                              batch_size=batch_size)  # [C, E]
-  true_class_ranks, labels = [], []
-  for batch in batches:
-    # [b, C]
-    scores = encoding.encode_in_batches(encode_image, batch["image"], batch_size) @ classes.T
-    true_class = batch["label"][:, None] == np.arange(len(classnames))  # [b, C]
-    true_class_ranks.append(ranking.ranks(scores, true_class))
-    labels.append(batch["label"])
-  return classification_metrics(np.concatenate(true_class_ranks), np.concatenate(labels),
-                                len(classnames))
+  scored = score_images(encode_image, classes, batches, batch_size=batch_size)
+  return classification_metrics(scored["rank"], scored["label"], len(classnames))
 
 
 def _encode_eval_images(encode_image: encoding.Encoder, data: settings.Data, num_images: int,

@@ -1,0 +1,185 @@
+"""The benchmark's test sets (`clip_jax.evaluation.benchmark_tasks`), from where they are found:
+DataComp's or CLIP_benchmark's WebDataset copies under a data root (local or gs://), else TFDS.
+
+The WebDataset layout is CLIP_benchmark's, which DataComp's download script fetches:
+
+  <root>/wds_<task>_test/classnames.txt                          one class name per line
+  <root>/wds_<task>_test/zeroshot_classification_templates.txt   "{c}" marks the class name
+  <root>/wds_<task>_test/dataset_type.txt                        "retrieval" for caption sets
+  <root>/wds_<task>_test/test/nshards.txt, 0.tar, 1.tar, ...
+
+A sample holds its image (webp, png, jpg or jpeg), its class (`cls`, an integer in text) or its
+captions (`txt`, one per line), and for the WILDS and fairness sets a metadata vector (`npy`, read
+as data: numpy's format without pickles). Images get the model's evaluation view, as
+`input_pipeline.eval_data` gives TFDS sets; nothing is shuffled or dropped, and a sample that lacks
+its image or label stops the evaluation, naming its shard, rather than changing the test set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from clip_jax import files
+from clip_jax import image_preparation
+from clip_jax.evaluation import benchmark_tasks
+from input_pipeline import eval_data
+from input_pipeline.sources import webdataset
+
+IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")  # CLIP_benchmark's, in its order
+SPLIT = "test"
+
+
+@dataclasses.dataclass(frozen=True)
+class Found:
+  """Where a task's data is: a WebDataset folder (`directory`) or TFDS (`tfds`)."""
+  task: benchmark_tasks.Task
+  directory: str = ""
+  tfds: benchmark_tasks.TfdsData | None = None
+  data_dir: str = ""  # TFDS's data_dir
+  mock_examples: int = 0  # TFDS's mock data (tests)
+
+  def describe(self) -> str:
+    return self.directory or f"TFDS {self.tfds.name}:{self.tfds.split}"
+
+
+def find(task: benchmark_tasks.Task, data_dir: str, *, mock_examples: int = 0) -> Found | str:
+  """Where the task's test set is, or why it is absent (a sentence): a WebDataset folder under
+  `data_dir`, else its TFDS dataset prepared in `data_dir` or in TFDS's default data_dir."""
+  if task.kind == benchmark_tasks.ASSOCIATION:
+    return ("its data is Hugging Face's nlphuji/winogavil (images grouped per cue), which "
+            "clip_jax does not read yet")
+  for name in task.directories:
+    if data_dir and (files.path(data_dir) / name / SPLIT).exists():
+      return Found(task, directory=str(files.path(data_dir) / name))
+  if task.tfds is not None:
+    for tfds_data_dir in dict.fromkeys((data_dir, "")):
+      builder = eval_data.tfds_builder(task.tfds.name, data_dir=tfds_data_dir,
+                                       mock_examples=mock_examples)
+      if mock_examples or builder.is_prepared():
+        return Found(task, tfds=task.tfds, data_dir=tfds_data_dir, mock_examples=mock_examples)
+  where = f"no {' or '.join(task.directories)} in {data_dir!r}" if data_dir else "no --data_dir"
+  return where + (f", and TFDS's {task.tfds.name} is not prepared" if task.tfds else "")
+
+
+def _lines(path) -> list[str] | None:
+  return [line.strip() for line in path.read_text().splitlines()] if path.exists() else None
+
+
+def classnames_and_templates(found: Found) -> tuple[list[str] | None, list[str] | None]:
+  """The class names and templates the data carries (None where it carries none)."""
+  if not found.directory:
+    return None, None
+  directory = files.path(found.directory)
+  return (_lines(directory / "classnames.txt"),
+          _lines(directory / "zeroshot_classification_templates.txt"))
+
+
+def shards(directory: str) -> list[str]:
+  """The test split's shards in order: nshards.txt's count, else every .tar by number."""
+  split = files.path(directory) / SPLIT
+  count_file = split / "nshards.txt"
+  if count_file.exists():
+    return [str(split / f"{index}.tar") for index in range(int(count_file.read_text().strip()))]
+  found = sorted(split.glob("*.tar"), key=lambda path: (len(path.name), path.name))
+  if not found:
+    raise FileNotFoundError(f"{split}: no nshards.txt and no .tar shards.")
+  return [str(path) for path in found]
+
+
+def _samples(found: Found, retrieval: bool) -> Iterator[tuple]:
+  """(image bytes, label, metadata int64 [M]) or (image bytes, captions) per sample."""
+  for shard in shards(found.directory):
+    for key, members, _ in webdataset.read_samples(shard):
+      image = next((members[extension] for extension in IMAGE_EXTENSIONS
+                    if extension in members), None)
+      wanted = "txt" if retrieval else "cls"
+      if image is None or wanted not in members:
+        raise ValueError(f"{shard}: sample {key!r} has no {'image' if image is None else wanted}"
+                         f" (members: {', '.join(sorted(members)) or 'none'}).")
+      if retrieval:
+        yield image, [caption.encode() for caption in members["txt"].decode().splitlines()]
+      else:
+        metadata = (np.load(io.BytesIO(members["npy"]), allow_pickle=False).astype(np.int64)
+                    .reshape(-1) if "npy" in members else np.zeros([0], np.int64))
+        yield image, int(members["cls"].decode().strip()), metadata
+
+
+def labelled_batches(found: Found, *, image_size: int, batch_size: int,
+                     view: image_preparation.Preprocessing) -> Iterator[dict[str, np.ndarray]]:
+  """{"image": uint8 [b, size, size, 3], "label": int32 [b], "metadata": int64 [b, M]}.
+
+  TFDS sets have no metadata (M = 0); an ImageNet subset's labels are renumbered into it (images
+  of other classes, which the test sets do not hold, would get -1)."""
+  if found.tfds is not None:
+    return _tfds_labelled(found, image_size=image_size, batch_size=batch_size, view=view)
+  examples = tf.data.Dataset.from_generator(
+      lambda: _samples(found, retrieval=False),
+      output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int64),
+                        tf.TensorSpec([None], tf.int64)))
+
+  @tf.autograph.experimental.do_not_convert
+  def preprocess(image, label, metadata):
+    return {"image": eval_data.evaluation_image(image, image_size, view),
+            "label": tf.cast(label, tf.int32), "metadata": metadata}
+
+  return _reraised(eval_data.batches(
+      examples.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE), batch_size))
+
+
+def _reraised(batches: Iterator[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+  """The batches, a bad sample's ValueError raised as the reader raised it (tf.data wraps it in
+  an InvalidArgumentError of its own, with the function's trace before the message)."""
+  try:
+    yield from batches
+  except tf.errors.InvalidArgumentError as error:
+    if "ValueError: " not in error.message:
+      raise
+    raise ValueError(error.message.rsplit("ValueError: ", 1)[1].strip()) from None
+
+
+def _tfds_labelled(found: Found, *, image_size: int, batch_size: int,
+                   view: image_preparation.Preprocessing) -> Iterator[dict[str, np.ndarray]]:
+  batches = eval_data.image_label_batches(
+      found.tfds.name, found.tfds.split, image_size=image_size, batch_size=batch_size, view=view,
+      data_dir=found.data_dir, mock_examples=found.mock_examples)
+  subset = (np.array(benchmark_tasks.imagenet_subset_labels(found.task))
+            if found.tfds.imagenet_subset else None)
+  for batch in batches:
+    if subset is not None:
+      position = np.searchsorted(subset, batch["label"]).clip(0, len(subset) - 1)
+      batch["label"] = np.where(subset[position] == batch["label"], position, -1).astype(np.int32)
+    yield {**batch, "metadata": np.zeros([len(batch["label"]), 0], np.int64)}
+
+
+def caption_batches(found: Found, *, image_size: int, batch_size: int,
+                    view: image_preparation.Preprocessing) -> Iterator[dict[str, np.ndarray]]:
+  """{"image": uint8 [b, size, size, 3], "captions": bytes [b, K]}, rows padded with b""."""
+  if found.tfds is not None:
+    return eval_data.caption_batches(
+        found.tfds.name, found.tfds.split, image_size=image_size, batch_size=batch_size,
+        view=view, data_dir=found.data_dir, mock_examples=found.mock_examples,
+        caption_feature=found.tfds.caption_feature)
+  examples = tf.data.Dataset.from_generator(
+      lambda: _samples(found, retrieval=True),
+      output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([None], tf.string)))
+
+  @tf.autograph.experimental.do_not_convert
+  def preprocess(image, captions):
+    return {"image": eval_data.evaluation_image(image, image_size, view), "captions": captions}
+
+  return _reraised(eval_data.batches(
+      examples.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE), batch_size))
+
+
+def is_retrieval(found: Found) -> bool:
+  """Whether the data is a caption set: its dataset_type.txt says so (TFDS: the task's kind)."""
+  if not found.directory:
+    return found.task.kind == benchmark_tasks.RETRIEVAL
+  kind = _lines(files.path(found.directory) / "dataset_type.txt")
+  return bool(kind) and kind[0].lower() == "retrieval"
+
