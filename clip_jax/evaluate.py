@@ -9,9 +9,10 @@ converted checkpoint is evaluated with the tokenizer it carries and the model's 
 names the synthetic world for synthetic evaluators.
 
 With --suite, it runs the benchmark's tasks whose data it finds under --data_dir
-(`clip_jax.evaluation.benchmark`), writing evaluation.json after each task (a run given the same
-file goes on from the task it was on) and the row of open_clip's results table beside it
-(evaluation.csv).
+(`clip_jax.evaluation.benchmark`), writing benchmark.json after each task and the suite's row of
+open_clip's results table beside it (benchmark.csv). The file keeps every task's results of the
+same weights, whichever suite ran them: a killed run goes on from the task it was on, and a
+larger suite runs only the tasks not done.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ _POSITION_INTERPOLATION = flags.DEFINE_enum(
     "How positions are interpolated: as open_clip or as transformers does; by default the image "
     "tower family's own way.")
 _OUTPUT = flags.DEFINE_string("output", None, "JSON file for the results; by default "
-                              "evaluation.json in the workdir or checkpoint directory.")
+                              "evaluation.json (with --suite: benchmark.json) in the workdir or "
+                              "checkpoint directory.")
 _CSV_SUFFIX = ".csv"
 
 
@@ -106,10 +108,11 @@ def main(argv):
   model, variables, data = pretrained.resized(model, variables, data, _IMAGE_SIZE.value,
                                               _CONTEXT_LENGTH.value,
                                               _POSITION_INTERPOLATION.value)
-  output = _OUTPUT.value or os.path.join(path, "evaluation.json")
   if _SUITE.value:
+    output = _OUTPUT.value or os.path.join(path, "benchmark.json")
     evaluate_suite(model, variables, data, path, output)
     return
+  output = _OUTPUT.value or os.path.join(path, "evaluation.json")
   results = evaluate(model, variables, evals, data, step)
   files.write_text(output, json.dumps(results, indent=2, sort_keys=True))
   print("\n".join(evaluators.summary_lines(evals, results)))

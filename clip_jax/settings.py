@@ -224,6 +224,9 @@ class EvaluatorKind:
   on_synthetic: tuple[tuple[str, ...], tuple[str, ...]] | None
   # (name, settings, encode_image, encode_text, data, view) -> {metric: value}
   run: Callable[..., Mapping[str, float]]
+  # (name, settings) -> None, raising ValueError: before a run, that what `dataset` names (not
+  # synthetic) can be read. None: it is a TFDS dataset, checked as such.
+  check: Callable[[str, Any], None] | None = None
 
 
 SOURCES: registry.Registry[SourceKind] = registry.Registry("data source")
@@ -293,11 +296,12 @@ def require(field: str, allowed: str) -> Callable[[Any, str], None]:
 class Evaluator:
   """One evaluator of `evals` (its type registered in clip_jax/evaluation/evaluators.py or by a
   plug-in). `dataset` is "synthetic" (new images of the built-in world: data.name must be
-  synthetic) or a TFDS dataset. every_steps=0 runs it only at the end. classnames and templates:
-  "" for the dataset's own, or a name of clip_jax.evaluation.prompts."""
+  synthetic) or a TFDS dataset; for type="benchmark", a suite of the benchmark (its data under
+  data_dir). every_steps=0 runs it only at the end. classnames and templates: "" for the
+  dataset's own, or a name of clip_jax.evaluation.prompts."""
   type: str = setting("zero_shot", _registered(EVALUATORS))
   dataset: str = setting(SYNTHETIC, ((lambda value: is_text(value) and value),
-                                     f"{SYNTHETIC!r} or a TFDS dataset name"))
+                                     f"{SYNTHETIC!r}, a TFDS dataset name or a benchmark suite"))
   every_steps: int = setting(0, ((lambda value: is_count(value) and value >= 0),
                                  "integers >= 0 (0: only at the end)"))
   batch_size: int = setting(256, POSITIVE_COUNT)  # Images or texts encoded at once.

@@ -3,8 +3,9 @@
   python -m clip_jax.train --config=configs/synthetic_demo.py --workdir=workdirs/demo
 
 It ends by printing the zero-shot accuracies (shape and colour, on seen and on held-out
-colour-shape combinations) and writing training_curves.png in the workdir. Every other setting is
-`clip_jax.settings`' default.
+colour-shape combinations) and the benchmark suite's scores on the synthetic world's tasks (the
+`benchmark` evaluator, docs/evaluation.md), and writing training_curves.png in the workdir. Every
+other setting is `clip_jax.settings`' default.
 """
 
 from clip_jax import settings
@@ -32,4 +33,6 @@ def get_config():
   config.optim.warmup_steps = 50
   config.checkpoint.every_steps = 250
   config.evals.zero_shot = settings.evaluator(every_steps=250, num_images=1000)
+  config.evals.benchmark = settings.evaluator(type="benchmark", dataset="synthetic",
+                                              every_steps=500, num_images=500)
   return config

@@ -41,6 +41,9 @@ TIMEOUT_SECONDS = 600
 SHORT_TRAINING = ("--config.total_steps=2", "--config.log_every_steps=1",
                   "--config.optim.warmup_steps=1", "--config.checkpoint.every_steps=2",
                   "--config.global_batch_size=16")
+# The quickstart's evaluators on few images.
+DEMO_EVALUATIONS = ("--config.evals.zero_shot.num_images=32",
+                    "--config.evals.benchmark.num_images=32")
 # The stand-in checkpoints' architecture, for commands that train or convert ViT-B/32.
 TINY_MODEL = ("--config.model.name=tiny-vit", "--config.model.overrides.text.vocab_size=49408")
 # A plan's batch: libtpu's compile time grows with it (a tiny model for v5p-128: 64 s at the
@@ -103,7 +106,7 @@ def shortened(command: str, workspace: str) -> list[str]:
     arguments += SHORT_TRAINING
     config = _value(arguments, "config") or ""
     if "synthetic_demo" in config:
-      arguments.append("--config.evals.zero_shot.num_images=32")
+      arguments += DEMO_EVALUATIONS
     elif ":tiny" not in config:
       arguments += TINY_MODEL
     if _value(arguments, "config.flip.unmasked_steps"):
@@ -126,7 +129,7 @@ def _shortened_make(arguments: list[str], workspace: str) -> list[str]:
   """`make demo` into the workspace, with this interpreter's environment (already installed:
   -o keeps make from installing again) and a short run."""
   venv = sys.prefix
-  demo_flags = " ".join([*SHORT_TRAINING, "--config.evals.zero_shot.num_images=32"])
+  demo_flags = " ".join([*SHORT_TRAINING, *DEMO_EVALUATIONS])
   return [*arguments, "-C", REPOSITORY, "-o", f"{venv}/.installed-runtime",
           "-o", f"{venv}/.installed-test", f"VENV={venv}",
           f"DEMO_WORKDIR={workspace}/workdirs/demo", f"DEMO_FLAGS={demo_flags}"]
@@ -196,11 +199,22 @@ def tiny_weights():
   return architecture, init_variables(architecture)
 
 
+def _noise_png(seed: int) -> bytes:
+  import io  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  out = io.BytesIO()
+  pixels = np.random.default_rng(seed).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+  Image.fromarray(pixels).save(out, format="PNG")
+  return out.getvalue()
+
+
 def add_stand_ins(workspace: str, *names: str) -> None:
   """What the docs tell users to bring, made up: "ViT-B-32.pt" (OpenAI's state dict layout),
   "open_clip_model.safetensors", "clip-vit-base-patch32" (a transformers directory),
   "ckpt/vit-b-32" (converted), "cat.jpg", "photos/" (a folder of photographs),
-  "data/train.tsv" (a table of images and captions), "hf-hub:<owner>/<name>" (a hub repository in
+  "data/train.tsv" (a table of images and captions), "evalsets/" (the benchmark's data: two tasks
+  in DataComp's layout, CIFAR-10 and COCO retrieval), "hf-hub:<owner>/<name>" (a hub repository in
   open_clip's layout, in the stand-in hub cache; "hf-hub:google/siglip..." a SiglipModel with its
   SentencePiece model)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -259,5 +273,12 @@ def add_stand_ins(workspace: str, *names: str) -> None:
         rows.append(f"images/{index}.jpg\ta photo of noise number {index}")
       with open(at(name), "w") as file:
         file.write("\n".join(rows) + "\n")
+    elif name == "evalsets/":
+      from clip_jax.evaluation import benchmark_data  # pylint: disable=g-import-not-at-top
+      benchmark_data.write_task(at(name, "wds_cifar10_test"), [
+          {"png": _noise_png(index), "cls": str(index % 10).encode()} for index in range(12)])
+      benchmark_data.write_task(at(name, "wds_mscoco_captions"), [
+          {"png": _noise_png(100 + index), "txt": f"noise {index}\nnumber {index}".encode()}
+          for index in range(6)], dataset_type="retrieval")
     else:
       raise ValueError(f"No stand-in for {name!r}.")

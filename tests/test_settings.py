@@ -436,7 +436,8 @@ def test_unknown_keys_are_named_with_the_allowed_ones():
 
 @pytest.mark.parametrize("evaluator, message", [
     (dict(type="zeroshot", dataset="cifar10", split="test"),
-     r"evals\.bad\.type='zeroshot'; allowed: 'zero_shot', 'retrieval', 'linear_probe'\."),
+     r"evals\.bad\.type='zeroshot'; allowed: 'zero_shot', 'retrieval', 'linear_probe', "
+     r"'benchmark'\."),
     (dict(type="zero_shot", dataset="cifar10", split="test", every_steps=-1),
      r"evals\.bad\.every_steps=-1; allowed: integers >= 0 \(0: only at the end\)\."),
     (dict(type="zero_shot", dataset="cifar10"),

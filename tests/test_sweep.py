@@ -22,7 +22,8 @@ def tiny_sweep(**changes) -> ml_collections.ConfigDict:
   tower = dict(width=32, layers=1, head_width=16)
   config = ml_collections.ConfigDict(dict(
       base=os.path.abspath(DEMO),
-      overrides=dict(log_every_steps=2, evals=dict(zero_shot=dict(num_images=32)),
+      overrides=dict(log_every_steps=2, evals=dict(zero_shot=dict(num_images=32),
+                                                   benchmark=dict(num_images=16)),
                      data=dict(synthetic=dict(colours=("red", "green", "blue", "orange")))),
       models=dict(small=dict(overrides=dict(embed_dim=16, vision=dict(tower, patch_size=8),
                                             text=tower)),

@@ -339,7 +339,8 @@ def test_a_bad_evaluator_fails_before_training(tmp_path):
                                split="validation", every_steps=10)
   start = time.perf_counter()
   with pytest.raises(ValueError, match=r"evals\.imagenet\.type='zero_shot_imagenet'; allowed: "
-                                       r"'zero_shot', 'retrieval', 'linear_probe'\."):
+                                       r"'zero_shot', 'retrieval', 'linear_probe', "
+                                       r"'benchmark'\."):
     train.train_and_evaluate(config, str(tmp_path))
   assert time.perf_counter() - start < 10
 

@@ -33,6 +33,7 @@ TINY_CHANGES = {
     "optim.warmup_steps": 2, "checkpoint.every_steps": 2,
     "evals.zero_shot.every_steps": 1000,  # only at the end
     "evals.zero_shot.num_images": 64,
+    "evals.benchmark.num_images": 16,
 }
 # The same as a config file, for the command line (whose flags cannot add the model's head
 # widths, which the demo's config does not set).

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from typing import Iterator
+import tarfile
+from typing import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -183,3 +184,34 @@ def is_retrieval(found: Found) -> bool:
   kind = _lines(files.path(found.directory) / "dataset_type.txt")
   return bool(kind) and kind[0].lower() == "retrieval"
 
+
+def npy_bytes(array: np.ndarray) -> bytes:
+  """A metadata vector as a sample's `npy` member (numpy's format, no pickles)."""
+  out = io.BytesIO()
+  np.save(out, array, allow_pickle=False)
+  return out.getvalue()
+
+
+def write_task(folder: str, samples: Sequence[dict[str, bytes]], *,
+               classnames: Sequence[str] | None = None, templates: Sequence[str] | None = None,
+               dataset_type: str = "", shard_size: int = 10_000) -> None:
+  """A test set in the layout above: `samples` ({extension: bytes}, keyed s0000000, s0000001,
+  ...) in shards of `shard_size`, with nshards.txt and the metadata files given."""
+  root = files.path(folder)
+  (root / SPLIT).mkdir(parents=True, exist_ok=True)
+  for name, lines in (("classnames.txt", classnames),
+                      ("zeroshot_classification_templates.txt", templates),
+                      ("dataset_type.txt", [dataset_type] if dataset_type else None)):
+    if lines is not None:
+      files.write_text(root / name, "\n".join(lines) + "\n")
+  starts = range(0, len(samples), shard_size)
+  for number, start in enumerate(starts):
+    shard = io.BytesIO()
+    with tarfile.open(fileobj=shard, mode="w") as tar:
+      for index, members in enumerate(samples[start:start + shard_size], start):
+        for extension, data in members.items():
+          info = tarfile.TarInfo(f"s{index:07d}.{extension}")
+          info.size = len(data)
+          tar.addfile(info, io.BytesIO(data))
+    files.write_bytes(root / SPLIT / f"{number}.tar", shard.getvalue())
+  files.write_text(root / SPLIT / "nshards.txt", f"{len(starts)}\n")

@@ -10,7 +10,13 @@ named "<name>/<metric>":
       validation_split="train[45000:]", test_split="test")
 
 `dataset` is a TFDS dataset, or "synthetic" (new images of the built-in shapes, with the training
-data's world and words). The keys and their defaults are in `clip_jax.settings` (`Evaluator`);
+data's world and words). The "benchmark" type runs a suite of the scaling papers' benchmark
+(`benchmark_tasks`: `dataset` names the suite, `data_dir` where its data is), logging each task's
+main metric and their average:
+
+  config.evals.quick = settings.evaluator(type="benchmark", dataset="quick",
+                                          data_dir="gs://bucket/evalsets", every_steps=10_000)
+ The keys and their defaults are in `clip_jax.settings` (`Evaluator`);
 each type registers below which of them it takes (`settings.EVALUATORS`), and a plug-in may
 register its own. `batch_size` is how many images or texts are encoded at once, sharded over every
 device.
@@ -22,6 +28,7 @@ templates; either can be set to a name of `prompts.CLASSNAME_SETS` / `prompts.TE
 
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping
 
 import numpy as np
@@ -29,9 +36,12 @@ import tensorflow_datasets as tfds
 
 from clip_jax import encoding
 from clip_jax import settings
+from clip_jax.evaluation import benchmark
+from clip_jax.evaluation import benchmark_tasks
 from clip_jax.evaluation import linear_probe
 from clip_jax.evaluation import prompts
 from clip_jax.evaluation import retrieval
+from clip_jax.evaluation import synthetic_tasks
 from clip_jax.evaluation import zero_shot
 from clip_jax import image_preparation
 from input_pipeline import eval_data
@@ -51,7 +61,8 @@ def check_data(evals: Evaluators) -> None:
         raise ValueError(f"evals.{name}.{choice}={getattr(evaluator, choice)!r}; allowed: "
                          f"{', '.join(allowed)}, or '' for the dataset's default.")
     if evaluator.dataset != settings.SYNTHETIC:
-      _check_tfds(name, evaluator)
+      check = settings.EVALUATORS.get(evaluator.type, f"evals.{name}.type").check
+      (check or _check_tfds)(name, evaluator)
 
 
 def _check_tfds(name: str, evaluator: settings.Evaluator) -> None:
@@ -195,6 +206,34 @@ def _run_linear_probe(name, evaluator, encode_image, encode_text, data, view):
       features_and_labels(evaluator.test_split), num_classes))
 
 
+def _run_benchmark(name, evaluator, encode_image, encode_text, data, view):
+  """The suite `dataset` (`benchmark`): each task's main metric ("<name>/<task key>"), their
+  average over the tasks found, their number and the seconds the evaluation took."""
+  start = time.monotonic()
+  tasks = benchmark_tasks.suite_tasks(evaluator.dataset)
+  data_dir = evaluator.data_dir
+  if evaluator.dataset == settings.SYNTHETIC:
+    data_dir = synthetic_tasks.written(data, num_images=evaluator.num_images, data_dir=data_dir)
+  model = benchmark.Model(encode_image, encode_text, tokenizers.create_tokenizer(data).tokenize,
+                          data.image_size, view)
+  results = benchmark.evaluate_suite(tasks, model, data_dir=data_dir,
+                                     batch_size=evaluator.batch_size,
+                                     mock_examples=evaluator.mock_examples)
+  metrics = {key: entry["metrics"]["main_metric"] for key, entry in results["tasks"].items()}
+  mean, covered = benchmark.average(tasks, results)
+  if mean is not None:
+    metrics["average"] = mean
+  metrics.update(tasks_covered=covered, seconds=time.monotonic() - start)
+  return _prefixed(name, metrics)
+
+
+def _check_benchmark(name, evaluator):
+  try:
+    benchmark_tasks.suite_tasks(evaluator.dataset)
+  except ValueError as error:
+    raise ValueError(f"evals.{name}.dataset: {error}") from None
+
+
 _TFDS_KEYS = ("data_dir", "mock_examples", "image_feature")
 settings.EVALUATORS.register(settings.EvaluatorKind(
     name="zero_shot", run=_run_zero_shot, on_synthetic=((), ("num_images",)),
@@ -205,3 +244,8 @@ settings.EVALUATORS.register(settings.EvaluatorKind(
 settings.EVALUATORS.register(settings.EvaluatorKind(
     name="linear_probe", run=_run_linear_probe, on_synthetic=None,
     on_tfds=(("train_split", "validation_split", "test_split"), (*_TFDS_KEYS, "label_feature"))))
+# `dataset`: a suite of clip_jax.evaluation.benchmark_tasks, or task keys; "synthetic": the
+# synthetic world's tasks, written from the training data's settings.
+settings.EVALUATORS.register(settings.EvaluatorKind(
+    name="benchmark", run=_run_benchmark, check=_check_benchmark,
+    on_synthetic=((), ("num_images", "data_dir")), on_tfds=((), ("data_dir", "mock_examples"))))

@@ -5,11 +5,11 @@ of the model's size is the image itself and a test can compute the features inde
 from __future__ import annotations
 
 import io
-import os
-import tarfile
 
 import numpy as np
 from PIL import Image
+
+from clip_jax.evaluation import benchmark_data
 
 IMAGE_SIZE = 16
 
@@ -28,32 +28,9 @@ def encode(image: np.ndarray, extension: str) -> bytes:
   return out.getvalue()
 
 
-def write_task(folder: str, samples: list[dict[str, bytes]], *, classnames=None, templates=None,
-               dataset_type: str = "", shard_size: int = 8) -> None:
-  """`folder`/test/{0..n-1}.tar with nshards.txt, and the metadata files given."""
-  os.makedirs(os.path.join(folder, "test"), exist_ok=True)
-  for name, lines in (("classnames.txt", classnames),
-                      ("zeroshot_classification_templates.txt", templates),
-                      ("dataset_type.txt", [dataset_type] if dataset_type else None)):
-    if lines is not None:
-      with open(os.path.join(folder, name), "w") as file:
-        file.write("\n".join(lines) + "\n")
-  shards = [samples[start:start + shard_size] for start in range(0, len(samples), shard_size)]
-  for number, shard in enumerate(shards):
-    with tarfile.open(os.path.join(folder, "test", f"{number}.tar"), "w") as tar:
-      for index, members in enumerate(shard, number * shard_size):
-        for extension, data in members.items():
-          info = tarfile.TarInfo(f"s{index:07d}.{extension}")
-          info.size = len(data)
-          tar.addfile(info, io.BytesIO(data))
-  with open(os.path.join(folder, "test", "nshards.txt"), "w") as file:
-    file.write(f"{len(shards)}\n")
-
-
-def npy(array: np.ndarray) -> bytes:
-  out = io.BytesIO()
-  np.save(out, array, allow_pickle=False)
-  return out.getvalue()
+def write_task(folder: str, samples: list[dict[str, bytes]], **metadata) -> None:
+  """`benchmark_data.write_task` in small shards, so that tasks span several."""
+  benchmark_data.write_task(folder, samples, shard_size=8, **metadata)
 
 
 def classification_samples(images: np.ndarray, labels: np.ndarray, metadata=None,
@@ -62,7 +39,7 @@ def classification_samples(images: np.ndarray, labels: np.ndarray, metadata=None
   for index, (image, label) in enumerate(zip(images, labels)):
     sample = {extension: encode(image, extension), "cls": str(int(label)).encode()}
     if metadata is not None:
-      sample["npy"] = npy(metadata[index])
+      sample["npy"] = benchmark_data.npy_bytes(metadata[index])
     samples.append(sample)
   return samples
 

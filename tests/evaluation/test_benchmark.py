@@ -15,9 +15,11 @@ from clip_benchmark.metrics import zeroshot_classification as reference_classifi
 from clip_benchmark.metrics import zeroshot_retrieval as reference_retrieval
 from sklearn import metrics as sklearn_metrics
 
+from clip_jax import image_preparation
 from clip_jax import settings
 from clip_jax.evaluation import benchmark
 from clip_jax.evaluation import benchmark_tasks
+from clip_jax.evaluation import evaluators
 from input_pipeline import tokenizers
 import benchmark_sets
 
@@ -341,3 +343,28 @@ def test_a_sample_without_its_label_stops_the_task_naming_its_shard(tmp_path):
   with pytest.raises(ValueError, match=r"mnist: .*wds_mnist_test has label 12 but 10 class names"):
     benchmark.evaluate_suite(benchmark_tasks.suite_tasks("mnist"), MODEL, data_dir=str(tmp_path),
                              batch_size=8)
+
+
+def test_the_synthetic_suite_runs_as_a_training_evaluator():
+  """The benchmark evaluator on the synthetic world's tasks, their data written from the training
+  settings: one metric per task, the average, the count and the time, as a run logs them."""
+  data = settings.data_settings(image_size=benchmark_sets.IMAGE_SIZE, context_length=16)
+  evals = {"suite": settings.Evaluator(type="benchmark", dataset="synthetic", num_images=40,
+                                       batch_size=16, every_steps=5)}
+  evaluators.check_data(evals)
+  metrics = evaluators.run_evaluators(evals, encode_image, encode_text, 5, data=data,
+                                      view=image_preparation.Preprocessing())
+  tasks = benchmark_tasks.suite_tasks("synthetic")
+  assert set(metrics) == {*(f"suite/{task.key}" for task in tasks), "suite/average",
+                          "suite/tasks_covered", "suite/seconds"}
+  assert metrics["suite/tasks_covered"] == 3 and metrics["suite/seconds"] > 0
+  assert metrics["suite/average"] == pytest.approx(np.mean([metrics[f"suite/{task.key}"]
+                                                            for task in tasks]))
+  assert evaluators.summary_lines(evals, metrics)[0].startswith("suite: synthetic/shape ")
+
+
+def test_a_benchmark_evaluator_names_an_unknown_suite():
+  evals = {"quick": settings.Evaluator(type="benchmark", dataset="quik")}
+  with pytest.raises(ValueError, match=r"evals\.quick\.dataset: suite 'quik': quik unknown; "
+                                       r"allowed: datacomp, "):
+    evaluators.check_data(evals)

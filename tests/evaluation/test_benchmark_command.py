@@ -65,7 +65,7 @@ def test_a_suite_from_the_command_line_killed_mid_suite_resumes(tmp_path):
   os.mkfifo(made["coco_shard"])
   argv = ["-m", "clip_jax.evaluate", f"--model={checkpoint}", f"--suite={SUITE}",
           f"--data_dir={root}", "--batch_size=8"]
-  output = os.path.join(checkpoint, "evaluation.json")
+  output = os.path.join(checkpoint, "benchmark.json")
   log = str(tmp_path / "first.log")
   process = command_server.start(argv, stdout=log, cwd=tmp_path)
   try:
@@ -88,7 +88,7 @@ def test_a_suite_from_the_command_line_killed_mid_suite_resumes(tmp_path):
   assert results["weights_sha256"] == first["weights_sha256"]
   mean = np.mean([entry["metrics"]["main_metric"] for entry in results["tasks"].values()])
   assert results["average"] == mean
-  table = open(os.path.join(checkpoint, "evaluation.csv")).read()  # pylint: disable=consider-using-with
+  table = open(os.path.join(checkpoint, "benchmark.csv")).read()  # pylint: disable=consider-using-with
   header, row = table.splitlines()
   assert header == "name,pretrained,Average perf. on 3 datasets,CIFAR-10,MSCOCO,FMoW"
   assert row.split(",")[:3] == ["converted", "", f"{mean:.4f}"]
