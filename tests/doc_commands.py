@@ -276,7 +276,9 @@ def add_stand_ins(workspace: str, *names: str) -> None:
     elif name == "evalsets/":
       from clip_jax.evaluation import benchmark_data  # pylint: disable=g-import-not-at-top
       benchmark_data.write_task(at(name, "wds_cifar10_test"), [
-          {"png": _noise_png(index), "cls": str(index % 10).encode()} for index in range(12)])
+          {"png": _noise_png(index), "cls": str(index % 10).encode()} for index in range(12)],
+          classnames=["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                      "ship", "truck"], templates=["a photo of a {c}.", "a blurry photo of a {c}."])
       benchmark_data.write_task(at(name, "wds_mscoco_captions"), [
           {"png": _noise_png(100 + index), "txt": f"noise {index}\nnumber {index}".encode()}
           for index in range(6)], dataset_type="retrieval")

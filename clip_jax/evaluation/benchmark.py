@@ -4,7 +4,8 @@ CLIP_benchmark score it, and a row in open_clip's results layout.
 Metric names are DataComp's (`eval_results.jsonl`): classification gives acc1, acc5 (5 or more
 classes) and mean_per_class_recall; retrieval image_retrieval_recall@K (a caption finds its
 image), text_retrieval_recall@K (an image finds one of its captions) and mean_recall@1, their mean
-at 1; the WILDS and fairness sets add their worst-group accuracies and iWildCam its macro F1. Each
+at 1; the WILDS and fairness sets add their worst-group accuracies and iWildCam its macro F1;
+WinoGAViL gives Jaccard indices (`association_metrics`); linear probes top1 (`linear_probe`). Each
 task's `main_metric` enters the average, over the tasks found: a task whose data is absent is
 reported as absent, never as zero. Ranks break ties against the right answer (`ranking`).
 
@@ -27,6 +28,7 @@ from clip_jax import files
 from clip_jax import image_preparation
 from clip_jax.evaluation import benchmark_data
 from clip_jax.evaluation import benchmark_tasks
+from clip_jax.evaluation import linear_probe
 from clip_jax.evaluation import retrieval
 from clip_jax.evaluation import zero_shot
 from input_pipeline import eval_data
@@ -108,26 +110,92 @@ def evaluate_task(found: benchmark_data.Found, model: Model, *,
   """(metrics with "main_metric", number of images) of one task."""
   task = found.task
   reader = dict(image_size=model.image_size, batch_size=batch_size, view=model.view)
-  if benchmark_data.is_retrieval(found):
+  if task.kind == benchmark_tasks.LINEAR_PROBE:
+    metrics, images = _linear_probe(found, model, reader)
+  elif task.kind == benchmark_tasks.ASSOCIATION:
+    metrics, images = _association(found, model, reader)
+  elif benchmark_data.is_retrieval(found):
     counter = _Counter(benchmark_data.caption_batches(found, **reader))
     metrics = retrieval_metrics(retrieval.evaluate(
         model.encode_image, model.encode_text, model.tokenize, counter, batch_size=batch_size))
+    images = counter.images
   else:
-    names, templates = _prompts(found)
-    classes = zero_shot.class_embeddings(model.encode_text, model.tokenize, names, templates,
-                                         batch_size=batch_size)  # [C, E]
-    counter = _Counter(benchmark_data.labelled_batches(found, **reader))
-    scored = zero_shot.score_images(model.encode_image, classes, counter, batch_size=batch_size)
-    if not counter.images:
-      raise ValueError(f"{task.key}: {found.describe()} holds no images.")
-    if scored["label"].max() >= len(names):
-      raise ValueError(f"{task.key}: {found.describe()} has label {scored['label'].max()} but "
-                       f"{len(names)} class names.")
-    metrics = classification_metrics(task, scored, len(names))
+    metrics, images = _classification(found, model, reader)
   if task.main_metric not in metrics:
     raise ValueError(f"{task.key}: the data gives no {task.main_metric} (metrics: "
                      f"{', '.join(metrics)}).")
-  return {**metrics, "main_metric": metrics[task.main_metric]}, counter.images
+  return {**metrics, "main_metric": metrics[task.main_metric]}, images
+
+
+def _classification(found: benchmark_data.Found, model: Model,
+                    reader: dict) -> tuple[dict[str, float], int]:
+  """Zero-shot classification (`classification_metrics`) with the task's class names."""
+  names, templates = _prompts(found)
+  classes = zero_shot.class_embeddings(model.encode_text, model.tokenize, names, templates,
+                                       batch_size=reader["batch_size"])  # [C, E]
+  counter = _Counter(benchmark_data.labelled_batches(found, **reader))
+  scored = zero_shot.score_images(model.encode_image, classes, counter,
+                                  batch_size=reader["batch_size"])
+  if not counter.images:
+    raise ValueError(f"{found.task.key}: {found.describe()} holds no images.")
+  if scored["label"].max() >= len(names):
+    raise ValueError(f"{found.task.key}: {found.describe()} has label {scored['label'].max()} "
+                     f"but {len(names)} class names.")
+  return classification_metrics(found.task, scored, len(names)), counter.images
+
+
+def _linear_probe(found: benchmark_data.Found, model: Model,
+                  reader: dict) -> tuple[dict[str, float], int]:
+  """A linear probe's metrics (`linear_probe.evaluate`) on the task's TFDS splits."""
+  data = found.tfds
+  splits = [linear_probe.encode_split(model.encode_image, _Counter(eval_data.image_label_batches(
+      data.name, split, **reader, data_dir=found.data_dir, mock_examples=found.mock_examples)),
+      reader["batch_size"]) for split in (data.train_split, data.validation_split, data.split)]
+  num_classes = len(eval_data.label_names(data.name, data_dir=found.data_dir,
+                                          mock_examples=found.mock_examples))
+  return linear_probe.evaluate(*splits, num_classes), sum(len(labels) for _, labels in splits)
+
+
+def cue_prompt(cue: str) -> str:
+  """WinoGAViL's prompt for a cue, as DataComp writes it: "A dog", "An apple"."""
+  cue = cue.lower()
+  return f"{'An' if cue[:1] in 'aeiou' else 'A'} {cue}"
+
+
+def association_metrics(scores: Sequence[np.ndarray], truths: Sequence[np.ndarray]
+                        ) -> dict[str, float]:
+  """DataComp's WinoGAViL metrics: per cue, the candidates of the highest scores (as many as it
+  has associations) against its associations by the Jaccard index; their mean over all cues, over
+  those with 5, 6, 10 or 12 candidates, and with 5-6 and 10-12."""
+  jaccards, sizes = [], []
+  for cue_scores, truth in zip(scores, truths):
+    chosen = np.zeros(len(cue_scores), bool)
+    chosen[np.argsort(cue_scores, kind="stable")[len(cue_scores) - truth.sum():]] = True
+    jaccards.append(np.sum(chosen & truth) / np.sum(chosen | truth))
+    sizes.append(len(cue_scores))
+  jaccards, sizes = np.array(jaccards), np.array(sizes)
+  groups = {"avg_jaccard_score": sizes > 0, "jaccard_score_5": sizes == 5,
+            "jaccard_score_6": sizes == 6, "jaccard_score_10": sizes == 10,
+            "jaccard_score_12": sizes == 12, "jaccard_score_5-6": sizes <= 6,
+            "jaccard_score_10-12": sizes >= 10}
+  return {name: float(np.mean(jaccards[mask])) for name, mask in groups.items() if mask.any()}
+
+
+def _association(found: benchmark_data.Found, model: Model,
+                 reader: dict) -> tuple[dict[str, float], int]:
+  """WinoGAViL (`association_metrics`): cue prompts against their candidate images."""
+  instances = benchmark_data.association_instances(found)
+  cues = encoding.l2_normalize(encoding.encode_in_batches(
+      model.encode_text, model.tokenize([cue_prompt(cue) for cue, _ in instances]),
+      reader["batch_size"]))  # [I, E]
+  features, owners = [], []
+  for batch in _Counter(benchmark_data.association_batches(found, **reader)):
+    features.append(encoding.encode_in_batches(model.encode_image, batch["image"],
+                                                reader["batch_size"]))
+    owners.append(batch["instance"])
+  features, owners = encoding.l2_normalize(np.concatenate(features)), np.concatenate(owners)
+  scores = [features[owners == index] @ cues[index] for index in range(len(instances))]
+  return association_metrics(scores, [truth for _, truth in instances]), len(owners)
 
 
 class _Counter:

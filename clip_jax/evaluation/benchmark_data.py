@@ -1,5 +1,6 @@
 """The benchmark's test sets (`clip_jax.evaluation.benchmark_tasks`), from where they are found:
-DataComp's or CLIP_benchmark's WebDataset copies under a data root (local or gs://), else TFDS.
+DataComp's or CLIP_benchmark's WebDataset copies under a data root (local or gs://), the Hugging
+Face datasets DataComp's scripts cache there (retrieval, WinoGAViL), else TFDS.
 
 The WebDataset layout is CLIP_benchmark's, which DataComp's download script fetches:
 
@@ -13,6 +14,13 @@ captions (`txt`, one per line), and for the WILDS and fairness sets a metadata v
 as data: numpy's format without pickles). Images get the model's evaluation view, as
 `input_pipeline.eval_data` gives TFDS sets; nothing is shuffled or dropped, and a sample that lacks
 its image or label stops the evaluation, naming its shard, rather than changing the test set.
+
+DataComp's download script caches Flickr30k, COCO's 5k test images and WinoGAViL with Hugging
+Face `datasets` (`load_dataset("nlphuji/<name>", split="test", cache_dir=<root>/hf_cache)`):
+Arrow files `<root>/hf_cache/nlphuji___<name>/<config>/<version>/<hash>/<name>-test*.arrow`, read
+here with pyarrow a
+record batch at a time, an image being `datasets`' {"bytes", "path"} (the path read when the
+bytes are not stored).
 """
 
 from __future__ import annotations
@@ -23,10 +31,12 @@ import tarfile
 from typing import Iterator, Sequence
 
 import numpy as np
+import pyarrow as pa
 import tensorflow as tf
 
 from clip_jax import files
 from clip_jax import image_preparation
+from clip_jax import settings
 from clip_jax.evaluation import benchmark_tasks
 from input_pipeline import eval_data
 from input_pipeline.sources import webdataset
@@ -37,34 +47,95 @@ SPLIT = "test"
 
 @dataclasses.dataclass(frozen=True)
 class Found:
-  """Where a task's data is: a WebDataset folder (`directory`) or TFDS (`tfds`)."""
+  """Where a task's data is: a WebDataset folder (`directory`), Hugging Face's Arrow files
+  (`arrow_files`) or TFDS (`tfds`)."""
   task: benchmark_tasks.Task
   directory: str = ""
+  arrow_files: tuple[str, ...] = ()
   tfds: benchmark_tasks.TfdsData | None = None
   data_dir: str = ""  # TFDS's data_dir
   mock_examples: int = 0  # TFDS's mock data (tests)
 
   def describe(self) -> str:
+    if self.arrow_files:
+      return f"{self.arrow_files[0]}" + (f" and {len(self.arrow_files) - 1} more"
+                                         if len(self.arrow_files) > 1 else "")
     return self.directory or f"TFDS {self.tfds.name}:{self.tfds.split}"
 
 
 def find(task: benchmark_tasks.Task, data_dir: str, *, mock_examples: int = 0) -> Found | str:
   """Where the task's test set is, or why it is absent (a sentence): a WebDataset folder under
   `data_dir`, else its TFDS dataset prepared in `data_dir` or in TFDS's default data_dir."""
-  if task.kind == benchmark_tasks.ASSOCIATION:
-    return ("its data is Hugging Face's nlphuji/winogavil (images grouped per cue), which "
-            "clip_jax does not read yet")
-  for name in task.directories:
+  if task.kind == benchmark_tasks.LINEAR_PROBE and task.tfds is None:
+    return "no TFDS copy of its image-label data: clip_jax probes linearly on TFDS data only"
+  for name in task.directories if task.kind != benchmark_tasks.LINEAR_PROBE else ():
     if data_dir and (files.path(data_dir) / name / SPLIT).exists():
       return Found(task, directory=str(files.path(data_dir) / name))
+  arrow_files = hugging_face_files(task, data_dir)
+  if arrow_files:
+    return Found(task, arrow_files=arrow_files)
   if task.tfds is not None:
     for tfds_data_dir in dict.fromkeys((data_dir, "")):
       builder = eval_data.tfds_builder(task.tfds.name, data_dir=tfds_data_dir,
                                        mock_examples=mock_examples)
       if mock_examples or builder.is_prepared():
         return Found(task, tfds=task.tfds, data_dir=tfds_data_dir, mock_examples=mock_examples)
-  where = f"no {' or '.join(task.directories)} in {data_dir!r}" if data_dir else "no --data_dir"
+  folders = [*task.directories, *([_hugging_face_folder(task)] if task.hugging_face else [])]
+  where = f"no {' or '.join(folders)} in {data_dir!r}" if data_dir else "no --data_dir"
   return where + (f", and TFDS's {task.tfds.name} is not prepared" if task.tfds else "")
+
+
+def _hugging_face_folder(task: benchmark_tasks.Task) -> str:
+  return f"hf_cache/nlphuji___{task.hugging_face}"
+
+
+def hugging_face_files(task: benchmark_tasks.Task, data_dir: str) -> tuple[str, ...]:
+  """The Arrow files of the task's test split in `datasets`' cache under `data_dir`, in order."""
+  if not (task.hugging_face and data_dir):
+    return ()
+  folder = files.path(data_dir) / _hugging_face_folder(task)
+  if not folder.exists():
+    return ()
+  # datasets' layout: <config>/<version>/<hash>/<name>-test[-NNNNN-of-NNNNN].arrow
+  return tuple(sorted(str(path) for path in folder.glob(f"*/*/*/{task.hugging_face}-test*.arrow")))
+
+
+def _record_batches(path: str) -> Iterator[pa.RecordBatch]:
+  """An Arrow file's record batches: `datasets` writes the stream format (the file format is
+  read too)."""
+  with files.path(path).open("rb") as file:
+    source = pa.PythonFile(file, mode="r")
+    try:
+      yield from pa.ipc.open_stream(source)
+    except pa.ArrowInvalid:
+      file.seek(0)
+      reader = pa.ipc.open_file(pa.PythonFile(file, mode="r"))
+      for index in range(reader.num_record_batches):
+        yield reader.get_batch(index)
+
+
+def hugging_face_rows(found: Found, columns: Sequence[str]) -> Iterator[dict]:
+  """The rows of the task's Arrow files, with `columns` only."""
+  for path in found.arrow_files:
+    for batch in _record_batches(path):
+      missing = [column for column in columns if column not in batch.schema.names]
+      if missing:
+        raise ValueError(f"{path}: no column {', '.join(missing)} (columns: "
+                         f"{', '.join(batch.schema.names)}).")
+      yield from batch.select(list(columns)).to_pylist()
+
+
+def image_bytes(value: dict | None, where: str) -> bytes:
+  """The encoded image of a `datasets` Image value: its bytes, or the file at its path."""
+  if value and value.get("bytes"):
+    return value["bytes"]
+  if value and value.get("path"):
+    path = files.path(value["path"])
+    if path.stat().length > settings.MAX_MEMBER_BYTES:
+      raise ValueError(f"{where}: image {value['path']} holds more than "
+                       f"{settings.MAX_MEMBER_BYTES} bytes.")
+    return path.read_bytes()
+  raise ValueError(f"{where}: a row without its image.")
 
 
 def _lines(path) -> list[str] | None:
@@ -94,6 +165,11 @@ def shards(directory: str) -> list[str]:
 
 def _samples(found: Found, retrieval: bool) -> Iterator[tuple]:
   """(image bytes, label, metadata int64 [M]) or (image bytes, captions) per sample."""
+  if found.arrow_files:  # retrieval sets only
+    for row in hugging_face_rows(found, ("image", "caption")):
+      yield (image_bytes(row["image"], found.describe()),
+             [caption.encode() for caption in row["caption"]])
+    return
   for shard in shards(found.directory):
     for key, members, _ in webdataset.read_samples(shard):
       image = next((members[extension] for extension in IMAGE_EXTENSIONS
@@ -177,8 +253,35 @@ def caption_batches(found: Found, *, image_size: int, batch_size: int,
       examples.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE), batch_size))
 
 
+def association_instances(found: Found) -> list[tuple[str, np.ndarray]]:
+  """WinoGAViL's cues in order, each with which of its candidates are associations (bool [n])."""
+  return [(row["cue"], np.isin(row["candidates"], row["associations"]))
+          for row in hugging_face_rows(found, ("cue", "candidates", "associations"))]
+
+
+def association_batches(found: Found, *, image_size: int, batch_size: int,
+                        view: image_preparation.Preprocessing) -> Iterator[dict[str, np.ndarray]]:
+  """Every cue's candidate images in order: {"image": uint8 [b, size, size, 3], "instance":
+  int32 [b] (the cue's index)}."""
+  def candidates():
+    for instance, row in enumerate(hugging_face_rows(found, ("candidate_images",))):
+      for image in row["candidate_images"]:
+        yield image_bytes(image, found.describe()), instance
+
+  examples = tf.data.Dataset.from_generator(
+      candidates, output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32)))
+
+  @tf.autograph.experimental.do_not_convert
+  def preprocess(image, instance):
+    return {"image": eval_data.evaluation_image(image, image_size, view), "instance": instance}
+
+  return _reraised(eval_data.batches(
+      examples.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE), batch_size))
+
+
 def is_retrieval(found: Found) -> bool:
-  """Whether the data is a caption set: its dataset_type.txt says so (TFDS: the task's kind)."""
+  """Whether the data is a caption set: its dataset_type.txt says so (TFDS, Hugging Face: the
+  task's kind)."""
   if not found.directory:
     return found.task.kind == benchmark_tasks.RETRIEVAL
   kind = _lines(files.path(found.directory) / "dataset_type.txt")

@@ -1,7 +1,7 @@
 """The scaling papers' benchmark as data: DataComp's 38 tasks (Gadre et al. 2023), which open_clip's
 results table (`docs/openclip_results.csv`, Cherti et al. 2023's models and later ones) and the
 DataComp leaderboard report, each with its metric as those tables compute it and where its data
-is found.
+is found; and the CLIP paper's 27 linear-probe datasets.
 
 Each task's key, column title, main metric and group columns are DataComp's (`tasklist.yml` and
 `eval_utils/` of github.com/mlfoundations/datacomp); the class names and templates are
@@ -18,6 +18,7 @@ import importlib.resources
 import json
 
 CLASSIFICATION, RETRIEVAL, ASSOCIATION = "classification", "retrieval", "association"
+LINEAR_PROBE = "linear_probe"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,9 @@ class TfdsData:
   # "imagenet_subsets"): ImageNet-A and -R are scored among their 200 classes.
   imagenet_subset: str = ""
   caption_feature: str = "captions/text"
+  # A linear probe's: fitted on train_split, its strength chosen on validation_split.
+  train_split: str = ""
+  validation_split: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +54,9 @@ class Task:
   group_metrics: tuple[GroupMetric, ...] = ()
   macro_f1: bool = False  # also F1-macro_all over the labels present (iWildCam's main metric)
   tfds: TfdsData | None = None
+  # The Hugging Face dataset nlphuji/<name> that DataComp's scripts read it from (retrieval and
+  # WinoGAViL), found in their cache under the data root.
+  hugging_face: str = ""
 
   @property
   def short_name(self) -> str:
@@ -72,6 +79,22 @@ _EXTRA_DIRECTORIES = {"retrieval/mscoco_2014_5k_test_image_text_retrieval":
 
 def _tfds(name: str, split: str = "test", **options) -> TfdsData:
   return TfdsData(name, split, **options)
+
+
+def _probe(key: str, title: str, tfds_name: str = "", splits: str = "held_out") -> Task:
+  """A linear-probe task, its TFDS splits: "held_out" (the last 10% of train for validation, the
+  test split), "given" (train, validation, test), "vtab" (train's first 60%, next 20%, last 20%:
+  VTAB's, for sets with one split), "food101" and "imagenet" (10% and 1% of train held out, the
+  validation split as test)."""
+  train, validation, test = {
+      "held_out": ("train[:90%]", "train[90%:]", "test"),
+      "given": ("train", "validation", "test"),
+      "vtab": ("train[:60%]", "train[60%:80%]", "train[80%:]"),
+      "food101": ("train[:90%]", "train[90%:]", "validation"),
+      "imagenet": ("train[:99%]", "train[99%:]", "validation")}[splits]
+  data = (TfdsData(tfds_name, test, train_split=train, validation_split=validation)
+          if tfds_name else None)
+  return Task(f"linear_probe/{key}", title, kind=LINEAR_PROBE, main_metric="top1", tfds=data)
 
 
 # In open_clip's results table's column order.
@@ -111,10 +134,15 @@ TASKS = (
     Task("stl10", "STL-10", num_classes=10, tfds=_tfds("stl10")),
     Task("sun397", "SUN397", num_classes=397),
     Task("vtab/svhn", "SVHN", num_classes=10, tfds=_tfds("svhn_cropped")),
-    Task("retrieval/flickr30k", "Flickr", kind=RETRIEVAL, main_metric="mean_recall@1"),
+    Task("retrieval/flickr30k", "Flickr", kind=RETRIEVAL, main_metric="mean_recall@1",
+         hugging_face="flickr30k"),
     Task("retrieval/mscoco_2014_5k_test_image_text_retrieval", "MSCOCO", kind=RETRIEVAL,
-         main_metric="mean_recall@1", tfds=_tfds("coco_captions")),
-    Task("misc/winogavil", "WinoGAViL", kind=ASSOCIATION, main_metric="jaccard_score_10-12"),
+         main_metric="mean_recall@1", tfds=_tfds("coco_captions"),
+         hugging_face="mscoco_2014_5k_test_image_text_retrieval"),
+    # WinoGAViL: per cue, choose as many of its 5 to 12 candidate images as it has associations;
+    # the Jaccard index of the choice, averaged over the cues with 10 to 12 candidates.
+    Task("misc/winogavil", "WinoGAViL", kind=ASSOCIATION, main_metric="jaccard_score_10-12",
+         hugging_face="winogavil"),
     # iWildCam: metadata (location, sequence, year, ..., y); scored by macro F1 over its labels.
     Task("wilds/iwildcam", "iWildCam", main_metric="F1-macro_all", num_classes=182,
          macro_f1=True),
@@ -141,7 +169,40 @@ SYNTHETIC_TASKS = (
     Task("synthetic/colour", "Synthetic colour", main_metric="mean_per_class_recall"),
     Task("synthetic/captions", "Synthetic captions", kind=RETRIEVAL, main_metric="mean_recall@1"),
 )
-TASKS_BY_KEY = {task.key: task for task in (*TASKS, *SYNTHETIC_TASKS)}
+# The CLIP paper's 27 linear-probe datasets (Radford et al. 2021, Table 10), in its order: a
+# logistic regression on frozen image features (`linear_probe`), scored by top-1 accuracy (the
+# paper reports mean per-class recall for Pets, Caltech-101, Flowers and Aircraft, 11-point mAP
+# for VOC, ROC AUC for Hateful Memes). Read from TFDS, where 15 of them are.
+LINEAR_PROBE_TASKS = (
+    _probe("food101", "Food-101", "food101", "food101"),
+    _probe("cifar10", "CIFAR-10", "cifar10"),
+    _probe("cifar100", "CIFAR-100", "cifar100"),
+    _probe("birdsnap", "Birdsnap"),
+    _probe("sun397", "SUN397", "sun397/tfds", "given"),
+    _probe("cars", "Stanford Cars", "cars196"),
+    _probe("fgvc_aircraft", "FGVC Aircraft"),
+    _probe("voc2007", "Pascal VOC 2007"),
+    _probe("dtd", "Describable Textures", "dtd", "given"),
+    _probe("pets", "Oxford-IIIT Pet", "oxford_iiit_pet"),
+    _probe("caltech101", "Caltech-101", "caltech101"),
+    _probe("flowers", "Oxford Flowers-102", "oxford_flowers102", "given"),
+    _probe("mnist", "MNIST", "mnist"),
+    _probe("fer2013", "FER2013"),
+    _probe("stl10", "STL-10", "stl10"),
+    _probe("eurosat", "EuroSAT", "eurosat/rgb", "vtab"),
+    _probe("resisc45", "RESISC45", "resisc45", "vtab"),
+    _probe("gtsrb", "GTSRB"),
+    _probe("kitti", "KITTI"),
+    _probe("country211", "Country211"),
+    _probe("pcam", "PatchCamelyon", "patch_camelyon", "given"),
+    _probe("ucf101", "UCF101"),
+    _probe("kinetics700", "Kinetics700"),
+    _probe("clevr", "CLEVR Counts"),
+    _probe("hateful_memes", "Hateful Memes"),
+    _probe("renderedsst2", "Rendered SST2"),
+    _probe("imagenet", "ImageNet", "imagenet2012", "imagenet"),
+)
+TASKS_BY_KEY = {task.key: task for task in (*TASKS, *SYNTHETIC_TASKS, *LINEAR_PROBE_TASKS)}
 
 _IMAGENET_SHIFTS = ("imagenet1k", "imagenetv2", "imagenet_sketch", "imagenet-a", "imagenet-r",
                     "objectnet")
@@ -158,6 +219,7 @@ SUITES = {
     "quick": ("imagenet1k", "cifar10", "vtab/cifar100",
               "retrieval/mscoco_2014_5k_test_image_text_retrieval"),
     "synthetic": tuple(task.key for task in SYNTHETIC_TASKS),
+    "clip_linear_probe": tuple(task.key for task in LINEAR_PROBE_TASKS),
 }
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from clip_jax import encoding
@@ -192,12 +191,9 @@ def _run_linear_probe(name, evaluator, encode_image, encode_text, data, view):
   del encode_text
 
   def features_and_labels(split):  # [N, E], [N]
-    batches = eval_data.image_label_batches(
+    return linear_probe.encode_split(encode_image, eval_data.image_label_batches(
         evaluator.dataset, split, label_feature=evaluator.label_feature,
-        **_reader_options(evaluator, data, view))
-    encoded = [(encoding.encode_in_batches(encode_image, batch["image"], evaluator.batch_size),
-                batch["label"]) for batch in batches]
-    return tuple(np.concatenate(arrays) for arrays in zip(*encoded))
+        **_reader_options(evaluator, data, view)), evaluator.batch_size)
 
   num_classes = len(eval_data.label_names(evaluator.dataset, **_tfds_options(evaluator),
                                           label_feature=evaluator.label_feature))

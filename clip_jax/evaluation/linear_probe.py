@@ -20,11 +20,14 @@ then needs fewer iterations.
 from __future__ import annotations
 
 import functools
+from typing import Iterable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from clip_jax import encoding
 
 # The sweep's range. Much stronger penalties leave weights so small that the unpenalised bias
 # (the class prior) decides, and the choice then rides on how train and test priors differ.
@@ -36,6 +39,14 @@ MAX_ITERATIONS = 1000  # L-BFGS iterations per fit, as in the paper
 TOLERANCE = 1e-5  # a fit stops once the gradient norm is below this
 
 Split = tuple[np.ndarray, np.ndarray]  # features [N, D], labels int [N]
+
+
+def encode_split(encode_image: encoding.Encoder, batches: Iterable[dict[str, np.ndarray]],
+                 batch_size: int) -> Split:
+  """The features and labels of labelled batches ({"image", "label"}, b <= batch_size)."""
+  encoded = [(encoding.encode_in_batches(encode_image, batch["image"], batch_size),
+              batch["label"]) for batch in batches]
+  return tuple(np.concatenate(arrays) for arrays in zip(*encoded))
 
 
 def standardize(fit_features: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:

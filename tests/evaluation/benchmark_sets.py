@@ -5,6 +5,7 @@ of the model's size is the image itself and a test can compute the features inde
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 from PIL import Image
@@ -47,3 +48,33 @@ def classification_samples(images: np.ndarray, labels: np.ndarray, metadata=None
 def retrieval_samples(images: np.ndarray, captions: list[list[str]]) -> list[dict[str, bytes]]:
   return [{"png": encode(image, "png"), "txt": "\n".join(texts).encode()}
           for image, texts in zip(images, captions)]
+
+
+def write_hugging_face_cache(root: str, name: str, rows: list[dict], image_columns=()) -> str:
+  """`datasets`' cache of nlphuji/<name>'s test split under `root`/hf_cache, as DataComp's
+  download script leaves it: an Arrow stream file of `rows`, with images as `datasets` stores
+  them ({"bytes", "path"}: here the bytes, but every third row's images a file by path)."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  folder = os.path.join(root, "hf_cache", f"nlphuji___{name}", "TEST", "0.0.0", "0123abcd")
+  os.makedirs(folder, exist_ok=True)
+  stored = []
+  for index, row in enumerate(rows):
+    row = dict(row)
+    for column in image_columns:
+      def value(data, number, index=index, column=column):
+        if index % 3:
+          return {"bytes": data, "path": None}
+        path = os.path.join(folder, f"{column}-{index}-{number}.png")
+        with open(path, "wb") as file:
+          file.write(data)
+        return {"bytes": None, "path": path}
+      images = row[column]
+      row[column] = ([value(data, number) for number, data in enumerate(images)]
+                     if isinstance(images, list) else value(images, 0))
+    stored.append(row)
+  table = pa.Table.from_pylist(stored)
+  path = os.path.join(folder, f"{name}-test.arrow")
+  with pa.OSFile(path, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+    for batch in table.to_batches(max_chunksize=5):
+      writer.write_batch(batch)
+  return path

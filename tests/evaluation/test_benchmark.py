@@ -52,12 +52,13 @@ def encode_image(images: np.ndarray) -> np.ndarray:
   half = images.shape[1] // 2
   quadrants = [images[:, rows, columns].mean(axis=(1, 2)) for rows in (slice(None, half),
                slice(half, None)) for columns in (slice(None, half), slice(half, None))]
-  return (np.concatenate(quadrants, axis=-1) / 255.0 - 0.5) @ _IMAGE_PROJECTION
+  return ((np.concatenate(quadrants, axis=-1) / 255.0 - 0.5) @ _IMAGE_PROJECTION).astype(
+      np.float32)
 
 
 def encode_text(tokens: np.ndarray) -> np.ndarray:
   """A stand-in text tower: the sum of its tokens' embeddings. [b, E]"""
-  return _TOKEN_EMBEDDINGS[tokens].sum(axis=1)
+  return _TOKEN_EMBEDDINGS[tokens].sum(axis=1).astype(np.float32)
 
 
 MODEL = benchmark.Model(encode_image, encode_text, TOKENIZE, benchmark_sets.IMAGE_SIZE)
@@ -155,7 +156,7 @@ def test_class_names_and_templates_are_clip_benchmarks():
 
 def test_every_tfds_source_is_a_tfds_dataset():
   known = set(tfds.list_builders())
-  for task in benchmark_tasks.TASKS:
+  for task in benchmark_tasks.TASKS_BY_KEY.values():
     if task.tfds:
       assert task.tfds.name.split("/")[0] in known, task.key
 
@@ -198,6 +199,28 @@ def _write_suite(root):
                             benchmark_sets.retrieval_samples(images, captions),
                             dataset_type="retrieval")
   made["retrieval/mscoco_2014_5k_test_image_text_retrieval"] = (images, captions)
+  # Flickr30k and WinoGAViL as DataComp's scripts cache them (Hugging Face datasets).
+  images = benchmark_sets.random_images(11, seed=8)
+  captions = [[f"flickr {index}", f"photo {index} of flickr"] for index in range(11)]
+  benchmark_sets.write_hugging_face_cache(root, "flickr30k", [
+      {"image": benchmark_sets.encode(image, "png"), "caption": texts, "split": "test"}
+      for image, texts in zip(images, captions)], image_columns=("image",))
+  made["retrieval/flickr30k"] = (images, captions)
+  rng = np.random.default_rng(9)
+  cues = ["apple", "Dog", "ice", "tree", "umbrella", "cloud", "stone", "owl"]
+  instances = []
+  for index, cue in enumerate(cues):
+    count = (5, 6, 10, 12)[index % 4]
+    candidates = [f"c{index}-{number}" for number in range(count)]
+    associations = list(rng.choice(candidates, size=2 + index % 3, replace=False))
+    instances.append(dict(cue=cue, candidates=candidates, associations=associations,
+                          images=benchmark_sets.random_images(count, seed=20 + index)))
+  benchmark_sets.write_hugging_face_cache(root, "winogavil", [
+      {"ID": index, "cue": item["cue"], "candidates": item["candidates"],
+       "associations": item["associations"],
+       "candidate_images": [benchmark_sets.encode(image, "png") for image in item["images"]]}
+      for index, item in enumerate(instances)], image_columns=("candidate_images",))
+  made["misc/winogavil"] = instances
   return made
 
 
@@ -206,7 +229,7 @@ def suite(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("benchmark"))
   made = _write_suite(root)
   saved = []
-  tasks = benchmark_tasks.suite_tasks(",".join(made) + ",imagenet-o,misc/winogavil")
+  tasks = benchmark_tasks.suite_tasks(",".join(made) + ",imagenet-o,gtsrb")
   results = benchmark.evaluate_suite(tasks, MODEL, data_dir=root, batch_size=8,
                                      save=lambda results: saved.append(json.loads(
                                          json.dumps(results))))
@@ -283,11 +306,50 @@ def test_retrieval_equals_clip_benchmarks_code_on_the_same_features(suite):
   assert 0.0 < ours["image_retrieval_recall@1"] < ours["image_retrieval_recall@5"]
 
 
+def test_retrieval_from_the_hugging_face_cache_equals_clip_benchmarks(suite):
+  """Flickr30k as DataComp reads it (Hugging Face's nlphuji/flickr30k), images stored inline
+  and by path."""
+  _, made, _, results, _ = suite
+  images, captions = made["retrieval/flickr30k"]
+  expected = reference_retrieval.evaluate(
+      _TorchModel(), [(torch.from_numpy(images), captions)], _reference_tokenize, "cpu",
+      amp=False, recall_k_list=[1, 5, 10])
+  ours = results["tasks"]["retrieval/flickr30k"]
+  for name, value in expected.items():
+    assert ours["metrics"][name] == pytest.approx(value, abs=1e-6), name
+  assert ours["images"] == 11 and ours["data"].endswith("flickr30k-test.arrow")
+
+
+def test_winogavil_is_scored_as_datacomp_scores_it(suite):
+  """Per cue, DataComp's choice (the top-n candidates by similarity to "A/An <cue>", n its
+  associations) against the associations by scikit-learn's Jaccard index."""
+  _, made, _, results, _ = suite
+  prompts = {"apple": "An apple", "Dog": "A dog", "ice": "An ice", "tree": "A tree",
+             "umbrella": "An umbrella", "cloud": "A cloud", "stone": "A stone", "owl": "An owl"}
+  scores, sizes = [], []
+  for item in made["misc/winogavil"]:
+    text = encode_text(TOKENIZE([prompts[item["cue"]]]))
+    image = encode_image(item["images"])
+    logits = (text / np.linalg.norm(text)) @ (
+        image / np.linalg.norm(image, axis=1, keepdims=True)).T
+    truth = np.isin(item["candidates"], item["associations"])
+    chosen = np.isin(np.arange(len(truth)), np.argsort(logits[0])[-truth.sum():])
+    scores.append(sklearn_metrics.jaccard_score(truth, chosen))
+    sizes.append(len(truth))
+  scores, sizes = np.array(scores), np.array(sizes)
+  ours = results["tasks"]["misc/winogavil"]["metrics"]
+  assert ours["jaccard_score_10-12"] == pytest.approx(scores[sizes >= 10].mean())
+  assert ours["jaccard_score_5-6"] == pytest.approx(scores[sizes <= 6].mean())
+  assert ours["avg_jaccard_score"] == pytest.approx(scores.mean())
+  assert ours["main_metric"] == ours["jaccard_score_10-12"]
+  assert results["tasks"]["misc/winogavil"]["images"] == sizes.sum()
+
+
 def test_absent_tasks_are_reported_absent_and_left_out_of_the_average(suite):
   root, made, tasks, results, saved = suite
   assert set(results["tasks"]) == set(made)
   assert "no wds_imagenet-o_test or wds_imagenet-o in" in results["absent"]["imagenet-o"]
-  assert "nlphuji/winogavil" in results["absent"]["misc/winogavil"]
+  assert set(results["absent"]) == {"imagenet-o", "gtsrb"}
   mean, covered = benchmark.average(tasks, results)
   assert covered == len(made)
   assert mean == pytest.approx(np.mean([results["tasks"][key]["metrics"]["main_metric"]
@@ -296,7 +358,7 @@ def test_absent_tasks_are_reported_absent_and_left_out_of_the_average(suite):
                                         pretrained="").splitlines()
   assert header.split(",")[:3] == ["name", "pretrained", f"Average perf. on {len(made)} datasets"]
   cells = dict(zip(header.split(","), row.split(",")))
-  assert cells["ImageNet-O"] == cells["WinoGAViL"] == ""
+  assert cells["ImageNet-O"] == cells["GTSRB"] == "" != cells["WinoGAViL"]
   assert float(cells["FMoW"]) == pytest.approx(
       results["tasks"]["wilds/fmow"]["metrics"]["main_metric"], abs=1e-4)
   # Saved after each task run, never for the absent ones.
@@ -328,6 +390,19 @@ def test_tfds_tasks_read_mock_data():
     assert entry["data"].startswith("TFDS ") and entry["images"] == 6, key
     assert 0.0 <= entry["metrics"]["main_metric"] <= 1.0
   assert "image_retrieval_recall@10" in results["tasks"][tasks[2].key]["metrics"]
+
+
+def test_the_clip_papers_linear_probes_fit_on_tfds_data():
+  """The 27 datasets of the CLIP paper's linear-probe table; those with a TFDS copy are probed
+  (here on mock data), the others reported absent."""
+  tasks = benchmark_tasks.suite_tasks("clip_linear_probe")
+  assert len(tasks) == 27 and sum(task.tfds is not None for task in tasks) == 15
+  picked = benchmark_tasks.suite_tasks("linear_probe/cifar10,linear_probe/birdsnap")
+  results = benchmark.evaluate_suite(picked, MODEL, data_dir="", batch_size=8, mock_examples=24)
+  probe = results["tasks"]["linear_probe/cifar10"]
+  assert 0.0 <= probe["metrics"]["main_metric"] == probe["metrics"]["top1"] <= 1.0
+  assert probe["metrics"]["l2"] > 0 and probe["images"] == 3 * 24  # train, validation, test
+  assert "no TFDS copy" in results["absent"]["linear_probe/birdsnap"]
 
 
 def test_a_sample_without_its_label_stops_the_task_naming_its_shard(tmp_path):
