@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
+import jax
 from ml_collections import config_flags
 
 from clip_jax import files  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -137,18 +138,20 @@ def evaluate_suite(model, variables, data: settings.Data, path: str, output: str
                                 tokenizers.create_tokenizer(data).tokenize, data.image_size,
                                 model.config.preprocessing)
 
-  def save(results):
+  def save(results):  # by the first process: every process computes the same results
     mean, covered = benchmark.average(tasks, results)
-    files.write_text(output, json.dumps({**identity, "suite": _SUITE.value, "average": mean,
-                                         "tasks_covered": covered, **results}, indent=2))
+    if jax.process_index() == 0:
+      files.write_text(output, json.dumps({**identity, "suite": _SUITE.value, "average": mean,
+                                           "tasks_covered": covered, **results}, indent=2))
 
   results = benchmark.evaluate_suite(tasks, suite_model, data_dir=_DATA_DIR.value,
                                      batch_size=_BATCH_SIZE.value, results=previous, save=save)
   save(results)
   table = output.removesuffix(".json") + _CSV_SUFFIX
-  files.write_text(table, benchmark.results_table(
-      tasks, results, name=os.path.basename(os.path.normpath(path)),
-      pretrained="ema" if _USE_EMA.value else ""))
+  if jax.process_index() == 0:
+    files.write_text(table, benchmark.results_table(
+        tasks, results, name=os.path.basename(os.path.normpath(path)),
+        pretrained="ema" if _USE_EMA.value else ""))
   print("\n".join(benchmark.summary_lines(tasks, results)))
   print(f"Wrote {output} and {table}")
 

@@ -135,3 +135,9 @@ def test_interrupted_sweep_resumes_and_feeds_the_analysis(tmp_path, monkeypatch,
   summary = scaling_laws.analyse(rows, "zero_shot/shape_top1_seen", str(tmp_path / "out"))
   assert os.path.exists(tmp_path / "out" / "scaling_error.png")
   assert summary["metric"] == "zero_shot/shape_top1_seen"
+  # The quickstart's benchmark evaluator: the suite's average and each task, fitted alike.
+  assert all(0 <= row["benchmark/average"] <= 1 for row in rows)
+  for metric in ("benchmark/average", "benchmark/synthetic/captions"):
+    rows_with_error = scaling_laws.with_error(rows, metric)
+    assert [row["error"] for row in rows_with_error] == [1 - row[metric] for row in rows]
+    assert scaling_laws.summarise(rows, metric)["metric"] == metric
