@@ -53,18 +53,13 @@ def write_tasks(root: str, count: int) -> None:
 
 def convert_random_model(folder: str, model_name: str) -> str:
   """A checkpoint converted by `python -m clip_jax.convert` from random weights in open_clip's
-  layout (drawn in numpy: initialising a ViT-B/32 takes seconds, this not)."""
+  layout."""
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from clip_jax import convert  # pylint: disable=g-import-not-at-top
   from clip_jax import models  # pylint: disable=g-import-not-at-top
+  from clip_jax.models import clip as clip_model  # pylint: disable=g-import-not-at-top
   config = models.get_model_config(model_name, text=dict(vocab_size=49_408))
-  images = np.zeros((1, config.vision.image_size, config.vision.image_size, 3), np.float32)
-  tokens = np.zeros((1, config.text.context_length), np.int32)
-  shapes = jax.eval_shape(models.CLIP(config).init, jax.random.PRNGKey(0), images, tokens)
-  rng = np.random.default_rng(0)
-  variables = jax.tree.map(lambda leaf: rng.normal(0.0, 0.02, leaf.shape).astype(leaf.dtype),
-                           shapes)
+  variables = clip_model.init_variables(config, jax.random.PRNGKey(0))
   convert.export_weights(config, variables, os.path.join(folder, "open_clip"), "open_clip")
   checkpoint = os.path.join(folder, "converted")
   subprocess.run([sys.executable, "-m", "clip_jax.convert",
