@@ -96,6 +96,15 @@ def restore_newest(manager: ocp.CheckpointManager, abstract_state: Any) -> tuple
                    "a new workdir.")
 
 
+def on_host(tree: Any) -> Any:
+  """Abstract arrays of `tree`'s shapes and dtypes in this host's memory, on one device: a
+  restore's target on any host and any number of processes (the saved shardings name the devices
+  of the process that saved)."""
+  host = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+  return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=host),
+                      tree)
+
+
 def restore_variables(workdir: str, step: int | None = None,
                       use_ema: bool = False) -> tuple[dict[str, Any], int]:
   """The model variables (numpy; params and, for a ResNet, batch_stats) of a workdir's checkpoint,
@@ -115,13 +124,11 @@ def restore_variables(workdir: str, step: int | None = None,
       raise ValueError(f"use_ema=True, but {workdir} keeps no moving average of its parameters "
                        "(its run had ema_decay=0); allowed: use_ema=False.")
     wanted = {key: stored[key] for key in (params_key, "batch_stats") if stored.get(key)}
-    # Host memory on one device: the saved shardings name the devices of the run that saved.
-    host = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+    target = on_host(wanted)
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                                            sharding=host), wanted),
-        restore_args=jax.tree.map(lambda _: ocp.ArrayRestoreArgs(restore_type=np.ndarray,
-                                                                 sharding=host), wanted),
+        item=target, restore_args=jax.tree.map(
+            lambda leaf: ocp.ArrayRestoreArgs(restore_type=np.ndarray, sharding=leaf.sharding),
+            target),
         partial_restore=True)))["state"]
   finally:
     manager.close()

@@ -27,8 +27,9 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
-from clip_jax import files  # pylint: disable=g-import-not-at-top,wrong-import-position
+from clip_jax import distributed  # pylint: disable=g-import-not-at-top,wrong-import-position
 from clip_jax import encoding
+from clip_jax import files
 from clip_jax import pretrained
 from clip_jax import settings
 from clip_jax import sharding
@@ -65,6 +66,14 @@ _POSITION_INTERPOLATION = flags.DEFINE_enum(
 _OUTPUT = flags.DEFINE_string("output", None, "JSON file for the results; by default "
                               "evaluation.json (with --suite: benchmark.json) in the workdir or "
                               "checkpoint directory.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "off", list(settings.DISTRIBUTED_MODES), "Several processes (one per host or "
+    "GPU, each started with this command) evaluating as one, every device of every process "
+    "sharing each batch: 'auto' on a TPU pod slice or under SLURM / Open MPI, 'explicit' with "
+    "--coordinator_address, --num_processes and --process_id (docs/several_hosts.md).")
+_COORDINATOR_ADDRESS = flags.DEFINE_string("coordinator_address", "", "'host:port' of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "How many processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index.")
 _CSV_SUFFIX = ".csv"
 
 
@@ -85,9 +94,23 @@ def _model_path() -> str:
   return given[0]
 
 
+def _join_processes() -> None:
+  """`jax.distributed.initialize` as the --distributed flags ask, before JAX computes anything."""
+  keys = dict(coordinator_address=_COORDINATOR_ADDRESS.value, num_processes=_NUM_PROCESSES.value,
+              process_id=_PROCESS_ID.value)
+  unset = settings.Distributed()
+  try:
+    distributed.initialize(settings.distributed_settings(
+        mode=_DISTRIBUTED.value, **{key: value for key, value in keys.items()
+                                    if value != getattr(unset, key)}))
+  except ValueError as error:
+    raise app.UsageError(str(error).replace("distributed.", "--")) from None
+
+
 def main(argv):
   del argv
   path = _model_path()
+  _join_processes()
   given = settings.parse(_CONFIG.value) if _CONFIG.value else None
   if pretrained.is_workdir(path) and not _CHECKPOINT.value:
     run, model, variables = pretrained.read_workdir(path, _USE_EMA.value)
@@ -115,10 +138,11 @@ def main(argv):
     return
   output = _OUTPUT.value or os.path.join(path, "evaluation.json")
   results = evaluate(model, variables, evals, data, step)
-  files.write_text(output, json.dumps(results, indent=2, sort_keys=True))
-  print("\n".join(evaluators.summary_lines(evals, results)))
-  print("\n".join(f"{name:<40} {value:.4f}" for name, value in sorted(results.items())))
-  print(f"Wrote {output}")
+  if jax.process_index() == 0:  # every process has the same results
+    files.write_text(output, json.dumps(results, indent=2, sort_keys=True))
+    print("\n".join(evaluators.summary_lines(evals, results)))
+    print("\n".join(f"{name:<40} {value:.4f}" for name, value in sorted(results.items())))
+    print(f"Wrote {output}")
 
 
 def evaluate_suite(model, variables, data: settings.Data, path: str, output: str) -> None:
@@ -147,13 +171,13 @@ def evaluate_suite(model, variables, data: settings.Data, path: str, output: str
   results = benchmark.evaluate_suite(tasks, suite_model, data_dir=_DATA_DIR.value,
                                      batch_size=_BATCH_SIZE.value, results=previous, save=save)
   save(results)
-  table = output.removesuffix(".json") + _CSV_SUFFIX
   if jax.process_index() == 0:
+    table = output.removesuffix(".json") + _CSV_SUFFIX
     files.write_text(table, benchmark.results_table(
         tasks, results, name=os.path.basename(os.path.normpath(path)),
         pretrained="ema" if _USE_EMA.value else ""))
-  print("\n".join(benchmark.summary_lines(tasks, results)))
-  print(f"Wrote {output} and {table}")
+    print("\n".join(benchmark.summary_lines(tasks, results)))
+    print(f"Wrote {output} and {table}")
 
 
 if __name__ == "__main__":

@@ -77,8 +77,10 @@ def read_config(directory: str) -> configs.CLIPConfig:
 def read(directory: str) -> tuple[configs.CLIPConfig, dict[str, Any]]:
   """(architecture, variables as numpy arrays) of a directory written by `save`."""
   config = read_config(directory)
+  path = files.path(directory) / VARIABLES_DIR
   with ocp.StandardCheckpointer() as checkpointer:
-    variables = checkpointer.restore(files.path(directory) / VARIABLES_DIR)
+    stored = checkpointer.metadata(path).item_metadata.tree
+    variables = checkpointer.restore(path, checkpoint.on_host(stored))
   return config, jax.tree.map(np.asarray, variables)
 
 

@@ -844,6 +844,14 @@ def distributed_keys_set(distributed: Distributed) -> dict[str, Any]:
           and getattr(distributed, field.name) != getattr(_UNSET_DISTRIBUTED, field.name)}
 
 
+def distributed_settings(**given) -> Distributed:
+  """Distributed settings from keys (a program's flags, e.g. clip_jax.evaluate's), checked as
+  `parse` checks config.distributed: errors name `distributed.<key>`."""
+  distributed = _section(Distributed, given, "distributed")
+  _check_distributed(distributed)
+  return distributed
+
+
 def _check_distributed(distributed: Distributed) -> None:
   given = list(distributed_keys_set(distributed))
   if distributed.mode == "off" and given:

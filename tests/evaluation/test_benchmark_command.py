@@ -8,12 +8,15 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from clip_jax import pretrained
 from clip_jax.models import clip as clip_model
 from clip_jax.models import configs
 import benchmark_sets
 import command_server
+import tiny_runs
+from xla_flags import xla_flags
 
 SUITE = "cifar10,retrieval/mscoco_2014_5k_test_image_text_retrieval,wilds/fmow"
 
@@ -93,3 +96,38 @@ def test_a_suite_from_the_command_line_killed_mid_suite_resumes(tmp_path):
   assert header == "name,pretrained,Average perf. on 3 datasets,CIFAR-10,MSCOCO,FMoW"
   assert row.split(",")[:3] == ["converted", "", f"{mean:.4f}"]
   assert "Average" in completed.stdout and "over 3 of 3 tasks" in completed.stdout
+
+
+def test_two_processes_evaluate_the_suite_as_one(tmp_path):
+  """--distributed=explicit: two processes of 4 CPU devices each share every batch, and give the
+  results of one process of 8; only the first writes them."""
+  model_config = configs.get_model_config("tiny-vit", text=dict(vocab_size=49408))
+  checkpoint = str(tmp_path / "converted")
+  pretrained.save(checkpoint, model_config,
+                  clip_model.init_variables(model_config, jax.random.PRNGKey(0)))
+  root = str(tmp_path / "evalsets")
+  _write_suite(root)
+  argv = ["-m", "clip_jax.evaluate", f"--model={checkpoint}", f"--suite={SUITE}",
+          f"--data_dir={root}", "--batch_size=8"]
+  single = command_server.run_python([*argv, f"--output={tmp_path / 'one.json'}"], cwd=tmp_path)
+  assert single.returncode == 0, single.stderr[-3000:]
+  port = tiny_runs.free_port()
+  environment = {**os.environ, "XLA_FLAGS": xla_flags(4), "JAX_PLATFORMS": "cpu"}
+  logs = [str(tmp_path / f"process{index}.log") for index in range(2)]
+  processes = [command_server.start(
+      [*argv, f"--output={tmp_path / 'two.json'}", "--distributed=explicit",
+       f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={index}"],
+      stdout=logs[index], cwd=tmp_path, env=environment) for index in range(2)]
+  try:
+    returncodes = [process.wait(timeout=300) for process in processes]
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
+  outputs = [open(log).read() for log in logs]  # pylint: disable=consider-using-with
+  assert returncodes == [0, 0], "\n".join(output[-3000:] for output in outputs)
+  one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
+  for key, entry in one["tasks"].items():
+    for metric, value in entry["metrics"].items():
+      assert two["tasks"][key]["metrics"][metric] == pytest.approx(value, abs=1e-6), metric
+  assert "Wrote" in outputs[0] and "Wrote" not in outputs[1]
