@@ -48,9 +48,9 @@ _MODEL = flags.DEFINE_string("model", None, "A training workdir or a converted c
 _SUITE = flags.DEFINE_string("suite", None, "Evaluate on the benchmark: a suite ("
                              f"{', '.join(benchmark_tasks.SUITES)}) or comma-separated task "
                              "keys, instead of the config's evaluators.")
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "With --suite: the folder holding the tasks' "
-                                "WebDataset folders (DataComp's download script's layout) and "
-                                "TFDS data; local or gs://.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "With --suite: the folder DataComp's download "
+                                "script fills (the tasks' WebDataset folders and hf_cache/), "
+                                "which may hold TFDS data too; local or gs://.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "With --suite: images or texts encoded at "
                                    "once, over all devices.")
 _USE_EMA = flags.DEFINE_bool("use_ema", False, "Evaluate the workdir's moving average of the "

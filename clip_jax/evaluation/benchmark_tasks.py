@@ -7,7 +7,8 @@ Each task's key, column title, main metric and group columns are DataComp's (`ta
 `eval_utils/` of github.com/mlfoundations/datacomp); the class names and templates are
 CLIP_benchmark's (assets/clip_benchmark_prompts.json), which DataComp's WebDataset copies also
 carry beside their shards. Named suites pick subsets: the whole list, ImageNet and its
-distribution shifts, DataComp's VTAB tasks, retrieval, and a quick one to run during training.
+distribution shifts, DataComp's VTAB tasks, retrieval, the WILDS and fairness sets, a quick one to
+run during training, the synthetic world's tasks, and the linear probes.
 """
 
 from __future__ import annotations
@@ -46,11 +47,12 @@ class TfdsData:
 
 @dataclasses.dataclass(frozen=True)
 class Task:
+  """One task: what it is scored by, and where its data may be."""
   key: str  # DataComp's task key, e.g. "vtab/cifar100"
   title: str  # its column in open_clip's results table
   kind: str = CLASSIFICATION
   main_metric: str = "acc1"
-  num_classes: int = 0
+  num_classes: int = 0  # DataComp's count, for reference
   group_metrics: tuple[GroupMetric, ...] = ()
   macro_f1: bool = False  # also F1-macro_all over the labels present (iWildCam's main metric)
   tfds: TfdsData | None = None
