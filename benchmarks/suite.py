@@ -69,13 +69,19 @@ def convert_random_model(folder: str, model_name: str) -> str:
 
 
 def main() -> None:
+  """Parses the flags; the run's files live in a temporary folder."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
   parser.add_argument("--images_per_task", type=int, default=64)
   parser.add_argument("--model", default="ViT-B-32")
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--no_record", action="store_true")
   args = parser.parse_args()
-  folder = tempfile.mkdtemp(prefix="clip_jax_suite_benchmark.")
+  with tempfile.TemporaryDirectory(prefix="clip_jax_suite_benchmark.") as folder:
+    run(args, folder)
+
+
+def run(args: argparse.Namespace, folder: str) -> None:
+  """Writes the tasks and the model under `folder`, runs the command twice and reports."""
   root = os.path.join(folder, "evalsets")
   write_tasks(root, args.images_per_task)
   checkpoint = convert_random_model(folder, args.model)

@@ -879,8 +879,9 @@ def to_config(run: Run) -> ml_collections.ConfigDict:
                          overrides=model_configs.config_to_dict(run.model.architecture))
   for name in _SECTIONS:
     values[name] = dataclasses.asdict(values[name])
-  # Every source's section, as in default_config: a change of source shows as the keys changed.
-  values["data"] = {**_default_sections(), **_data_values(run.data)}
+  # Every source's section the run knows, as in default_config: a change of source shows as the
+  # keys changed.
+  values["data"] = {**_default_sections(run.model.plugins), **_data_values(run.data)}
   values["data"]["sources"] = {name: _source_values(part, run.data)
                                for name, part in run.data.sources.items()}
   values["evals"] = {name: _evaluator_values(evaluator_settings)
@@ -895,11 +896,14 @@ def upgraded(values: Mapping[str, Any]) -> dict[str, Any]:
   the sections are written out as `to_config` writes them."""
   values = dict(values)
   if isinstance(values.get("data"), Mapping):
-    values["data"] = _upgraded_data(values["data"], every_section=True)
+    model = values.get("model") if isinstance(values.get("model"), Mapping) else {}
+    values["data"] = _upgraded_data(values["data"], tuple(model.get("plugins") or ()),
+                                    every_section=True)
   return values
 
 
-def _upgraded_data(data: Mapping[str, Any], every_section: bool = False) -> dict[str, Any]:
+def _upgraded_data(data: Mapping[str, Any], plugins: tuple[str, ...],
+                   every_section: bool = False) -> dict[str, Any]:
   shared = {field.name for field in dataclasses.fields(Data)}
   flat = {key: value for key, value in data.items()
           if key not in shared and not isinstance(value, Mapping)}
@@ -907,14 +911,14 @@ def _upgraded_data(data: Mapping[str, Any], every_section: bool = False) -> dict
   if flat:
     load_plugins(DATA_PLUGINS)
     name = upgraded_data.get("name", SYNTHETIC)
-    sections = _default_sections()
+    sections = _default_sections(plugins)
     for section_name, defaults in sections.items() if every_section else []:
       upgraded_data[section_name] = {**defaults, **(upgraded_data.get(section_name) or {})}
     if name in sections:  # ("" stood for the source's own default, which its section now holds.)
       moved = {key: value for key, value in flat.items() if key in sections[name] and value != ""}
       upgraded_data[name] = {**sections[name], **(upgraded_data.get(name) or {}), **moved}
   if isinstance(upgraded_data.get("sources"), Mapping):
-    upgraded_data["sources"] = {part_name: _upgraded_data(part)
+    upgraded_data["sources"] = {part_name: _upgraded_data(part, plugins)
                                 for part_name, part in upgraded_data["sources"].items()}
   return upgraded_data
 
@@ -926,10 +930,15 @@ def _evaluator_values(evaluator_settings: Evaluator) -> dict[str, Any]:
           for key in (*EVALUATOR_COMMON_KEYS, *splits, *optional)}
 
 
-def _default_sections() -> dict[str, dict[str, Any]]:
-  """Every registered source's section at its defaults, by source name."""
+def _default_sections(plugins: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+  """The sections at their defaults of the built-in sources and those of `plugins` (a run's
+  model.plugins), by source name: what any process reading the config knows, not a plug-in that
+  other code of this process registered."""
+  modules = (*DATA_PLUGINS, *plugins)
   return {kind.name: dataclasses.asdict(kind.keys()) for kind in SOURCES.entries()
-          if kind.keys is not None}
+          if kind.keys is not None and any(
+              kind.keys.__module__ == module or kind.keys.__module__.startswith(module + ".")
+              for module in modules)}
 
 
 def _data_values(data: Data) -> dict[str, Any]:

@@ -135,6 +135,10 @@ def test_a_plugin_source_is_what_the_run_trains_on(tmp_path):
   assert sorted(map(bytes, batch["text"])) == sorted(map(bytes, expected))
   final = train.train_and_evaluate(config, str(tmp_path / "run"))
   assert np.isfinite(final["loss"])
+  # A workdir's config.json holds the plug-in's section only where the run names the plug-in:
+  # another process, which has not imported it, still reads the others.
+  assert "jsonl" in settings.to_config(run).data
+  assert "jsonl" not in settings.to_config(settings.parse(tiny_runs.tiny_config())).data
   config.data.jsonl.file = ""
   with pytest.raises(ValueError, match=r"data\.jsonl\.file is empty, and the jsonl source reads "
                                        r"from it; allowed: the path of a JSON Lines file\."):
