@@ -16,10 +16,10 @@ main metric and their average:
 
   config.evals.quick = settings.evaluator(type="benchmark", dataset="quick",
                                           data_dir="gs://bucket/evalsets", every_steps=10_000)
- The keys and their defaults are in `clip_jax.settings` (`Evaluator`);
-each type registers below which of them it takes (`settings.EVALUATORS`), and a plug-in may
-register its own. `batch_size` is how many images or texts are encoded at once, sharded over every
-device.
+
+The keys and their defaults are in `clip_jax.settings` (`Evaluator`); each type registers below
+which of them it takes (`settings.EVALUATORS`), and a plug-in may register its own. `batch_size`
+is how many images or texts are encoded at once, sharded over every device.
 
 Zero-shot class names and templates (`classnames`, `templates`): by default the dataset's curated
 ones if `prompts.DATASET_PROMPTS` has them, else its TFDS label names with the 80 ImageNet

@@ -18,12 +18,13 @@ import input_pipeline
 from clip_jax import files
 from clip_jax import settings
 from clip_jax.evaluation import benchmark_data
+from clip_jax.evaluation import benchmark_tasks
 from clip_jax.evaluation import zero_shot
 from input_pipeline.sources import synthetic
 
-SHAPE = "wds_synthetic-shape_test"  # written last: its nshards.txt marks the data complete
-COLOUR = "wds_synthetic-colour_test"
-CAPTIONS = "wds_synthetic-captions_test"
+# The folders the benchmark looks in for each task (DataComp's naming, `Task.directories`).
+SHAPE, COLOUR, CAPTIONS = (benchmark_tasks.TASKS_BY_KEY[key].directories[0] for key in (
+    "synthetic/shape", "synthetic/colour", "synthetic/captions"))  # SHAPE: written last
 
 
 def _benchmark_templates(templates) -> list[str]:
